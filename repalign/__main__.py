@@ -1,0 +1,5 @@
+"""Entry point for ``python -m repalign``."""
+
+from repalign.cli import main
+
+main()

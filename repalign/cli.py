@@ -1,0 +1,137 @@
+"""The command line: parse, call the library, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from typing import List, Optional
+
+import typer
+
+from repalign import __version__
+from repalign.errors import RepalignError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+app = typer.Typer(
+    help="Do two embedding spaces organise the same items the same way? Mutual k-NN and CKA, fast and honest.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(EXIT_INPUT)
+
+
+def handled(fn):
+    """Turn library errors into one line on stderr and exit 2; bugs keep their traceback and exit 3."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except RepalignError as exc:
+            _fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if type(exc).__module__.startswith("click"):
+                raise
+            traceback.print_exc(file=sys.stderr)
+            typer.echo(f"repalign: internal error ({type(exc).__name__}); this is a bug, please report it "
+                       "with the command that caused it", err=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"repalign {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """repalign: mutual k-NN and CKA between two embeddings of the same items."""
+
+
+def _emit(text_or_renderable) -> None:
+    if isinstance(text_or_renderable, str):
+        sys.stdout.write(text_or_renderable)
+        sys.stdout.flush()
+        return
+    from rich.console import Console
+
+    # rich decides colour: only on a terminal, never with NO_COLOR set.
+    Console(file=sys.stdout).print(text_or_renderable)
+
+
+@app.command()
+@handled
+def compare(
+    a: str = typer.Argument(..., help="First embeddings: PATH or PATH:KEY (.npy, .npz, .h5, .parquet)."),
+    b: str = typer.Argument(..., help="Second embeddings, same items in the same row order."),
+    metric: Optional[List[str]] = typer.Option(
+        None, "--metric", "-m", metavar="NAMES", help="mknn, cka, cka-unbiased; repeatable or comma-separated [default: mknn,cka]."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", metavar="K", help="Neighbours per item for mknn [default: 10]."),
+    distance: str = typer.Option("cosine", "--distance", "-d", metavar="DIST", help="Neighbour similarity: cosine, ip or l2."),
+    clip: Optional[float] = typer.Option(
+        None, "--clip", metavar="Q", help="Clamp |values| at this quantile of all entries first (the paper uses 0.95)."),
+    normalize: Optional[bool] = typer.Option(
+        None, "--normalize/--no-normalize", help="L2-normalise rows before every metric, CKA included."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", metavar="NAME", help="prh = the paper's pipeline: --clip 0.95 --normalize --k 10 (explicit options win)."),
+    fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, json, csv or markdown."),
+):
+    """Score how alike two embeddings of the same items are."""
+    from repalign import report
+    from repalign.api import compare as run
+
+    if fmt not in report.FORMATS:
+        raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
+    result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset)
+    _emit(report.table(result) if fmt == "table" else report.RENDERERS[fmt](result))
+
+
+@app.command()
+@handled
+def inspect(
+    path: str = typer.Argument(..., metavar="FILE", help="An .npy, .npz, .h5/.hdf5 or .parquet file."),
+    fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table or json."),
+):
+    """List every array in a file with its shape and dtype; usable ones are marked."""
+    import json
+
+    from repalign.io import inspect as run
+
+    if fmt not in ("table", "json"):
+        raise RepalignError(f"unknown --format '{fmt}' for inspect (choose from table, json)")
+    infos = run(path)
+    if fmt == "json":
+        rows = [{"key": i.name, "shape": list(i.shape), "dtype": i.dtype, "embedding": i.embedding_like}
+                for i in infos]
+        _emit(json.dumps({"path": path, "arrays": rows}, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(title=path, show_edge=False, header_style="bold")
+    t.add_column("key")
+    t.add_column("shape", justify="right")
+    t.add_column("dtype")
+    t.add_column("usable")
+    for i in infos:
+        shape = "×".join("?" if s is None else str(s) for s in i.shape)
+        t.add_row(i.name or "(whole file)", shape, i.dtype, "yes" if i.embedding_like else "")
+    _emit(t)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,316 @@
+"""Readers for embedding files (npy, npz, HDF5, parquet), PATH:KEY selectors and inspect()."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from repalign.errors import InputError
+from repalign.validation import rows_text
+
+FORMATS = {
+    ".npy": "npy",
+    ".npz": "npz",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".hdf": "hdf5",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A file and, optionally, the array inside it (``PATH:KEY``)."""
+
+    path: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return self.path if self.key is None else f"{self.path}:{self.key}"
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """One array found in a file, as listed by :func:`inspect`."""
+
+    name: str
+    """Key that selects the array (npz member, HDF5 dataset path, parquet column)."""
+    shape: tuple
+    """Shape; ``None`` for an unknown dimension (e.g. a ragged parquet list column)."""
+    dtype: str
+    """Element type as stored in the file."""
+    embedding_like: bool
+    """True when the array can be used as an n×d embedding (2-D, floating point)."""
+
+    def describe(self) -> str:
+        dims = "×".join("?" if s is None else str(s) for s in self.shape)
+        return f"{self.name} ({dims} {self.dtype})"
+
+
+@dataclass
+class Loaded:
+    """An array read from a file, before validation."""
+
+    selector: Selector
+    key: str | None
+    """The key actually used (chosen automatically when the file had one candidate)."""
+    array: np.ndarray
+    format: str
+    stored_dtype: str
+
+
+def parse_selector(text: str | os.PathLike) -> Selector:
+    """Split ``PATH:KEY`` at the last colon, but only when PATH exists.
+
+    A path that exists as given is never split, so file names containing a
+    colon keep working.
+    """
+    text = os.fspath(text)
+    if os.path.exists(text):
+        return Selector(text)
+    if ":" in text:
+        head, key = text.rsplit(":", 1)
+        if head and os.path.exists(head):
+            if not key:
+                raise InputError(f"{head}: empty key after ':'")
+            return Selector(head, key)
+    raise InputError(f"{text}: no such file")
+
+
+def file_format(path: str) -> str:
+    """The format name for a path, from its suffix."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory, not an embedding file")
+    fmt = FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise InputError(f"{path}: unsupported file type '{p.suffix or '(none)'}' (expected one of {known})")
+    return fmt
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+# ---------------------------------------------------------------- npy / npz
+
+
+def _npy_header(f) -> tuple[tuple, np.dtype]:
+    """Shape and dtype from an open .npy stream, without reading the data."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:  # (3, 0) only differs in the header's text encoding
+        shape, _, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+    return tuple(shape), np.dtype(dtype)
+
+
+def _list_npy(path: str) -> list[ArrayInfo]:
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f)
+    return [ArrayInfo("", shape, str(dtype), len(shape) == 2 and _is_float(dtype))]
+
+
+def _read_npy(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
+    if key is not None:
+        raise InputError(f"{path}: a .npy file holds one array; remove the ':{key}' key")
+    with open(path, "rb") as f:
+        _, dtype = _npy_header(f)
+    if dtype.hasobject:
+        raise InputError(f"{path}: contains Python objects; repalign never unpickles data (store a float array)")
+    # Memory-mapped: a large file costs no memory until the rows are used.
+    return np.load(path, mmap_mode="r", allow_pickle=False), None
+
+
+def _list_npz(path: str) -> list[ArrayInfo]:
+    out = []
+    with zipfile.ZipFile(path) as z:
+        for member in z.namelist():
+            name = member[:-4] if member.endswith(".npy") else member
+            with z.open(member) as f:
+                shape, dtype = _npy_header(f)
+            out.append(ArrayInfo(name, shape, str(dtype), len(shape) == 2 and _is_float(dtype)))
+    return out
+
+
+def _read_npz(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
+    info = _choose(path, _list_npz(path), key, "member")
+    if np.dtype(info.dtype).hasobject:
+        raise InputError(
+            f"{path}:{info.name}: contains Python objects; repalign never unpickles data (store a float array)"
+        )
+    with np.load(path, allow_pickle=False) as z:
+        return z[info.name], info.name
+
+
+# ---------------------------------------------------------------- HDF5
+
+
+def _list_hdf5(path: str) -> list[ArrayInfo]:
+    import h5py
+
+    out = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            dtype = obj.dtype
+            shape = tuple(obj.shape) if obj.shape is not None else ()
+            out.append(ArrayInfo(name, shape, str(dtype), len(shape) == 2 and _is_float(dtype)))
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return out
+
+
+def _read_hdf5(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
+    import h5py
+
+    info = _choose(path, _list_hdf5(path), key, "dataset")
+    with h5py.File(path, "r") as f:
+        return f[info.name][()], info.name
+
+
+# ---------------------------------------------------------------- parquet
+
+
+def _list_type(t):
+    """(value_type, fixed_size or None) for a list-like arrow type, else None."""
+    import pyarrow as pa
+
+    if pa.types.is_fixed_size_list(t):
+        return t.value_type, t.list_size
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return t.value_type, None
+    return None
+
+
+def _arrow_float(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_floating(t)
+
+
+def _list_parquet(path: str) -> list[ArrayInfo]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    n = pf.metadata.num_rows
+    out = []
+    for field in pf.schema_arrow:
+        lt = _list_type(field.type)
+        if lt is None:
+            out.append(ArrayInfo(field.name, (n,), str(field.type), False))
+        else:
+            value_type, size = lt
+            out.append(ArrayInfo(field.name, (n, size), str(field.type), _arrow_float(value_type)))
+    return out
+
+
+def _read_parquet(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    info = _choose(path, _list_parquet(path), key, "column")
+    where = f"{path}:{info.name}"
+    col = pq.read_table(path, columns=[info.name]).column(0)
+    lt = _list_type(col.type)
+    if lt is None:
+        raise InputError(f"{where}: column of type {col.type} is not a list column (expected list<float> or fixed_size_list<float>)")
+    if not _arrow_float(lt[0]):
+        raise InputError(f"{where}: list values are {lt[0]}, not floating point")
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if arr.null_count:
+        rows = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
+        raise InputError(f"{where}: null embedding in {rows_text(rows)}")
+    if lt[1] is not None:
+        d = lt[1]
+    else:
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        d = int(lengths[0]) if n else 0
+        ragged = np.flatnonzero(lengths != d)
+        if ragged.size:
+            i = int(ragged[0])
+            raise InputError(
+                f"{where}: ragged list column: row 0 has {d} values but row {i} has {int(lengths[i])}"
+                f" ({ragged.size} rows differ from row 0)"
+            )
+    # flatten() honours slicing offsets, unlike .values; one contiguous copy, no per-row loop.
+    values = arr.flatten()
+    if values.null_count:
+        flat = np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))
+        raise InputError(f"{where}: null values inside embeddings in {rows_text(np.unique(flat // max(d, 1)))}")
+    out = values.to_numpy(zero_copy_only=False).reshape(n, d)
+    return out, info.name
+
+
+# ---------------------------------------------------------------- common
+
+
+def _choose(path: str, infos: list[ArrayInfo], key: str | None, what: str) -> ArrayInfo:
+    """Pick the array named by key, or the only embedding-like one."""
+    if key is not None:
+        for info in infos:
+            if info.name == key or info.name == key.strip("/"):
+                return info
+        listing = "; ".join(i.describe() for i in infos) or "none"
+        raise InputError(f"{path}: no {what} '{key}' (available: {listing})")
+    candidates = [i for i in infos if i.embedding_like]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        listing = "; ".join(i.describe() for i in infos) or "nothing"
+        raise InputError(f"{path}: no 2-D floating-point {what} to use as embeddings (found: {listing})")
+    listing = "; ".join(i.describe() for i in candidates)
+    raise InputError(f"{path}: {len(candidates)} candidate {what}s, choose one with {path}:KEY: {listing}")
+
+
+_LISTERS = {"npy": _list_npy, "npz": _list_npz, "hdf5": _list_hdf5, "parquet": _list_parquet}
+_READERS = {"npy": _read_npy, "npz": _read_npz, "hdf5": _read_hdf5, "parquet": _read_parquet}
+
+
+def _guard(path: str, fmt: str, fn, *args):
+    """Run a reader, turning library exceptions about a bad file into one-line InputErrors."""
+    try:
+        return fn(path, *args)
+    except InputError:
+        raise
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except MemoryError:
+        raise InputError(f"{path}: not enough memory to read this array") from None
+    except Exception as exc:  # noqa: BLE001 - h5py, pyarrow, zipfile and numpy raise many types for bad files
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if len(reason) > 160:
+            reason = reason[:157] + "..."
+        raise InputError(f"{path}: cannot be read as {fmt} ({reason})") from None
+
+
+def inspect(path: str | os.PathLike) -> list[ArrayInfo]:
+    """List every array in a file, marking those usable as embeddings."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    fmt = file_format(path)
+    return _guard(path, fmt, _LISTERS[fmt])
+
+
+def load(selector: Selector | str | os.PathLike) -> Loaded:
+    """Read the array a selector points at. The file is opened read-only."""
+    if not isinstance(selector, Selector):
+        selector = parse_selector(selector)
+    path = selector.path
+    fmt = file_format(path)
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: empty file")
+    array, key = _guard(path, fmt, _READERS[fmt], selector.key)
+    return Loaded(selector, key, array, fmt, str(array.dtype))

@@ -1,0 +1,130 @@
+"""Linear CKA, biased (Kornblith et al. 2019) and unbiased (Song et al. 2012 HSIC), in feature space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Rows per pass: a block of both inputs in float64 stays small while the
+# matrix products remain large enough to run at BLAS speed.
+_BLOCK_ROWS = 8192
+
+
+@dataclass
+class CrossStats:
+    """Sums that both linear CKA estimators are built from; O(d1·d2) memory.
+
+    ``sxy`` = ‖XcᵀYc‖²_F, ``sxx`` = ‖XcᵀXc‖²_F, ``syy`` = ‖YcᵀYc‖²_F, and
+    ``a``, ``b`` the squared row norms of the column-centred inputs.
+    """
+
+    n: int
+    sxy: float
+    sxx: float
+    syy: float
+    a: np.ndarray
+    b: np.ndarray
+
+
+def _means(X: np.ndarray) -> np.ndarray:
+    total = np.zeros(X.shape[1])
+    for s in range(0, X.shape[0], _BLOCK_ROWS):
+        total += np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64).sum(axis=0)
+    return total / X.shape[0]
+
+
+def cross_stats(X: np.ndarray, Y: np.ndarray) -> CrossStats:
+    """Accumulate the CKA sums of column-centred X (n×d1) and Y (n×d2) in float64.
+
+    Centring first is allowed (both estimators are translation invariant) and
+    avoids cancellation; float64 because the unbiased terms nearly cancel.
+    When both d1 and d2 exceed n, the n×n Grams are smaller than the d×d
+    cross-products and ‖XcᵀYc‖_F = ⟨XcXcᵀ, YcYcᵀ⟩^½ is used instead.
+    """
+    n, d1 = X.shape
+    d2 = Y.shape[1]
+    mx, my = _means(X), _means(Y)
+    if d1 > n and d2 > n:
+        Xc = np.asarray(X, dtype=np.float64) - mx
+        Yc = np.asarray(Y, dtype=np.float64) - my
+        K = Xc @ Xc.T
+        L = Yc @ Yc.T
+        return CrossStats(n, float(np.vdot(K, L)), float(np.vdot(K, K)), float(np.vdot(L, L)),
+                          np.diag(K).copy(), np.diag(L).copy())
+    gxx = np.zeros((d1, d1))
+    gyy = np.zeros((d2, d2))
+    gxy = np.zeros((d1, d2))
+    a = np.empty(n)
+    b = np.empty(n)
+    for s in range(0, n, _BLOCK_ROWS):
+        xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
+        yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
+        gxx += xc.T @ xc  # numpy runs A.T @ A as a symmetric rank-k update
+        gyy += yc.T @ yc
+        gxy += xc.T @ yc
+        a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
+        b[s : s + yc.shape[0]] = np.einsum("ij,ij->i", yc, yc)
+    return CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
+
+
+def _unbiased(s: float, u: np.ndarray, v: np.ndarray, n: int) -> float:
+    """n(n−3)·HSIC₁ for linear kernels, from ‖XcᵀYc‖²_F and the centred row norms."""
+    return s - n / (n - 2) * float(u @ v) + float(u.sum()) * float(v.sum()) / ((n - 1) * (n - 2))
+
+
+def biased_terms(st: CrossStats) -> tuple[float, float, float]:
+    """(S_XY, S_XX, S_YY) whose ratio S_XY/√(S_XX·S_YY) is biased linear CKA."""
+    return st.sxy, st.sxx, st.syy
+
+
+def unbiased_terms(st: CrossStats) -> tuple[float, float, float]:
+    """(S_XY, S_XX, S_YY) for unbiased linear CKA (Song et al. 2012, eq. 5)."""
+    n = st.n
+    return (_unbiased(st.sxy, st.a, st.b, n), _unbiased(st.sxx, st.a, st.a, n), _unbiased(st.syy, st.b, st.b, n))
+
+
+def ratio(terms: tuple[float, float, float]) -> float | None:
+    """S_XY/√(S_XX·S_YY), or None when a side has no (estimated) variance."""
+    sxy, sxx, syy = terms
+    if not (sxx > 0 and syy > 0):
+        return None
+    return float(sxy / np.sqrt(sxx * syy))
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray, unbiased: bool = False) -> float | None:
+    """Linear CKA between X (n×d1) and Y (n×d2), paired by row.
+
+    Parameters
+    ----------
+    X, Y : float arrays with the same number of rows (assumed already checked).
+    unbiased : use the unbiased HSIC estimator (needs n ≥ 4).
+
+    Returns
+    -------
+    CKA in [0, 1] (biased) or [−1, 1] (unbiased); None if a side has zero
+    variance (estimated variance ≤ 0 for the unbiased form).
+
+    Notes
+    -----
+    Biased: Kornblith et al. 2019 (equal to Escoufier's RV coefficient),
+    ‖XcᵀYc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F). Unbiased: HSIC₁ of Song et al. 2012
+    written in feature space (formulas.md §3); it never forms an n×n kernel.
+    """
+    st = cross_stats(X, Y)
+    return ratio(unbiased_terms(st) if unbiased else biased_terms(st))
+
+
+def permutation_mean(st: CrossStats) -> float | None:
+    """Exact mean of biased linear CKA (the RV coefficient) over random pairings of the rows.
+
+    E = √(β_X·β_Y)/(n−1), with β = (tr Kc)²/tr(Kc²) the participation ratio
+    of the centred spectrum (Josse, Pagès & Husson 2008); tr Kc = Σ a_i and
+    tr(Kc²) = ‖XcᵀXc‖²_F, so no n×n kernel is needed. Large when d is
+    comparable to n: biased CKA is biased upwards there.
+    """
+    if not (st.sxx > 0 and st.syy > 0):
+        return None
+    beta_x = float(st.a.sum()) ** 2 / st.sxx
+    beta_y = float(st.b.sum()) ** 2 / st.syy
+    return float(np.sqrt(beta_x * beta_y) / (st.n - 1))

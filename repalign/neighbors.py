@@ -1,0 +1,176 @@
+"""Exact k-nearest-neighbour lists through FAISS, certified in float64, plus a numpy fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from repalign.errors import UsageError
+from repalign.validation import check_nonzero_rows, row_norms
+
+DISTANCES = ("cosine", "ip", "l2")
+
+_U32 = 2.0**-24  # unit roundoff of float32
+_U64 = 2.0**-53
+# Rows per block when gathering candidate rows in float64 (keeps each block near 32 MB).
+_GATHER_BYTES = 1 << 25
+
+
+def _check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise UsageError(f"unknown --distance '{distance}' (choose from {', '.join(DISTANCES)})")
+
+
+def _pair_scores(X: np.ndarray, norms: np.ndarray, rows: np.ndarray, cand: np.ndarray, distance: str) -> np.ndarray:
+    """Similarity of row ``rows[b]`` with each of ``cand[b, :]``, in float64 (larger = closer).
+
+    Every score that decides an order goes through this one function, so two
+    pairs are compared with numbers computed the same way.
+    """
+    q = np.asarray(X[rows], dtype=np.float64)  # (b, d)
+    c = np.asarray(X[cand.ravel()], dtype=np.float64).reshape(cand.shape + (X.shape[1],))  # (b, m, d)
+    if distance == "l2":
+        diff = c - q[:, None, :]
+        return -np.einsum("bmd,bmd->bm", diff, diff)
+    dots = np.einsum("bd,bmd->bm", q, c)
+    if distance == "cosine":
+        dots /= norms[rows][:, None] * norms[cand]
+    return dots
+
+
+def _error_bound(norms: np.ndarray, d: int, distance: str, unit: float) -> np.ndarray:
+    """Per-row bound on |computed − exact| for any score against that row.
+
+    Standard dot-product error bound, (d+2)·u·‖x‖·‖y‖ for a product in
+    precision u including the rounding of the inputs, doubled for safety; for
+    l2, FAISS expands ‖x‖² + ‖y‖² − 2x·y, bounded by (d+4)·u·(‖x‖+‖y‖)².
+    """
+    top = float(norms.max())
+    if distance == "cosine":
+        return np.full(norms.shape, 2.0 * (d + 2) * unit)
+    if distance == "ip":
+        return 2.0 * (d + 2) * unit * norms * top
+    return 2.0 * (d + 4) * unit * (norms + top) ** 2
+
+
+def _sort_lists(cand: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order each row by decreasing score, ties by smaller index."""
+    order = np.lexsort((cand, -score), axis=-1)
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(score, order, axis=1)
+
+
+def _block_rows(m: int, d: int) -> int:
+    return max(1, _GATHER_BYTES // (8 * max(1, m) * max(1, d)))
+
+
+def exact_knn(X: np.ndarray, k: int, distance: str = "cosine", rows: np.ndarray | None = None,
+              norms: np.ndarray | None = None) -> np.ndarray:
+    """Exact ordered neighbour lists with numpy only, for ``rows`` (default all).
+
+    Scores of all pairs are computed by float64 matrix products; everything
+    within a rounding margin of the k-th best is then rescored with
+    :func:`_pair_scores` and sorted by (score desc, index asc). Costs O(|rows|·n·d).
+    """
+    _check_distance(distance)
+    n, d = X.shape
+    if norms is None:
+        norms = row_norms(X)
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty((rows.size, k), dtype=np.int64)
+    slack = 8 * _error_bound(norms, d, distance, _U64)
+    sq = norms**2
+    block = max(1, (1 << 24) // max(n, 1))  # b×n float64 scores, about 128 MB
+    for start in range(0, rows.size, block):
+        r = rows[start : start + block]
+        q = np.asarray(X[r], dtype=np.float64)
+        s = np.empty((r.size, n))
+        for c0 in range(0, n, 1 << 16):
+            cols = np.asarray(X[c0 : c0 + (1 << 16)], dtype=np.float64)
+            s[:, c0 : c0 + cols.shape[0]] = q @ cols.T
+        if distance == "cosine":
+            s /= norms[r][:, None] * norms[None, :]
+        elif distance == "l2":
+            s = 2 * s - sq[r][:, None] - sq[None, :]
+        s[np.arange(r.size), r] = -np.inf
+        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
+        for b, i in enumerate(r):
+            pool = np.flatnonzero(s[b] >= kth[b] - 2 * slack[i])
+            pool = pool[pool != i]
+            sc = _pair_scores(X, norms, np.array([i]), pool[None, :], distance)[0]
+            order = np.lexsort((pool, -sc))[:k]
+            out[start + b] = pool[order]
+    return out
+
+
+def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | None = None,
+        label: str = "input") -> np.ndarray:
+    """Ordered k-nearest-neighbour lists of every row of ``X`` among the other rows.
+
+    Parameters
+    ----------
+    X : (n, d) float32 or float64 array (may be memory-mapped).
+    k : number of neighbours, 1 ≤ k ≤ n−1.
+    distance : ``cosine`` (inner product of L2-normalised rows), ``ip`` (raw
+        inner product) or ``l2`` (Euclidean).
+    norms : optional precomputed float64 row norms.
+    label : how error messages name this input.
+
+    Returns
+    -------
+    (n, k) int64 array; row i lists the k rows j ≠ i most similar to i, best first.
+
+    Notes
+    -----
+    Self is excluded by index, never by dropping the first result (a
+    duplicate row can come first); ties go to the smaller index
+    (formulas.md §1). FAISS searches a deeper list in float32; the candidates
+    are rescored in float64 and the order is certified: a row whose k-th
+    score is not safely above the best score FAISS left out (by the float32
+    error bound) is recomputed exactly by :func:`exact_knn`. The result is
+    therefore the exact float64 neighbour list, whatever FAISS's rounding.
+    """
+    import faiss
+
+    _check_distance(distance)
+    n, d = X.shape
+    if not 1 <= k <= n - 1:
+        raise UsageError(f"k must be between 1 and n−1 = {n - 1} (got {k})")
+    if norms is None:
+        norms = row_norms(X)
+    if distance == "cosine":
+        check_nonzero_rows(norms, label, "cosine similarity")
+    depth = min(n, k + 1 + max(k, 8))
+
+    # FAISS computes in float32; the float64 rescoring below makes the result independent of that.
+    if distance == "cosine":
+        Xf = np.empty((n, d), dtype=np.float32)
+        for s0 in range(0, n, 1 << 14):
+            blk = np.asarray(X[s0 : s0 + (1 << 14)], dtype=np.float64)
+            Xf[s0 : s0 + blk.shape[0]] = blk / norms[s0 : s0 + blk.shape[0], None]
+    else:
+        Xf = np.ascontiguousarray(X, dtype=np.float32)
+    metric = faiss.METRIC_L2 if distance == "l2" else faiss.METRIC_INNER_PRODUCT
+    D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
+    del Xf
+    worst32 = (-D[:, -1] if distance == "l2" else D[:, -1]).astype(np.float64)
+    del D
+
+    eps = _error_bound(norms, d, distance, _U32)
+    out = np.empty((n, k), dtype=np.int64)
+    uncertain = []
+    block = _block_rows(depth, d)
+    for s0 in range(0, n, block):
+        r = np.arange(s0, min(n, s0 + block))
+        c = cand[s0 : s0 + r.size]
+        sc = _pair_scores(X, norms, r, c, distance)
+        sc[c == r[:, None]] = -np.inf  # self, by index
+        c_sorted, sc_sorted = _sort_lists(c, sc)
+        out[s0 : s0 + r.size] = c_sorted[:, :k]
+        if depth < n:
+            # Any row FAISS left out has exact score ≤ worst32 + eps; the k-th kept must beat that.
+            bad = sc_sorted[:, k - 1] <= worst32[r] + eps[r]
+            if bad.any():
+                uncertain.append(r[bad])
+    if uncertain:
+        rows = np.concatenate(uncertain)
+        out[rows] = exact_knn(X, k, distance, rows=rows, norms=norms)
+    return out
