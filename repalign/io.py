@@ -290,6 +290,8 @@ def _guard(path: str, fmt: str, fn, *args):
         raise InputError(f"{path}: not enough memory to read this array") from None
     except Exception as exc:  # noqa: BLE001 - h5py, pyarrow, zipfile and numpy raise many types for bad files
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        if "mmap length is greater than file size" in reason:
+            reason = "truncated: the file is shorter than its header says"
         if len(reason) > 160:
             reason = reason[:157] + "..."
         raise InputError(f"{path}: cannot be read as {fmt} ({reason})") from None

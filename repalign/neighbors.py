@@ -31,10 +31,12 @@ def _pair_scores(X: np.ndarray, norms: np.ndarray, rows: np.ndarray, cand: np.nd
     if distance == "l2":
         diff = c - q[:, None, :]
         return -np.einsum("bmd,bmd->bm", diff, diff)
-    dots = np.einsum("bd,bmd->bm", q, c)
     if distance == "cosine":
-        dots /= norms[rows][:, None] * norms[cand]
-    return dots
+        # The definition: inner product after L2-normalising rows (so parallel rows tie exactly
+        # whenever their normalised values are equal).
+        q /= norms[rows][:, None]
+        c /= norms[cand][:, :, None]
+    return np.einsum("bd,bmd->bm", q, c)
 
 
 def _error_bound(norms: np.ndarray, d: int, distance: str, unit: float) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""Shared fixtures: a seeded generator, paired data, and writers for every format."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261122)
+
+
+def make_pair(rng, n=200, d1=16, d2=24, signal=1.0, rank=4, dtype=np.float64):
+    """Two views of the same n items: a shared rank-`rank` latent plus independent noise."""
+    z = rng.standard_normal((n, rank))
+    X = z @ rng.standard_normal((rank, d1)) * signal + rng.standard_normal((n, d1))
+    Y = z @ rng.standard_normal((rank, d2)) * signal + rng.standard_normal((n, d2))
+    return X.astype(dtype), Y.astype(dtype)
+
+
+@pytest.fixture
+def pair(rng):
+    return make_pair(rng)
+
+
+@pytest.fixture
+def golden():
+    """formulas.md §5: legacy RandomState, seed 1337."""
+    state = np.random.RandomState(1337)
+    X = state.randn(100, 10)
+    Y = state.randn(100, 10) + X
+    return X, Y
+
+
+class Writers:
+    """Write an array into tmp_path in each supported format; returns the selector string."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def npy(self, arr, name="x.npy"):
+        p = self.root / name
+        np.save(p, arr)
+        return str(p)
+
+    def npz(self, name="x.npz", **arrays):
+        p = self.root / name
+        np.savez(p, **arrays)
+        return str(p)
+
+    def h5(self, name="x.h5", **datasets):
+        import h5py
+
+        p = self.root / name
+        with h5py.File(p, "w") as f:
+            for key, arr in datasets.items():
+                f.create_dataset(key.replace("__", "/"), data=arr)
+        return str(p)
+
+    def parquet(self, name="x.parquet", fixed=True, ids=None, **columns):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = {}
+        for key, arr in columns.items():
+            arr = np.asarray(arr)
+            flat = pa.array(arr.reshape(-1))
+            if fixed:
+                cols[key] = pa.FixedSizeListArray.from_arrays(flat, arr.shape[1])
+            else:
+                offsets = pa.array(np.arange(0, arr.size + 1, arr.shape[1], dtype=np.int32))
+                cols[key] = pa.ListArray.from_arrays(offsets, flat)
+        if ids is not None:
+            cols["id"] = pa.array(ids)
+        p = self.root / name
+        pq.write_table(pa.table(cols), p)
+        return str(p)
+
+
+@pytest.fixture
+def write(tmp_path):
+    return Writers(tmp_path)

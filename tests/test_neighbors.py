@@ -1,0 +1,85 @@
+"""k-NN lists against a full-sort reference: self by index, ties by index, duplicates, fallback."""
+
+import numpy as np
+import pytest
+import reference as ref
+
+from repalign import neighbors
+from repalign.errors import InputError, UsageError
+
+
+@pytest.mark.parametrize("distance", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_dense_reference(rng, distance, dtype):
+    X = rng.standard_normal((400, 20)).astype(dtype)
+    for k in (1, 7, 25):
+        assert np.array_equal(neighbors.knn(X, k, distance), ref.dense_knn(X, k, distance))
+
+
+def tied_data(rng, distance, n=300):
+    """Data whose scores are exact in floating point, so ties are true ties whatever the summation order.
+
+    ip, l2: small integers. cosine: ±(power of two)·e_j, whose normalised rows are exactly ±e_j.
+    """
+    if distance == "cosine":
+        X = np.zeros((n, 4))
+        X[np.arange(n), rng.integers(0, 4, n)] = rng.choice([-4.0, -1.0, 0.5, 2.0], n)
+        return X
+    return rng.integers(-2, 3, size=(n, 3)).astype(np.float64)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "ip", "l2"])
+def test_ties_and_duplicates(rng, distance):
+    """Many exact ties and duplicate rows: the order must follow the index rule."""
+    X = tied_data(rng, distance)
+    for k in (1, 5, 12):
+        got = neighbors.knn(X, k, distance)
+        assert np.array_equal(got, ref.dense_knn(X, k, distance))
+        assert not (got == np.arange(300)[:, None]).any()
+
+
+def test_duplicate_before_self_is_kept():
+    """Row 0 and row 1 identical, 5 copies: each copy lists the other copies, never itself."""
+    X = np.vstack([np.tile([1.0, 0.0], (5, 1)), np.random.default_rng(0).standard_normal((20, 2)) + 3])
+    got = neighbors.knn(X, 4, "l2")
+    for i in range(5):
+        assert sorted(got[i]) == [j for j in range(5) if j != i]
+
+
+def test_fallback_path_is_exact(rng, monkeypatch):
+    """Force every row through the exact numpy path by making the error bound huge."""
+    X = rng.standard_normal((150, 6))
+    monkeypatch.setattr(neighbors, "_error_bound", lambda norms, d, distance, unit: np.full(norms.shape, 1e9))
+    for distance in ("cosine", "ip", "l2"):
+        assert np.array_equal(neighbors.knn(X, 9, distance), ref.dense_knn(X, 9, distance))
+
+
+def test_exact_knn_matches_reference(rng):
+    X = rng.standard_normal((90, 5))
+    for distance in ("cosine", "ip", "l2"):
+        assert np.array_equal(neighbors.exact_knn(X, 4, distance), ref.dense_knn(X, 4, distance))
+
+
+def test_memmap_input(rng, tmp_path):
+    X = rng.standard_normal((200, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert np.array_equal(neighbors.knn(mm, 5), ref.dense_knn(X, 5))
+
+
+def test_near_ties_resolved_in_float64(rng):
+    """Differences below float32 resolution are still ordered as float64 says."""
+    base = rng.standard_normal((50, 4))
+    X = np.repeat(base, 3, axis=0) + rng.standard_normal((150, 4)) * 1e-9
+    assert np.array_equal(neighbors.knn(X, 5, "l2"), ref.dense_knn(X, 5, "l2"))
+
+
+def test_bad_arguments(rng):
+    X = rng.standard_normal((10, 3))
+    with pytest.raises(UsageError):
+        neighbors.knn(X, 10)
+    with pytest.raises(UsageError, match="unknown --distance"):
+        neighbors.knn(X, 2, "manhattan")
+    X[4] = 0
+    with pytest.raises(InputError, match="row 4"):
+        neighbors.knn(X, 2, "cosine", label="x.npy")

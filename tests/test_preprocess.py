@@ -1,0 +1,53 @@
+"""Clipping and normalisation exactly as formulas.md §4 states them."""
+
+import numpy as np
+import pytest
+
+from repalign import preprocess
+from repalign.api import resolve_options
+from repalign.errors import InputError, UsageError
+
+
+def test_clip_threshold_is_the_value_at_int_qN(rng):
+    X = rng.standard_normal((37, 11))
+    flat = np.sort(np.abs(X).ravel())
+    for q in (0.5, 0.9, 0.95, 0.999):
+        assert preprocess.clip_threshold(X, q) == flat[int(q * flat.size)]
+
+
+def test_apply_clip_then_normalize(rng):
+    X = rng.standard_normal((20, 5)) * 10
+    pre = preprocess.Preprocessing(clip=0.9, normalize=True)
+    out = preprocess.apply(X, pre, "x")
+    t = np.sort(np.abs(X).ravel())[int(0.9 * X.size)]
+    expected = np.clip(X, -t, t)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(out, expected, rtol=0, atol=1e-15)
+    assert np.array_equal(X, X.copy())  # input not modified in place
+
+
+def test_clip_one_is_no_op(rng):
+    X = rng.standard_normal((5, 3))
+    assert preprocess.apply(X, preprocess.Preprocessing(clip=1.0), "x") is X
+
+
+def test_normalize_zero_row_errors(rng):
+    X = rng.standard_normal((6, 3))
+    X[2] = 0
+    with pytest.raises(InputError, match="x: all-zero row 2"):
+        preprocess.apply(X, preprocess.Preprocessing(normalize=True), "x")
+
+
+def test_preset_prh_and_overrides():
+    k, pre = resolve_options(k=None, clip=None, normalize=None, preset="prh", distance="cosine")
+    assert (k, pre.clip, pre.normalize, pre.preset) == (10, 0.95, True, "prh")
+    k, pre = resolve_options(k=5, clip=None, normalize=False, preset="prh", distance="cosine")
+    assert (k, pre.clip, pre.normalize) == (5, 0.95, False)
+    with pytest.raises(UsageError, match="unknown preset"):
+        resolve_options(k=None, clip=None, normalize=None, preset="nope", distance="cosine")
+
+
+@pytest.mark.parametrize("q", [0.0, -0.1, 1.5])
+def test_bad_clip(q):
+    with pytest.raises(UsageError, match="--clip"):
+        preprocess.Preprocessing(clip=q)
