@@ -153,20 +153,36 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     metric = faiss.METRIC_L2 if distance == "l2" else faiss.METRIC_INNER_PRODUCT
     D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
     del Xf
-    worst32 = (-D[:, -1] if distance == "l2" else D[:, -1]).astype(np.float64)
+    s32 = (-D if distance == "l2" else D).astype(np.float64)
     del D
+    rows_all = np.arange(n)
+    worst32 = s32[:, -1].copy()  # every row FAISS left out scores at most this (in float32)
+    s32[cand == rows_all[:, None]] = -np.inf  # self, by index
+    order = np.argsort(-s32, axis=1, kind="stable")
+    cand = np.take_along_axis(cand, order, axis=1)
+    s32 = np.take_along_axis(s32, order, axis=1)
 
     eps = _error_bound(norms, d, distance, _U32)
-    out = np.empty((n, k), dtype=np.int64)
+    out = cand[:, :k].copy()
+    # The float32 order is the exact order when every step down the list to rank k+1, and the
+    # gap from rank k to anything not returned, exceeds twice the error bound: then no float64
+    # score can swap two of them. Only the other rows (near-ties, exact ties, duplicates) are
+    # rescored in float64.
+    top = min(k + 1, depth - 1)
+    margin = 2 * eps[:, None]
+    settled = np.all(s32[:, : top - 1] - s32[:, 1:top] > margin, axis=1)
+    if depth < n:
+        settled &= s32[:, k - 1] - worst32 > margin[:, 0]
     uncertain = []
+    todo = np.flatnonzero(~settled)
     block = _block_rows(depth, d)
-    for s0 in range(0, n, block):
-        r = np.arange(s0, min(n, s0 + block))
-        c = cand[s0 : s0 + r.size]
+    for s0 in range(0, todo.size, block):
+        r = todo[s0 : s0 + block]
+        c = cand[r]
         sc = _pair_scores(X, norms, r, c, distance)
         sc[c == r[:, None]] = -np.inf  # self, by index
         c_sorted, sc_sorted = _sort_lists(c, sc)
-        out[s0 : s0 + r.size] = c_sorted[:, :k]
+        out[r] = c_sorted[:, :k]
         if depth < n:
             # Any row FAISS left out has exact score ≤ worst32 + eps; the k-th kept must beat that.
             bad = sc_sorted[:, k - 1] <= worst32[r] + eps[r]
