@@ -97,6 +97,8 @@ def compare(
     if fmt not in report.FORMATS:
         raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
     result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset)
+    for note in result.notes:
+        typer.echo(f"warning: {note}", err=True)
     _emit(report.table(result) if fmt == "table" else report.RENDERERS[fmt](result))
 
 

@@ -94,7 +94,8 @@ def table(result: ComparisonResult):
     for m in result.metrics:
         t.add_row(m.name, _num(m.value), _num(m.chance), _params(m))
     parts = [head, Text(""), t, Text(CHANCE_NOTE, style="dim")]
-    parts += [Text(f"note: {note}", style="yellow") for note in _notes(result)]
+    # Undefined values are part of the result; other notes go to stderr as warnings (see cli).
+    parts += [Text(f"{m.name}: {m.reason}", style="yellow") for m in result.metrics if m.value is None]
     return Group(*parts)
 
 

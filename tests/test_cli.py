@@ -242,3 +242,12 @@ def test_internal_error_exits_3(files, monkeypatch):
     monkeypatch.setattr(repalign.api, "compare", boom)
     r = run("compare", *files)
     assert r.exit_code == 3 and "internal error" in r.stderr and "simulated bug" in r.stderr
+
+
+def test_float16_converted_with_warning_on_stderr(write, golden, files):
+    p = write.npy(golden[0].astype(np.float16), "half.npy")
+    r = run("compare", p, files[1], "-f", "json")
+    assert r.exit_code == 0
+    assert r.stderr.strip() == f"warning: {p}: float16 values widened to float32"
+    doc = json.loads(r.stdout)
+    assert doc["inputs"][0]["dtype"] == "float16" and doc["notes"] == [f"{p}: float16 values widened to float32"]

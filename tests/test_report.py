@@ -74,5 +74,6 @@ def test_table_text():
     body = [line for line in lines if line.strip().startswith(("mknn", "cka"))]
     assert body[0].replace("│", " ").split() == ["mknn", "0.2500", "0.0100", "k=10,", "cosine"]
     assert body[1].replace("│", " ").split() == ["cka", "—", "—", "linear,", "biased"]
-    assert any("note: cka: b.h5:emb/final has all rows identical" in line for line in lines)
+    assert any(line.startswith("cka: b.h5:emb/final has all rows identical") for line in lines)
+    assert not any("widened" in line for line in lines)  # notes go to stderr, not into the table
     assert "\x1b[" not in text
