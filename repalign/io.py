@@ -163,7 +163,8 @@ def _list_hdf5(path: str) -> list[ArrayInfo]:
         if isinstance(obj, h5py.Dataset):
             dtype = obj.dtype
             shape = tuple(obj.shape) if obj.shape is not None else ()
-            out.append(ArrayInfo(name, shape, str(dtype), len(shape) == 2 and _is_float(dtype)))
+            text = "string" if h5py.check_string_dtype(dtype) else str(dtype)
+            out.append(ArrayInfo(name, shape, text, len(shape) == 2 and _is_float(dtype)))
 
     with h5py.File(path, "r") as f:
         f.visititems(visit)

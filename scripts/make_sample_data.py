@@ -63,7 +63,9 @@ TFIDF_PARAMS = dict(
     lowercase=True,
     stop_words="english",
     ngram_range=(1, 2),
-    min_df=2,
+    # min_df=1: with 1,024 one-line texts, a higher cut-off leaves some
+    # texts with no term at all, i.e. all-zero rows.
+    min_df=1,
     sublinear_tf=True,
     norm="l2",
 )
@@ -77,10 +79,14 @@ SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtlede
 # Sub-packages holding test suites (ctypes.test, lib2to3.tests, unittest.test).
 SKIP_PARTS = {"test", "tests", "idle_test"}
 
-# A docstring line that is only a call signature, e.g. "dumps(obj, /)" or
-# "S.split(sep=None) -> list of strings", or the "--" line that Argument
-# Clinic leaves after one.  These say nothing in words, so the next line is used.
-_SIGNATURE_RE = re.compile(r"^[\w.]+\(.*\)(\s*->.*)?$|^-+$")
+# Lines that are only a call signature, e.g. "bytearray(iterable_of_ints) ->
+# bytearray" or "localtime([seconds]) -> (tm_year, ...)" wrapped over several
+# lines, as docstrings of C functions often start; and the "--" line that
+# Argument Clinic leaves after one.  They say nothing in words, so
+# the first line after them is used.  A signature followed by prose ("dict()
+# -> new empty dictionary") is real text and is kept.
+_SIGNATURE_RE = re.compile(r"^[\w.]+\(.*\)(\s*-{1,2}>\s*([\w.]+|\(.*\)|\[.*\]))?:?$", re.DOTALL)
+_SIGNATURE_START_RE = re.compile(r"^[\w.]+\(")
 
 
 # ---------------------------------------------------------------- items
@@ -110,6 +116,22 @@ def _quiet_import(name: str):
             return None
 
 
+def _submodule_names(package) -> list[str]:
+    """Public submodules of a package, recursively, without entering test packages."""
+    names = []
+    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        last = info.name.rsplit(".", 1)[1]
+        # "_" also skips __main__ modules, which would run on import.
+        if last.startswith("_") or last in SKIP_PARTS:
+            continue
+        names.append(info.name)
+        if info.ispkg:
+            sub = _quiet_import(info.name)
+            if sub is not None:
+                names.extend(_submodule_names(sub))
+    return names
+
+
 def stdlib_module_names() -> list[str]:
     """Sorted public stdlib modules and their public submodules that import here."""
     stdlib_dirs = _stdlib_dirs()
@@ -122,28 +144,54 @@ def stdlib_module_names() -> list[str]:
             continue
         names.append(top)
         if hasattr(module, "__path__"):
-            for info in pkgutil.walk_packages(module.__path__, top + ".", onerror=lambda _name: None):
-                parts = info.name.split(".")
-                # "_" also skips __main__ modules, which would run on import.
-                if any(p.startswith("_") or p in SKIP_PARTS for p in parts):
-                    continue
-                names.append(info.name)
+            names.extend(_submodule_names(module))
     return sorted(set(names))
 
 
 def first_doc_line(obj) -> str | None:
-    """First line of an object's own docstring, skipping bare call-signature lines."""
+    """First line of an object's own docstring, skipping a leading call signature."""
     # obj.__doc__ rather than inspect.getdoc(): getdoc inherits a parent's
     # docstring, which would give e.g. every undocumented exception the text
     # of its base class.
     doc = obj.__doc__
     if not isinstance(doc, str):
         return None
-    for line in inspect.cleandoc(doc).splitlines():
-        line = line.strip()
-        if line and not _SIGNATURE_RE.match(line):
-            return line
-    return None
+    lines = [line.strip() for line in inspect.cleandoc(doc).splitlines()]
+    lines = [line for line in lines if line]
+    while lines and (not lines[0].strip("-") or _SIGNATURE_START_RE.match(lines[0])):
+        # Join continuation lines until the parentheses balance, so that a
+        # signature wrapped over several lines is skipped as a whole.
+        end, joined = 1, lines[0]
+        while end < len(lines) and joined.count("(") > joined.count(")"):
+            joined += " " + lines[end]
+            end += 1
+        if joined.strip("-") and not _SIGNATURE_RE.match(joined):
+            break
+        lines = lines[end:]
+    return lines[0] if lines else None
+
+
+def _module_items(modname: str, module, seen_objects: set[int]) -> list[tuple[str, str]]:
+    """(qualified name, first docstring line) of the public functions/classes a module defines."""
+    items = []
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_"):
+            continue
+        if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+            continue
+        # Keep only objects defined by this module (or by its C accelerator,
+        # e.g. heapq.heappush lives in _heapq), so that an imported name such
+        # as ast.contextmanager does not appear as an item of ast.
+        if getattr(obj, "__module__", None) not in (modname, "_" + modname):
+            continue
+        # An object reachable under two names counts once, under the first.
+        if id(obj) in seen_objects:
+            continue
+        seen_objects.add(id(obj))
+        text = first_doc_line(obj)
+        if text is not None and len(text) >= MIN_TEXT_CHARS:
+            items.append((f"{modname}.{name}", text))
+    return items
 
 
 def collect_items() -> list[tuple[str, str]]:
@@ -151,31 +199,14 @@ def collect_items() -> list[tuple[str, str]]:
     stdlib_dirs = _stdlib_dirs()
     seen_objects: set[int] = set()
     items = []
-    # Reading attributes of deprecated modules (typing.io, ...) warns.
-    warnings.simplefilter("ignore", DeprecationWarning)
     for modname in stdlib_module_names():
         module = _quiet_import(modname)
         if module is None or not _is_stdlib(module, stdlib_dirs):
             continue
-        for name in sorted(vars(module)):
-            if name.startswith("_"):
-                continue
-            obj = vars(module)[name]
-            if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
-                continue
-            # Keep only objects defined by this module (or by its C accelerator,
-            # e.g. heapq.heappush lives in _heapq), so that an imported name such
-            # as ast.contextmanager does not appear as an item of ast.
-            owner = getattr(obj, "__module__", None)
-            if owner not in (modname, "_" + modname):
-                continue
-            if id(obj) in seen_objects:
-                continue
-            seen_objects.add(id(obj))
-            text = first_doc_line(obj)
-            if text is None or len(text) < MIN_TEXT_CHARS:
-                continue
-            items.append((f"{modname}.{name}", text))
+        with warnings.catch_warnings():
+            # Reading attributes of deprecated modules (typing.io, ...) warns.
+            warnings.simplefilter("ignore")
+            items.extend(_module_items(modname, module, seen_objects))
     return items
 
 
@@ -289,7 +320,7 @@ def write_npy(out: Path, minilm: np.ndarray, tfidf: np.ndarray) -> None:
     np.save(out / "tfidf.npy", tfidf)
 
 
-def write_h5(out: Path, ids, minilm, layers16, tfidf, model_meta, tfidf_meta) -> None:
+def write_h5(out: Path, ids, layers16, tfidf, model_meta, tfidf_meta) -> None:
     import h5py
 
     # gzip + shuffle: readable by every h5py/HDF5 build (no plugins), and the
@@ -310,8 +341,9 @@ def write_h5(out: Path, ids, minilm, layers16, tfidf, model_meta, tfidf_meta) ->
         g.attrs["torch"] = model_meta["torch"]
         g.attrs["transformers"] = model_meta["transformers"]
         g.attrs["sentence_transformers"] = model_meta["sentence_transformers"]
-        d = g.create_dataset("final", data=minilm, **comp)
-        d.attrs["description"] = "sentence embedding: masked mean pooling of the last layer, then L2 normalisation"
+        # No minilm/final here: it is in minilm.npy and the parquet file, and layer 6
+        # L2-normalised equals it; a third float32 copy would push sample_data/ past 10 MB.
+        g.attrs["final"] = "see minilm.npy or docstrings.parquet:minilm (= layer 6 of `layers`, L2-normalised)"
         d = g.create_dataset("layers", data=layers16, chunks=(128,) + layers16.shape[1:], **comp)
         d.attrs["description"] = (
             "hidden states (Hugging Face output_hidden_states layout), each masked-mean-pooled "
@@ -386,7 +418,6 @@ def verify(out: Path, ids, texts, minilm, layers16, tfidf) -> None:
     same("minilm.npy", np.load(out / "minilm.npy"), minilm)
     same("tfidf.npy", np.load(out / "tfidf.npy"), tfidf)
     with h5py.File(out / "embeddings.h5", "r") as f:
-        same("h5 minilm/final", f["minilm/final"][()], minilm)
         same("h5 minilm/layers", f["minilm/layers"][()], layers16)
         same("h5 tfidf/final", f["tfidf/final"][()], tfidf)
         if [s.decode("utf-8") for s in f["ids"][()]] != ids:
@@ -451,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     write_npy(out, minilm, tfidf)
-    write_h5(out, ids, minilm, layers16, tfidf, model_meta, tfidf_meta)
+    write_h5(out, ids, layers16, tfidf, model_meta, tfidf_meta)
     write_parquet(out, ids, texts, minilm, tfidf)
     verify(out, ids, texts, minilm, layers16, tfidf)
     t_end = time.perf_counter()
