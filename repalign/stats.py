@@ -1,0 +1,234 @@
+"""Resampling for uncertainty: exact bootstrap replicates of k-NN metrics, jackknives, intervals, permutations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Callable
+
+import numpy as np
+
+from repalign.metrics.knn import overlaps
+
+
+# ---------------------------------------------------------------- random streams
+
+
+def resample_weights(seed: np.random.SeedSequence, n: int, count: int, block: int = 64):
+    """Yield ``count`` bootstrap count vectors w ~ Multinomial(n, 1/n), in blocks of rows.
+
+    Every metric draws from a copy of the same SeedSequence, so replicate b
+    is the same resample of the items for every metric.
+    """
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < count:
+        m = min(block, count - done)
+        # Indices drawn with replacement, counted: the same law as a multinomial, and cheap.
+        idx = rng.integers(0, n, size=(m, n))
+        w = np.zeros((m, n), dtype=np.int32)
+        np.add.at(w, (np.repeat(np.arange(m), n), idx.ravel()), 1)
+        yield w
+        done += m
+
+
+def permutations(seed: np.random.SeedSequence, n: int, count: int):
+    """Yield ``count`` random permutations of range(n)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield rng.permutation(n)
+
+
+# ---------------------------------------------------------------- k-NN replicates
+
+
+@dataclass
+class KnnResampler:
+    """Bootstrap and jackknife replicates of mutual k-NN from neighbour lists computed once.
+
+    Parameters
+    ----------
+    lists_a, lists_b : (n, K) ordered neighbour lists (self excluded, ties by
+        index) with K > k, from :func:`repalign.neighbors.knn`.
+    k : the metric's k.
+    full_list : callable(side, i) -> the complete ordered list of row i
+        (n−1 indices), used only when a resample leaves fewer than k slots in
+        the stored K (rare for K ≈ 3k).
+
+    Notes
+    -----
+    formulas.md §6. In a resample with counts w, the neighbours of item i are
+    the first items of i's full-data list that are present, item j taking w_j
+    slots; copies of i itself are never its neighbours. Copies of j tie with
+    each other and are ordered by position, so both spaces take the same
+    copies, and an item j in both lists contributes min(slots_A(j),
+    slots_B(j)) to the overlap. Every copy of i has the same overlap, so the
+    replicate is Σ_i w_i·overlap_i/(n·k). This equals materialising the
+    resample and searching with the copies of the query excluded, without
+    any new search.
+    """
+
+    lists_a: np.ndarray
+    lists_b: np.ndarray
+    k: int
+    full_list: Callable[[str, int], np.ndarray] | None = None
+
+    def __post_init__(self):
+        n, K = self.lists_a.shape
+        self.n, self.K = n, K
+        # Positions (row, pa, pb) where both lists hold the same item; they do not depend on the resample.
+        both = np.concatenate([self.lists_a, self.lists_b], axis=1)
+        order = np.argsort(both, axis=1, kind="stable")
+        sorted_ = np.take_along_axis(both, order, axis=1)
+        rows, pos = np.nonzero(sorted_[:, 1:] == sorted_[:, :-1])
+        p1, p2 = order[rows, pos], order[rows, pos + 1]
+        self.m_rows = rows
+        self.m_pa = np.minimum(p1, p2)
+        self.m_pb = np.maximum(p1, p2) - K
+        self._full: dict = {}
+
+    @staticmethod
+    def _slots(w_of_list: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        cum = np.cumsum(w_of_list, axis=-1)
+        return np.minimum(w_of_list, np.maximum(k - (cum - w_of_list), 0)), cum[..., -1]
+
+    def _full_overlap(self, i: int, w: np.ndarray) -> int:
+        """Overlap of row i in a resample, walking the complete lists (fallback)."""
+        out = {}
+        for side in ("a", "b"):
+            key = (side, i)
+            if key not in self._full:
+                self._full[key] = self.full_list(side, i)
+            lst = self._full[key]
+            slots, _ = self._slots(w[lst], self.k)
+            nz = slots > 0
+            out[side] = dict(zip(lst[nz].tolist(), slots[nz].tolist()))
+        return sum(min(s, out["b"][j]) for j, s in out["a"].items() if j in out["b"])
+
+    def overlaps(self, w: np.ndarray) -> np.ndarray:
+        """(n,) overlap of every item in the resample with counts w (0 where w_i = 0 is irrelevant)."""
+        k = self.k
+        sa, tot_a = self._slots(w[self.lists_a], k)
+        sb, tot_b = self._slots(w[self.lists_b], k)
+        vals = np.minimum(sa[self.m_rows, self.m_pa], sb[self.m_rows, self.m_pb])
+        ov = np.bincount(self.m_rows, weights=vals, minlength=self.n)
+        short = np.flatnonzero((w > 0) & ((tot_a < k) | (tot_b < k)))
+        if short.size:
+            if self.full_list is None:
+                raise RuntimeError("a resample needs deeper neighbour lists than were stored")
+            for i in short:
+                ov[i] = self._full_overlap(int(i), w)
+        return ov
+
+    def replicate(self, w: np.ndarray) -> float:
+        """Mutual k-NN of the resample with counts w (length n, summing to n)."""
+        return float(w @ self.overlaps(w) / (w.sum() * self.k))
+
+    def bootstrap(self, weight_blocks) -> np.ndarray:
+        out = []
+        for block in weight_blocks:
+            out.extend(self.replicate(w) for w in block)
+        return np.asarray(out)
+
+    def jackknife(self) -> np.ndarray:
+        """All n leave-one-out values of mutual k-NN, in O(n·k²).
+
+        Deleting item i removes row i and shifts up the lists of the rows that
+        held i among their first k; only those rows change, and each needs the
+        k+1-th neighbour (K > k).
+        """
+        n, k = self.n, self.k
+        A, B = self.lists_a, self.lists_b
+        base = overlaps(A[:, :k], B[:, :k]).astype(np.float64)
+        rows = np.repeat(np.arange(n, dtype=np.int64), k)
+        key = np.unique(np.concatenate([rows * n + A[:, :k].ravel(), rows * n + B[:, :k].ravel()]))
+        j, i = key // n, key % n
+        shifted = []
+        for lists in (A, B):
+            top = lists[j, : k + 1]
+            keep = top != i[:, None]
+            # i not among the first k+1: the list keeps its first k.
+            keep[keep.all(axis=1), k] = False
+            shifted.append(top[keep].reshape(-1, k))
+        delta = np.bincount(i, weights=base[j] - overlaps(*shifted), minlength=n)
+        return (base.sum() - base - delta) / ((n - 1) * k)
+
+
+# ---------------------------------------------------------------- intervals
+
+
+def _z(q: float) -> float:
+    return NormalDist().inv_cdf(q)
+
+
+def jackknife_se(values: np.ndarray) -> float:
+    n = values.size
+    return float(np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2)))
+
+
+def interval(estimate: float, method: str, confidence: float, *, replicates: np.ndarray | None = None,
+             jack: np.ndarray | None = None) -> tuple[float, float]:
+    """A two-sided interval (Efron & Tibshirani 1993).
+
+    ``percentile``: quantiles of the replicates. ``basic``: 2θ̂ minus them.
+    ``bca``: bias-corrected and accelerated (z₀ from the share of replicates
+    below θ̂, acceleration from the jackknife). ``normal``: θ̂ ± z·SE with the
+    SE from the bootstrap replicates, or from the jackknife when there are none.
+    """
+    alpha = 1.0 - confidence
+    lo_q, hi_q = alpha / 2, 1 - alpha / 2
+    if method == "normal":
+        se = float(np.std(replicates, ddof=1)) if replicates is not None and replicates.size > 1 else jackknife_se(jack)
+        z = _z(hi_q)
+        return estimate - z * se, estimate + z * se
+    r = np.sort(replicates)
+    if method == "percentile":
+        return float(np.quantile(r, lo_q)), float(np.quantile(r, hi_q))
+    if method == "basic":
+        return 2 * estimate - float(np.quantile(r, hi_q)), 2 * estimate - float(np.quantile(r, lo_q))
+    if method == "bca":
+        share = (np.count_nonzero(r < estimate) + 0.5 * np.count_nonzero(r == estimate)) / r.size
+        share = min(max(share, 0.5 / r.size), 1 - 0.5 / r.size)
+        z0 = _z(share)
+        d = jack.mean() - jack
+        denom = 6.0 * np.sum(d**2) ** 1.5
+        a = float(np.sum(d**3) / denom) if denom > 0 else 0.0
+        qs = []
+        for q in (lo_q, hi_q):
+            zq = _z(q)
+            qs.append(NormalDist().cdf(z0 + (z0 + zq) / (1 - a * (z0 + zq))))
+        return float(np.quantile(r, qs[0])), float(np.quantile(r, qs[1]))
+    raise ValueError(method)
+
+
+# ---------------------------------------------------------------- permutations
+
+
+def knn_permutation_null(lists_a: np.ndarray, lists_b: np.ndarray, perms) -> np.ndarray:
+    """Mutual k-NN with B's rows permuted, by relabelling the stored lists: O(n·k) each.
+
+    If B's row i is replaced by row π(i), the neighbours of i in the permuted
+    B are π⁻¹(N_B(π(i))).
+    """
+    n, k = lists_a.shape
+    out = []
+    for perm in perms:
+        inv = np.empty(n, dtype=np.int64)
+        inv[perm] = np.arange(n)
+        out.append(overlaps(lists_a, inv[lists_b[perm]]).sum() / (n * k))
+    return np.asarray(out)
+
+
+def p_value(observed: float, null: np.ndarray) -> float:
+    """(1 + #{null ≥ observed}) / (B + 1): never 0."""
+    return float((1 + np.count_nonzero(null >= observed)) / (null.size + 1))
+
+
+def calibrated_score(observed: float, null: np.ndarray, alpha: float = 0.05) -> float:
+    """Gröger, Wen & Brbić 2026: clamp((s − τ)/(1 − τ), 0, 1), τ the ⌈(1−α)(B+1)⌉-th smallest of {s} ∪ null."""
+    pool = np.sort(np.append(null, observed))
+    rank = int(np.ceil((1 - alpha) * (null.size + 1)))
+    tau = float(pool[min(rank, pool.size) - 1])
+    if tau >= 1.0:
+        return 0.0
+    return float(min(max((observed - tau) / (1 - tau), 0.0), 1.0))

@@ -1,0 +1,99 @@
+"""Resampling machinery against explicit materialisation and brute force."""
+
+import numpy as np
+import pytest
+import reference as ref
+from conftest import make_pair
+
+from repalign import stats
+from repalign.neighbors import knn
+
+
+def materialised_mknn(X, Y, w, k, distance="cosine"):
+    """Build the resample row by row (copies adjacent), search with the query's own copies excluded."""
+    idx = np.repeat(np.arange(len(w)), w)
+    SA = ref.similarity(X, distance)[np.ix_(idx, idx)]
+    SB = ref.similarity(Y, distance)[np.ix_(idx, idx)]
+    total = 0
+    for r in range(idx.size):
+        cands = np.flatnonzero(idx != idx[r])
+        na = cands[np.lexsort((cands, -SA[r, cands]))[:k]]
+        nb = cands[np.lexsort((cands, -SB[r, cands]))[:k]]
+        total += len(set(na) & set(nb))
+    return total / (idx.size * k)
+
+
+def resampler(X, Y, k, K, distance="cosine"):
+    full = {"a": knn(X, X.shape[0] - 1, distance), "b": knn(Y, Y.shape[0] - 1, distance)}
+    return stats.KnnResampler(knn(X, K, distance), knn(Y, K, distance), k, full_list=lambda s, i: full[s][i])
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l2"])
+def test_replicates_equal_materialised_resamples(rng, distance):
+    X, Y = make_pair(rng, n=60, d1=5, d2=6)
+    rs = resampler(X, Y, k=4, K=9, distance=distance)
+    assert rs.replicate(np.ones(60, dtype=np.int32)) == pytest.approx(ref.mutual_knn(X, Y, 4, distance), abs=1e-12)
+    seed = np.random.SeedSequence(7)
+    for w in next(stats.resample_weights(seed, 60, 6)):
+        assert w.sum() == 60
+        assert rs.replicate(w) == pytest.approx(materialised_mknn(X, Y, w, 4, distance), abs=1e-12)
+
+
+def test_short_lists_fall_back_exactly(rng):
+    """K barely above k: many rows run out of slots and must use the complete list."""
+    X, Y = make_pair(rng, n=40, d1=3, d2=3)
+    rs = resampler(X, Y, k=5, K=6)
+    w = np.zeros(40, dtype=np.int32)
+    w[::4] = 4  # only every 4th item present: lists of 6 hold too few present items
+    assert rs.replicate(w) == pytest.approx(materialised_mknn(X, Y, w, 5), abs=1e-12)
+
+
+def test_jackknife_equals_leave_one_out(rng):
+    X, Y = make_pair(rng, n=45, d1=4, d2=7)
+    k = 5
+    rs = stats.KnnResampler(knn(X, 12), knn(Y, 12), k)
+    expected = [ref.mutual_knn(np.delete(X, i, 0), np.delete(Y, i, 0), k) for i in range(45)]
+    assert np.allclose(rs.jackknife(), expected, rtol=0, atol=1e-12)
+
+
+def test_permutation_relabelling_equals_recomputation(rng):
+    X, Y = make_pair(rng, n=50, d1=4, d2=4)
+    perms = list(stats.permutations(np.random.SeedSequence(3), 50, 5))
+    got = stats.knn_permutation_null(knn(X, 6), knn(Y, 6), perms)
+    expected = [ref.mutual_knn(X, Y[p], 6) for p in perms]
+    assert np.allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_weights_are_reproducible_and_multinomial():
+    a = np.vstack(list(stats.resample_weights(np.random.SeedSequence(1), 1000, 200)))
+    b = np.vstack(list(stats.resample_weights(np.random.SeedSequence(1), 1000, 200)))
+    assert np.array_equal(a, b) and (a.sum(axis=1) == 1000).all()
+    # Each count is Binomial(n, 1/n): mean 1, variance (1 − 1/n); 200·1000 draws.
+    assert a.mean() == pytest.approx(1.0, abs=1e-12)
+    assert a.var() == pytest.approx(1 - 1 / 1000, abs=0.02)
+
+
+def test_p_value_and_calibrated():
+    null = np.array([0.1, 0.2, 0.3, 0.4])
+    assert stats.p_value(0.35, null) == 2 / 5
+    assert stats.p_value(0.9, null) == 1 / 5
+    # ⌈0.95·5⌉ = 5th smallest of {0.5, 0.1..0.4} = 0.5 → (0.5 − 0.5)/(1 − 0.5) = 0.
+    assert stats.calibrated_score(0.5, null) == 0.0
+    null20 = np.linspace(0, 0.19, 20)  # ⌈0.95·21⌉ = 20th smallest of 21 values = 0.19
+    assert stats.calibrated_score(0.6, null20) == pytest.approx((0.6 - 0.19) / 0.81)
+
+
+def test_intervals_closed_forms():
+    r = np.arange(1, 1001, dtype=float) / 1000
+    lo, hi = stats.interval(0.5, "percentile", 0.9, replicates=r)
+    assert (lo, hi) == pytest.approx((np.quantile(r, 0.05), np.quantile(r, 0.95)))
+    blo, bhi = stats.interval(0.6, "basic", 0.9, replicates=r)
+    assert (blo, bhi) == pytest.approx((1.2 - hi, 1.2 - lo))
+    jack = np.array([1.0, 2.0, 3.0, 4.0])
+    se = np.sqrt(3 / 4 * 5.0)
+    assert stats.interval(2.5, "normal", 0.95, jack=jack) == pytest.approx((2.5 - 1.959963984540 * se,
+                                                                             2.5 + 1.959963984540 * se))
+    # BCa with symmetric replicates centred on the estimate and a symmetric jackknife is the percentile interval.
+    sym = np.concatenate([-r, r])
+    assert stats.interval(0.0, "bca", 0.9, replicates=sym, jack=np.array([-1.0, 0.0, 1.0])) == pytest.approx(
+        stats.interval(0.0, "percentile", 0.9, replicates=sym))
