@@ -97,3 +97,17 @@ def test_intervals_closed_forms():
     sym = np.concatenate([-r, r])
     assert stats.interval(0.0, "bca", 0.9, replicates=sym, jack=np.array([-1.0, 0.0, 1.0])) == pytest.approx(
         stats.interval(0.0, "percentile", 0.9, replicates=sym))
+
+
+@pytest.mark.parametrize("shape", [(30, 4, 6), (25, 40, 50), (40, 8, 60)])
+def test_cka_jackknife_equals_leave_one_out(rng, shape):
+    from repalign.metrics import cka
+
+    n, d1, d2 = shape
+    X, Y = make_pair(rng, n=n, d1=d1, d2=d2)
+    X += 3.0  # an offset, so that re-centring after a deletion matters
+    biased, unbiased = cka.jackknife(X, Y)
+    eb = [ref.cka(np.delete(X, i, 0), np.delete(Y, i, 0)) for i in range(n)]
+    eu = [ref.cka(np.delete(X, i, 0), np.delete(Y, i, 0), unbiased=True) for i in range(n)]
+    assert np.allclose(biased, eb, rtol=0, atol=1e-10)
+    assert np.allclose(unbiased, eu, rtol=0, atol=1e-10)

@@ -25,6 +25,8 @@ class CrossStats:
     syy: float
     a: np.ndarray
     b: np.ndarray
+    per_row: dict | None = None
+    """Row-wise quantities for the jackknife (see :func:`jackknife`), filled on request."""
 
 
 def _means(X: np.ndarray) -> np.ndarray:
@@ -34,7 +36,7 @@ def _means(X: np.ndarray) -> np.ndarray:
     return total / X.shape[0]
 
 
-def cross_stats(X: np.ndarray, Y: np.ndarray) -> CrossStats:
+def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossStats:
     """Accumulate the CKA sums of column-centred X (n×d1) and Y (n×d2) in float64.
 
     Centring first is allowed (both estimators are translation invariant) and
@@ -50,8 +52,12 @@ def cross_stats(X: np.ndarray, Y: np.ndarray) -> CrossStats:
         Yc = np.asarray(Y, dtype=np.float64) - my
         K = Xc @ Xc.T
         L = Yc @ Yc.T
-        return CrossStats(n, float(np.vdot(K, L)), float(np.vdot(K, K)), float(np.vdot(L, L)),
-                          np.diag(K).copy(), np.diag(L).copy())
+        a, b = np.diag(K).copy(), np.diag(L).copy()
+        rows = None
+        if per_row:
+            rows = {"qxy": np.einsum("ij,ij->i", K, L), "qxx": np.einsum("ij,ij->i", K, K),
+                    "qyy": np.einsum("ij,ij->i", L, L), "Ka": K @ a, "Kb": K @ b, "La": L @ a, "Lb": L @ b}
+        return CrossStats(n, float(np.vdot(K, L)), float(np.vdot(K, K)), float(np.vdot(L, L)), a, b, rows)
     gxx = np.zeros((d1, d1))
     gyy = np.zeros((d2, d2))
     gxy = np.zeros((d1, d2))
@@ -65,7 +71,88 @@ def cross_stats(X: np.ndarray, Y: np.ndarray) -> CrossStats:
         gxy += xc.T @ yc
         a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
         b[s : s + yc.shape[0]] = np.einsum("ij,ij->i", yc, yc)
-    return CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
+    st = CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
+    if per_row:
+        st.per_row = _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b)
+    return st
+
+
+def _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b) -> dict:
+    """xc_iᵀ·C·yc_i style quadratic forms and kernel-times-norms vectors, one pass, O(n·d1·d2)."""
+    n = X.shape[0]
+    out = {key: np.empty(n) for key in ("qxy", "qxx", "qyy", "Ka", "Kb", "La", "Lb")}
+    xa = np.zeros(X.shape[1])
+    xb = np.zeros(X.shape[1])
+    ya = np.zeros(Y.shape[1])
+    yb = np.zeros(Y.shape[1])
+    for s in range(0, n, _BLOCK_ROWS):
+        xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
+        yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
+        sl = slice(s, s + xc.shape[0])
+        xa += xc.T @ a[sl]
+        xb += xc.T @ b[sl]
+        ya += yc.T @ a[sl]
+        yb += yc.T @ b[sl]
+    for s in range(0, n, _BLOCK_ROWS):
+        xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
+        yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
+        sl = slice(s, s + xc.shape[0])
+        out["qxy"][sl] = np.einsum("ij,ij->i", xc @ gxy, yc)
+        out["qxx"][sl] = np.einsum("ij,ij->i", xc @ gxx, xc)
+        out["qyy"][sl] = np.einsum("ij,ij->i", yc @ gyy, yc)
+        out["Ka"][sl], out["Kb"][sl] = xc @ xa, xc @ xb
+        out["La"][sl], out["Lb"][sl] = yc @ ya, yc @ yb
+    return out
+
+
+def _loo_terms(n, F, q, u, v, Lu, Kv):
+    """Leave-one-out (n(n−3)·HSIC₁ numerator, ‖C‖²_F) for every deleted row, vectorised.
+
+    u, v: centred row norms of the two sides; q_i = Σ_j K_ij L_ij; Lu = L·u,
+    Kv = K·v (K, L the centred linear kernels, never formed in feature space).
+    Deleting row i: C ← C − n/(n−1)·x_i y_iᵀ, and every other centred row
+    moves by x_i/(n−1), which changes the row norms; the sums below are
+    those of the shifted rows, expanded so that only these vectors are needed.
+    """
+    m = n - 1
+    c = n / m
+    F_loo = F - 2 * c * q + c * c * u * v
+    U, V, P = u.sum(), v.sum(), float(u @ v)
+    uv = u * v
+    s1 = Lu - uv  # Σ_{j≠i} u_j L_ij
+    s2 = Kv - uv  # Σ_{j≠i} K_ij v_j
+    s3 = q - uv   # Σ_{j≠i} K_ij L_ij
+    cross = ((P - uv) + 2 / m * s1 + v / m**2 * (U - u) + 2 / m * s2 + 4 / m**2 * s3
+             - 2 * uv / m**3 + u / m**2 * (V - v) - 2 * uv / m**3 + uv / m**3)
+    su = U - u * c
+    sv = V - v * c
+    unb = F_loo - m / (m - 2) * cross + su * sv / ((m - 1) * (m - 2))
+    return unb, F_loo
+
+
+def jackknife(X: np.ndarray, Y: np.ndarray, st: CrossStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out values of biased and unbiased linear CKA for every row, O(n·d1·d2) in all.
+
+    Returns
+    -------
+    (biased, unbiased) : two (n,) arrays; NaN where a leave-one-out value is
+    undefined (a side without variance once the row is gone). Unbiased needs n ≥ 5.
+
+    Notes
+    -----
+    formulas.md §6: deleting row i changes XcᵀYc by a rank-one term and the
+    row-norm sums by one term each, so no n×n matrix is needed.
+    """
+    if st is None or st.per_row is None:
+        st = cross_stats(X, Y, per_row=True)
+    n, r = st.n, st.per_row
+    uxy, fxy = _loo_terms(n, st.sxy, r["qxy"], st.a, st.b, r["La"], r["Kb"])
+    uxx, fxx = _loo_terms(n, st.sxx, r["qxx"], st.a, st.a, r["Ka"], r["Ka"])
+    uyy, fyy = _loo_terms(n, st.syy, r["qyy"], st.b, st.b, r["Lb"], r["Lb"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        biased = np.where((fxx > 0) & (fyy > 0), fxy / np.sqrt(fxx * fyy), np.nan)
+        unbiased = np.where((uxx > 0) & (uyy > 0), uxy / np.sqrt(np.abs(uxx * uyy)), np.nan)
+    return biased, unbiased
 
 
 def _unbiased(s: float, u: np.ndarray, v: np.ndarray, n: int) -> float:
