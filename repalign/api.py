@@ -14,7 +14,7 @@ from repalign import preprocess as _pre
 from repalign.errors import UsageError
 from repalign.metrics import REGISTRY, PairData, parse_metrics
 from repalign.neighbors import DISTANCES
-from repalign.results import ComparisonResult, InputInfo
+from repalign.results import ComparisonResult, InputInfo, UncertaintySettings
 from repalign.validation import as_embedding, check_pair
 
 DEFAULT_K = 10
@@ -59,8 +59,34 @@ def resolve_options(*, k: int | None, clip: float | None, normalize: bool | None
     return k, _pre.Preprocessing(clip=clip, normalize=bool(normalize), preset=preset)
 
 
+def uncertainty_settings(*, resamples: int = 1000, confidence: float = 0.95, seed: int | None = None,
+                         ci_method: str = "auto", permutations: int | None = None) -> UncertaintySettings:
+    """Check the uncertainty options; a missing seed is drawn once and reported, so any run can be repeated."""
+    from repalign.metrics import CI_METHODS
+
+    if resamples < 0:
+        raise UsageError(f"--resamples must be 0 or more (got {resamples})")
+    if permutations is not None and permutations < 0:
+        raise UsageError(f"--permutations must be 0 or more (got {permutations})")
+    if not 0.0 < confidence < 1.0:
+        raise UsageError(f"--confidence must be strictly between 0 and 1 (got {confidence})")
+    if ci_method not in CI_METHODS:
+        raise UsageError(f"unknown --ci-method '{ci_method}' (choose from {', '.join(CI_METHODS)})")
+    if resamples and resamples < 100 and ci_method in ("percentile", "basic", "bca"):
+        raise UsageError(f"--ci-method {ci_method} needs at least 100 resamples (got {resamples})")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more (got {seed})")
+    return UncertaintySettings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
+                               permutations=1000 if permutations is None else permutations,
+                               permutations_explicit=permutations is not None)
+
+
 def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
-            normalize: bool | None = None, preset: str | None = None) -> ComparisonResult:
+            normalize: bool | None = None, preset: str | None = None, resamples: int = 1000,
+            confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
+            permutations: int | None = None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -74,6 +100,15 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     normalize : L2-normalise rows before every metric.
     preset : ``"prh"`` for the paper's pipeline (clip 0.95, normalise, k=10);
         explicitly given options override it.
+    resamples : bootstrap replicates for intervals (0 switches intervals off).
+    confidence : two-sided level of the intervals.
+    seed : seed of all random draws (drawn and reported when None).
+    ci_method : ``auto`` (each metric's validated default), ``percentile``,
+        ``basic``, ``bca`` or ``normal``; a metric that cannot use the
+        requested method keeps its default and reports which one ran.
+    permutations : permutations for p-values and calibrated scores. By
+        default 1000 for k-NN metrics, where each costs O(n·k); given
+        explicitly, CKA gets them too, at O(n·d1·d2) each.
 
     Returns
     -------
@@ -82,6 +117,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     t0 = time.perf_counter()
     names = parse_metrics(metrics)
     k, pre = resolve_options(k=k, clip=clip, normalize=normalize, preset=preset, distance=distance)
+    u = uncertainty_settings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
+                             permutations=permutations)
     sa = _load_side(a, "a")
     sb = _load_side(b, "b")
     n = check_pair(sa.array, sb.array, sa.info.name, sb.info.name)
@@ -89,7 +126,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     xb = _pre.apply(sb.array, pre, sb.info.name)
     t_load = time.perf_counter()
 
-    pair = PairData(xa, xb, k=k, distance=distance, labels=(sa.info.name, sb.info.name))
+    pair = PairData(xa, xb, k=k, distance=distance, labels=(sa.info.name, sb.info.name), uncertainty=u)
     results = []
     timing = {"load_seconds": t_load - t0}
     for name in names:
@@ -100,5 +137,6 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     notes = sa.notes + sb.notes
     return ComparisonResult(
         inputs=(sa.info, sb.info), n=n, preprocessing=pre, metrics=tuple(results), notes=tuple(notes),
+        uncertainty=u,
         version=__version__, timing={key: round(v, 6) for key, v in timing.items()},
     )

@@ -69,8 +69,12 @@ def _emit(text_or_renderable) -> None:
         return
     from rich.console import Console
 
-    # rich decides colour: only on a terminal, never with NO_COLOR set.
-    Console(file=sys.stdout).print(text_or_renderable)
+    # rich decides colour: only on a terminal, never with NO_COLOR set. Off a terminal rich would
+    # assume 80 columns and wrap the table; a log or a pipe has room for the whole row.
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, width=120)
+    console.print(text_or_renderable)
 
 
 @app.command()
@@ -89,6 +93,19 @@ def compare(
     preset: Optional[str] = typer.Option(
         None, "--preset", metavar="NAME", help="prh = the paper's pipeline: --clip 0.95 --normalize --k 10 (explicit options win)."),
     fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, json, csv or markdown."),
+    resamples: int = typer.Option(1000, "--resamples", "-B", metavar="B",
+                                  help="Bootstrap replicates for confidence intervals; 0 switches them off."),
+    confidence: float = typer.Option(0.95, "--confidence", metavar="LEVEL", help="Two-sided confidence level."),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", metavar="S", help="Seed for resamples and permutations (drawn and reported if omitted)."),
+    ci_method: str = typer.Option(
+        "auto", "--ci-method", metavar="METHOD",
+        help="auto, percentile, basic, bca or normal; auto = each metric's validated default."),
+    permutations: Optional[int] = typer.Option(
+        None, "--permutations", "-P", metavar="P",
+        help="Permutations for p-values and calibrated scores [default: 1000 for k-NN metrics; "
+             "given explicitly, CKA too]."),
+    explain: bool = typer.Option(False, "--explain", help="Add one plain-language line per metric."),
 ):
     """Score how alike two embeddings of the same items are."""
     from repalign import report
@@ -96,10 +113,16 @@ def compare(
 
     if fmt not in report.FORMATS:
         raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
-    result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset)
+    result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
+                 resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
+                 permutations=permutations)
     for note in result.notes:
         typer.echo(f"warning: {note}", err=True)
-    _emit(report.table(result) if fmt == "table" else report.RENDERERS[fmt](result))
+    _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result))
+    if explain and fmt != "table":
+        # Keep stdout machine-readable; the explanation is for the person at the terminal.
+        for line in report.explain_lines(result):
+            typer.echo(line, err=True)
 
 
 @app.command()

@@ -10,12 +10,35 @@ from repalign.results import ComparisonResult, InputInfo, MetricResult
 
 FORMATS = ("table", "json", "csv", "markdown")
 
-CHANCE_NOTE = ("chance = mean score when the items of one side are paired at random "
-               "(mknn: k/(n−1); cka: exact permutation mean; cka-unbiased: 0)")
+CHANCE_NOTE = ("chance ± sd = mean and standard deviation of the score when the items of one side are paired "
+               "at random (exact); z = (score − chance)/sd; p from permutations")
 
 
 def _num(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(m: MetricResult) -> str:
+    return "—" if m.ci_low is None else f"[{m.ci_low:.4f}, {m.ci_high:.4f}]"
+
+
+def _chance(m: MetricResult) -> str:
+    if m.chance is None:
+        return "—"
+    return _num(m.chance) if m.null_sd is None else f"{m.chance:.4f} ± {m.null_sd:.4f}"
+
+
+def _z(m: MetricResult) -> str:
+    return "—" if m.z is None else f"{m.z:.1f}"
+
+
+def _p(m: MetricResult) -> str:
+    return "—" if m.p_value is None else f"{m.p_value:.3g}"
+
+
+def _level(result: ComparisonResult) -> str:
+    u = result.uncertainty
+    return f"{round(100 * u.confidence, 6):g}% CI" if u is not None else "CI"
 
 
 def _shape(info: InputInfo) -> str:
@@ -34,21 +57,79 @@ def _notes(result: ComparisonResult) -> list[str]:
     return out + list(result.notes)
 
 
+def _uncertainty_line(result: ComparisonResult) -> str:
+    u = result.uncertainty
+    if u is None:
+        return ""
+    methods = sorted({m.ci_method for m in result.metrics if m.ci_method})
+    ci = f"{u.resamples} resamples ({', '.join(methods)})" if u.resamples else "intervals off"
+    return f"{ci}; {u.permutations} permutations; seed {u.seed}"
+
+
+def explain_lines(result: ComparisonResult) -> list[str]:
+    """One plain-language line per metric: distance from chance, whether the interval excludes it, warnings."""
+    lines = []
+    for m in result.metrics:
+        if m.value is None:
+            lines.append(f"{m.name}: undefined: {m.reason}.")
+            continue
+        parts = [f"{m.name} = {m.value:.4f}"]
+        if m.chance is not None:
+            rel = f", {m.value / m.chance:.1f}× its chance level {m.chance:.4f}" if m.chance > 0 else \
+                f", chance level {m.chance:.4f}"
+            parts.append(rel)
+        if m.z is not None:
+            parts.append(f", {m.z:.1f} null standard deviations above chance" if m.z >= 0
+                         else f", {-m.z:.1f} null standard deviations below chance")
+        if m.p_value is not None:
+            parts.append(f" (permutation p = {m.p_value:.3g} from {m.permutations})")
+        text = "".join(parts) + "."
+        if m.ci_low is not None and m.chance is not None:
+            if m.ci_low > m.chance:
+                text += f" The {_level(result)} {_ci(m)} excludes chance."
+            else:
+                text += f" The {_level(result)} {_ci(m)} does not exclude chance: no evidence of agreement" \
+                        " beyond random pairing."
+        elif m.ci_reason:
+            text += f" No interval: {m.ci_reason}."
+        if m.name == "mknn" and m.chance is not None and m.chance > 0.05:
+            text += (f" Warning: k is large for n (chance level {m.chance:.3f}); mknn is only comparable"
+                     " between runs with the same n and k.")
+        if m.name == "cka" and m.chance is not None and m.chance > 0.05:
+            text += (f" Warning: d is comparable to n, so biased CKA is inflated (unrelated data would score"
+                     f" {m.chance:.3f} on average); cka-unbiased does not have this bias.")
+        lines.append(text)
+    return lines
+
+
 def to_json(result: ComparisonResult) -> str:
     """One JSON document; NaN can never appear (undefined values are null with a reason)."""
     return json.dumps(result.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+CSV_COLUMNS = ["metric", "value", "ci_low", "ci_high", "ci_method", "chance", "null_sd", "z", "p_value",
+               "calibrated", "permutations", "k", "distance", "estimator", "n", "a", "b", "preprocessing",
+               "confidence", "resamples", "seed", "reason"]
 
 
 def to_csv(result: ComparisonResult) -> str:
     """One row per metric, full precision."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["metric", "value", "chance", "k", "distance", "estimator", "n", "a", "b", "preprocessing", "reason"])
+    w.writerow(CSV_COLUMNS)
     a, b = result.inputs
+    u = result.uncertainty
+
+    def cell(x):
+        return "" if x is None else repr(x) if isinstance(x, float) else x
+
     for m in result.metrics:
-        w.writerow([m.name, "" if m.value is None else repr(m.value), "" if m.chance is None else repr(m.chance),
+        w.writerow([m.name, cell(m.value), cell(m.ci_low), cell(m.ci_high), cell(m.ci_method), cell(m.chance),
+                    cell(m.null_sd), cell(m.z), cell(m.p_value), cell(m.calibrated), m.permutations,
                     m.params.get("k", ""), m.params.get("distance", ""), m.params.get("estimator", ""),
-                    result.n, a.name, b.name, result.preprocessing.describe(), m.reason or ""])
+                    result.n, a.name, b.name, result.preprocessing.describe(),
+                    "" if u is None else u.confidence, "" if u is None else u.resamples,
+                    "" if u is None else u.seed, m.reason or m.ci_reason or ""])
     return buf.getvalue()
 
 
@@ -61,17 +142,18 @@ def to_markdown(result: ComparisonResult) -> str:
         f"- a: `{a.name}` ({_shape(a)})",
         f"- b: `{b.name}` ({_shape(b)})",
         "",
-        "| metric | score | chance | parameters |",
-        "|---|---:|---:|---|",
+        f"| metric | score | {_level(result)} | chance ± sd | z | p | calibrated | parameters |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for m in result.metrics:
-        lines.append(f"| {m.name} | {_num(m.value)} | {_num(m.chance)} | {_params(m)} |")
-    lines += ["", f"_{CHANCE_NOTE}_"]
+        lines.append(f"| {m.name} | {_num(m.value)} | {_ci(m)} | {_chance(m)} | {_z(m)} | {_p(m)} | "
+                     f"{_num(m.calibrated)} | {_params(m)} |")
+    lines += ["", f"_{CHANCE_NOTE}. {_uncertainty_line(result)}._"]
     lines += [f"> {note}" for note in _notes(result)]
     return "\n".join(lines) + "\n"
 
 
-def table(result: ComparisonResult):
+def table(result: ComparisonResult, explain: bool = False):
     """A rich renderable for terminals."""
     from rich.console import Group
     from rich.table import Table
@@ -87,24 +169,32 @@ def table(result: ComparisonResult):
     head.add_row("prep", result.preprocessing.describe(), "")
 
     t = Table(show_edge=False, header_style="bold")
-    t.add_column("metric")
-    t.add_column("score", justify="right", style="bold")
-    t.add_column("chance", justify="right")
-    t.add_column("parameters")
+    t.add_column("metric", no_wrap=True)
+    t.add_column("score", justify="right", style="bold", no_wrap=True)
+    t.add_column(_level(result), no_wrap=True)
+    t.add_column("chance ± sd", justify="right", no_wrap=True)
+    t.add_column("z", justify="right", no_wrap=True)
+    t.add_column("p", justify="right", no_wrap=True)
+    t.add_column("parameters", no_wrap=True)
     for m in result.metrics:
-        t.add_row(m.name, _num(m.value), _num(m.chance), _params(m))
-    parts = [head, Text(""), t, Text(CHANCE_NOTE, style="dim")]
+        t.add_row(m.name, _num(m.value), _ci(m), _chance(m), _z(m), _p(m), _params(m))
+    parts = [head, Text(""), t, Text(CHANCE_NOTE + ".", style="dim")]
+    if result.uncertainty is not None:
+        parts.append(Text(_uncertainty_line(result), style="dim"))
     # Undefined values are part of the result; other notes go to stderr as warnings (see cli).
     parts += [Text(f"{m.name}: {m.reason}", style="yellow") for m in result.metrics if m.value is None]
+    if explain:
+        parts.append(Text(""))
+        parts += [Text(line) for line in explain_lines(result)]
     return Group(*parts)
 
 
-def to_text(result: ComparisonResult, width: int = 100) -> str:
+def to_text(result: ComparisonResult, width: int = 120, explain: bool = False) -> str:
     """The table as plain text (no colour), e.g. for tests and logs."""
     from rich.console import Console
 
     buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None, force_terminal=False).print(table(result))
+    Console(file=buf, width=width, color_system=None, force_terminal=False).print(table(result, explain=explain))
     return buf.getvalue()
 
 

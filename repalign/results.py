@@ -44,7 +44,7 @@ class InputInfo:
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One metric's score."""
+    """One metric's score, its chance level and its uncertainty."""
 
     name: str
     """Registry name: mknn, cka, cka-unbiased."""
@@ -53,20 +53,73 @@ class MetricResult:
     params: dict = field(default_factory=dict)
     """Parameters that determine the value (k, distance, estimator)."""
     chance: float | None = None
-    """Mean of the score when one side's rows are randomly permuted (exact)."""
+    """Exact mean of the score when one side's rows are randomly permuted."""
     range: tuple[float, float] = (0.0, 1.0)
     """Interval the score lies in."""
     reason: str | None = None
     """Why ``value`` is None."""
+    null_sd: float | None = None
+    """Exact standard deviation of the score under random pairing."""
+    z: float | None = None
+    """(value − chance) / null_sd."""
+    p_value: float | None = None
+    """Permutation p-value (1 + #{null ≥ observed})/(P + 1); None if no permutations ran."""
+    calibrated: float | None = None
+    """Calibrated score of Gröger et al. 2026 from the same permutations."""
+    permutations: int = 0
+    """Number of permutations behind p_value and calibrated."""
+    ci_low: float | None = None
+    """Lower end of the confidence interval."""
+    ci_high: float | None = None
+    """Upper end of the confidence interval."""
+    ci_method: str | None = None
+    """How the interval was made (e.g. bootstrap-percentile, jackknife-normal)."""
+    ci_covers: str | None = None
+    """What the interval is an interval for."""
+    ci_reason: str | None = None
+    """Why there is no interval, when there is none."""
+
+    _FIELDS = ("name", "value", "params", "chance", "range", "reason", "null_sd", "z", "p_value", "calibrated",
+               "permutations", "ci_low", "ci_high", "ci_method", "ci_covers", "ci_reason")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "value": self.value, "params": dict(self.params), "chance": self.chance,
-                "range": list(self.range), "reason": self.reason}
+        d = {f: getattr(self, f) for f in self._FIELDS}
+        d["params"] = dict(self.params)
+        d["range"] = list(self.range)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> MetricResult:
-        return cls(d["name"], d["value"], dict(d.get("params", {})), d.get("chance"),
-                   tuple(d.get("range", (0.0, 1.0))), d.get("reason"))
+        kw = {f: d[f] for f in cls._FIELDS if f in d}
+        kw["params"] = dict(kw.get("params", {}))
+        kw["range"] = tuple(kw.get("range", (0.0, 1.0)))
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class UncertaintySettings:
+    """How intervals and null distributions were computed."""
+
+    resamples: int = 1000
+    """Bootstrap replicates (0: no intervals)."""
+    confidence: float = 0.95
+    """Two-sided confidence level of the intervals."""
+    seed: int = 0
+    """Seed of every random draw; the same seed gives the same numbers."""
+    ci_method: str = "auto"
+    """Requested interval method; each metric reports the one it used."""
+    permutations: int = 1000
+    """Permutations for p-values and calibrated scores (0: none)."""
+    permutations_explicit: bool = False
+    """True when the user asked for permutations, which then run for every metric, costly ones included."""
+
+    def to_dict(self) -> dict:
+        return {"resamples": self.resamples, "confidence": self.confidence, "seed": self.seed,
+                "ci_method": self.ci_method, "permutations": self.permutations}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UncertaintySettings:
+        return cls(d["resamples"], d["confidence"], d["seed"], d["ci_method"], d["permutations"])
 
 
 @dataclass(frozen=True)
@@ -80,6 +133,8 @@ class ComparisonResult:
     metrics: tuple[MetricResult, ...]
     notes: tuple[str, ...] = ()
     """Warnings and conversions the user should know about."""
+    uncertainty: UncertaintySettings | None = None
+    """Settings behind the intervals and p-values (None: not computed)."""
     version: str = ""
     """repalign version that computed this."""
     timing: dict = field(default_factory=dict)
@@ -100,6 +155,7 @@ class ComparisonResult:
             "n": self.n,
             "preprocessing": self.preprocessing.to_dict(),
             "metrics": [m.to_dict() for m in self.metrics],
+            "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
             "notes": list(self.notes),
             "timing": dict(self.timing),
         }
@@ -113,6 +169,7 @@ class ComparisonResult:
             preprocessing=Preprocessing.from_dict(d["preprocessing"]),
             metrics=tuple(MetricResult.from_dict(m) for m in d["metrics"]),
             notes=tuple(d.get("notes", ())),
+            uncertainty=None if d.get("uncertainty") is None else UncertaintySettings.from_dict(d["uncertainty"]),
             version=d.get("repalign_version", ""),
             timing=dict(d.get("timing", {})),
             schema_version=d.get("schema_version", SCHEMA_VERSION),

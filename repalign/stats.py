@@ -232,3 +232,39 @@ def calibrated_score(observed: float, null: np.ndarray, alpha: float = 0.05) -> 
     if tau >= 1.0:
         return 0.0
     return float(min(max((observed - tau) / (1 - tau), 0.0), 1.0))
+
+
+def cka_permutation_null(X: np.ndarray, Y: np.ndarray, st, perms, *, unbiased: bool) -> np.ndarray:
+    """Linear CKA with Y's rows permuted, for each permutation.
+
+    Only ‖XcᵀYc^π‖²_F and aᵀb^π change under a permutation (the other sums
+    are invariant), so each costs one cross-product: O(n·d1·d2), or O(n²)
+    through the n×n Grams when n is small next to d1·d2 (then formed once).
+    """
+    from repalign.metrics.cka import unbiased_terms
+
+    n = X.shape[0]
+    Xc = np.asarray(X, dtype=np.float64)
+    Xc = Xc - Xc.mean(axis=0)
+    Yc = np.asarray(Y, dtype=np.float64)
+    Yc = Yc - Yc.mean(axis=0)
+    gram = n * 4 < X.shape[1] * Y.shape[1] and n <= 8000
+    if gram:
+        K, L = Xc @ Xc.T, Yc @ Yc.T
+    if unbiased:
+        _, sxx, syy = unbiased_terms(st)
+        const = float(st.a.sum()) * float(st.b.sum()) / ((n - 1) * (n - 2))
+    else:
+        sxx, syy = st.sxx, st.syy
+    denom = np.sqrt(sxx * syy)
+    out = []
+    for perm in perms:
+        if gram:
+            sxy = float(np.vdot(K, L[np.ix_(perm, perm)]))
+        else:
+            c = Xc.T @ Yc[perm]
+            sxy = float(np.vdot(c, c))
+        if unbiased:
+            sxy = sxy - n / (n - 2) * float(st.a @ st.b[perm]) + const
+        out.append(sxy / denom)
+    return np.asarray(out)

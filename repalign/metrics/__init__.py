@@ -11,33 +11,65 @@ import numpy as np
 from repalign.errors import InputError, UsageError
 from repalign.metrics import cka as _cka
 from repalign.metrics import knn as _knn
-from repalign.results import MetricResult
+from repalign import nulls as _nulls
+from repalign import stats as _stats
+from repalign.results import MetricResult, UncertaintySettings
 from repalign.validation import check_k
+
+
+COVERS = {
+    "mknn": "the mean of mknn over fresh samples of n items, at this n and k",
+    "cka": "the mean of biased CKA over fresh samples of n items, at this n",
+    "cka-unbiased": "the population value of CKA",
+}
+CI_METHODS = ("auto", "percentile", "basic", "bca", "normal")
 
 
 class PairData:
     """Two validated, preprocessed inputs and the work metrics share (computed once, on demand)."""
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, *, k: int, distance: str, labels: tuple[str, str]):
+    def __init__(self, a: np.ndarray, b: np.ndarray, *, k: int, distance: str, labels: tuple[str, str],
+                 uncertainty: UncertaintySettings | None = None):
         self.a, self.b = a, b
         self.n = a.shape[0]
         self.k = k
         self.distance = distance
         self.labels = labels
+        self.u = uncertainty or UncertaintySettings(resamples=0, permutations=0)
+        seq = np.random.SeedSequence(self.u.seed)
+        # One stream for resamples and one for permutations, shared by every metric.
+        self.boot_seed, self.perm_seed = seq.spawn(2)
+        # Bootstrap replicates read neighbours past k (formulas.md §6), the jackknife needs k+1.
+        self.depth = min(self.n - 1, max(3 * k, k + 10) if self.u.resamples else k + 1)
+        self._lists: dict = {}
+        self._full: dict = {}
+
+    def _side(self, side: str) -> tuple[np.ndarray, str]:
+        return (self.a, self.labels[0]) if side == "a" else (self.b, self.labels[1])
 
     def neighbors(self, side: str) -> np.ndarray:
+        """Ordered neighbour lists of depth ``self.depth`` (the metric uses the first k)."""
         from repalign.neighbors import knn
 
-        attr = f"_knn_{side}"
-        if not hasattr(self, attr):
-            x = self.a if side == "a" else self.b
-            label = self.labels[0] if side == "a" else self.labels[1]
-            setattr(self, attr, knn(x, self.k, self.distance, label=label))
-        return getattr(self, attr)
+        if side not in self._lists:
+            x, label = self._side(side)
+            self._lists[side] = knn(x, self.depth, self.distance, label=label)
+        return self._lists[side]
+
+    def full_list(self, side: str, i: int) -> np.ndarray:
+        """Row i's complete ordered list, for the rare resample that exhausts the stored depth."""
+        from repalign.neighbors import exact_knn
+
+        x, _ = self._side(side)
+        return exact_knn(x, self.n - 1, self.distance, rows=np.array([i]))[0]
 
     @cached_property
     def cross(self) -> _cka.CrossStats:
-        return _cka.cross_stats(self.a, self.b)
+        return _cka.cross_stats(self.a, self.b, per_row=self.u.resamples > 0)
+
+    def method(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        m = self.u.ci_method
+        return default if m == "auto" or m not in allowed else m
 
 
 @dataclass(frozen=True)
@@ -51,10 +83,34 @@ class MetricSpec:
     compute: Callable[[PairData], MetricResult]
 
 
+def _clamp(lo: float, hi: float, rng: tuple[float, float]) -> tuple[float, float]:
+    return max(lo, rng[0]), min(hi, rng[1])
+
+
 def _mknn(p: PairData) -> MetricResult:
     check_k(p.k, p.n, "mknn")
-    value = _knn.mutual_knn(p.neighbors("a"), p.neighbors("b"))
-    return MetricResult("mknn", value, {"k": p.k, "distance": p.distance}, chance=_knn.chance(p.n, p.k))
+    k = p.k
+    la, lb = p.neighbors("a"), p.neighbors("b")
+    A, B = la[:, :k], lb[:, :k]
+    value = _knn.mutual_knn(A, B)
+    mean, sd = _nulls.mknn_null(A, B)
+    out = {"chance": mean, "null_sd": sd, "z": _nulls.z_score(value, mean, sd)}
+    u = p.u
+    if u.resamples > 0:
+        rs = _stats.KnnResampler(la, lb, k, full_list=p.full_list)
+        reps = rs.bootstrap(_stats.resample_weights(p.boot_seed, p.n, u.resamples))
+        method = p.method("mknn", ("percentile", "basic", "bca", "normal"), DEFAULT_CI["mknn"])
+        jack = rs.jackknife() if method == "bca" else None
+        lo, hi = _stats.interval(value, method, u.confidence, replicates=reps, jack=jack)
+        out.update(ci_low=lo, ci_high=hi, ci_method=f"bootstrap-{method}", ci_covers=COVERS["mknn"])
+        out["ci_low"], out["ci_high"] = _clamp(lo, hi, (0.0, 1.0))
+    else:
+        out["ci_reason"] = "intervals off (--resamples 0)"
+    if u.permutations > 0:
+        null = _stats.knn_permutation_null(A, B, _stats.permutations(p.perm_seed, p.n, u.permutations))
+        out.update(p_value=_stats.p_value(value, null), calibrated=_stats.calibrated_score(value, null),
+                   permutations=u.permutations)
+    return MetricResult("mknn", value, {"k": k, "distance": p.distance}, range=(0.0, 1.0), **out)
 
 
 def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
@@ -63,14 +119,36 @@ def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
     value = _cka.ratio(terms)
     params = {"kernel": "linear", "estimator": "unbiased" if unbiased else "biased"}
     rng = (-1.0, 1.0) if unbiased else (0.0, 1.0)
-    chance = 0.0 if unbiased else _cka.permutation_mean(st)
     if value is None:
         side = p.labels[0] if not terms[1] > 0 else p.labels[1]
         what = "has no estimated variance" if unbiased else "has all rows identical (zero variance)"
-        return MetricResult(name, None, params, None, rng, reason=f"{side} {what}; CKA is undefined")
+        return MetricResult(name, None, params, None, rng, reason=f"{side} {what}; CKA is undefined",
+                            ci_reason="no value")
     # Rounding can push a ratio of equal sums a hair past ±1.
     value = min(max(value, rng[0]), rng[1])
-    return MetricResult(name, value, params, chance, rng)
+    mean, sd = (_nulls.unbiased_cka_null if unbiased else _nulls.biased_cka_null)(st)
+    out = {"chance": mean, "null_sd": sd, "z": _nulls.z_score(value, mean, sd)}
+    u = p.u
+    if u.resamples > 0:
+        if p.n < 5:
+            out["ci_reason"] = f"the jackknife needs at least 5 items (n = {p.n})"
+        else:
+            biased_loo, unbiased_loo = _cka.jackknife(p.a, p.b, st)
+            jack = unbiased_loo if unbiased else biased_loo
+            if not np.isfinite(jack).all():
+                out["ci_reason"] = "a leave-one-out value is undefined (an item carries all the variance)"
+            else:
+                lo, hi = _stats.interval(value, "normal", u.confidence, jack=jack)
+                lo, hi = _clamp(lo, hi, rng)
+                out.update(ci_low=lo, ci_high=hi, ci_method="jackknife-normal", ci_covers=COVERS[name])
+    else:
+        out["ci_reason"] = "intervals off (--resamples 0)"
+    if u.permutations > 0 and u.permutations_explicit:
+        null = _stats.cka_permutation_null(p.a, p.b, st, _stats.permutations(p.perm_seed, p.n, u.permutations),
+                                           unbiased=unbiased)
+        out.update(p_value=_stats.p_value(value, null), calibrated=_stats.calibrated_score(value, null),
+                   permutations=u.permutations)
+    return MetricResult(name, value, params, range=rng, **out)
 
 
 def _cka_biased(p: PairData) -> MetricResult:
@@ -82,6 +160,9 @@ def _cka_unbiased(p: PairData) -> MetricResult:
         raise InputError(f"cka-unbiased needs at least 4 items, but there are only {p.n}")
     return _cka_result("cka-unbiased", p, unbiased=True)
 
+
+# The interval each metric uses unless --ci-method asks otherwise (see benchmarks/coverage.py).
+DEFAULT_CI = {"mknn": "percentile"}
 
 REGISTRY: dict[str, MetricSpec] = {
     m.name: m
