@@ -67,10 +67,11 @@ def test_table_csv_markdown(files):
     t = run("compare", *files, env={"NO_COLOR": "1"})
     assert t.exit_code == 0 and "mknn" in t.stdout and "0.2790" in t.stdout and "\x1b[" not in t.stdout
     assert "100 paired items" in t.stdout and "100×10 float64" in t.stdout
-    c = run("compare", *files, "-f", "csv").stdout.splitlines()
-    assert c[0].startswith("metric,value,chance,k") and c[1].startswith("mknn,0.279,")
-    m = run("compare", *files, "-f", "markdown").stdout
-    assert "| metric | score | chance | parameters |" in m and "| mknn | 0.2790 | 0.1010 | k=10, cosine |" in m
+    c = run("compare", *files, "-f", "csv", "--seed", "3").stdout.splitlines()
+    assert c[0].startswith("metric,value,ci_low,ci_high,ci_method,chance,null_sd") and c[1].startswith("mknn,0.279,")
+    m = run("compare", *files, "-f", "markdown", "--seed", "3").stdout
+    assert "| metric | score | 95% CI | chance ± sd | z | p | calibrated | parameters |" in m
+    assert "| mknn | 0.2790 | [" in m and "| 0.1010 ± 0.0119 |" in m
 
 
 def test_inspect_command(write, rng):

@@ -111,3 +111,17 @@ def test_cka_jackknife_equals_leave_one_out(rng, shape):
     eu = [ref.cka(np.delete(X, i, 0), np.delete(Y, i, 0), unbiased=True) for i in range(n)]
     assert np.allclose(biased, eb, rtol=0, atol=1e-10)
     assert np.allclose(unbiased, eu, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(30, 3, 5), (20, 40, 50)])
+def test_cka_permutation_null_equals_recomputation(rng, shape):
+    from repalign.metrics import cka
+
+    n, d1, d2 = shape
+    X, Y = make_pair(rng, n=n, d1=d1, d2=d2)
+    st = cka.cross_stats(X, Y)
+    perms = list(stats.permutations(np.random.SeedSequence(5), n, 4))
+    for unbiased in (False, True):
+        got = stats.cka_permutation_null(X, Y, st, perms, unbiased=unbiased)
+        expected = [ref.cka(X, Y[p], unbiased=unbiased) for p in perms]
+        assert np.allclose(got, expected, rtol=0, atol=1e-10)

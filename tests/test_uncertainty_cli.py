@@ -1,0 +1,120 @@
+"""Intervals, nulls and p-values as the user sees them: options, reproducibility, refusals."""
+
+import json
+
+import numpy as np
+import pytest
+from test_cli import expect_input_error, run
+
+import repalign
+
+
+@pytest.fixture
+def files(write, golden):
+    X, Y = golden
+    return write.npy(X, "x.npy"), write.npy(Y, "y.npy")
+
+
+def doc(*args):
+    r = run("compare", *args, "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    d.pop("timing")
+    return d
+
+
+def test_same_seed_same_numbers(files):
+    a = doc(*files, "-m", "mknn,cka,cka-unbiased", "--seed", "11")
+    b = doc(*files, "-m", "mknn,cka,cka-unbiased", "--seed", "11")
+    assert a == b
+    c = doc(*files, "-m", "mknn", "--seed", "12")
+    assert c["metrics"][0]["ci_low"] != a["metrics"][0]["ci_low"] or c["metrics"][0]["ci_high"] != a["metrics"][0][
+        "ci_high"]
+    assert a["uncertainty"] == {"resamples": 1000, "confidence": 0.95, "seed": 11, "ci_method": "auto",
+                                "permutations": 1000}
+
+
+def test_seed_is_drawn_and_reported_when_absent(files):
+    d = doc(*files, "-m", "mknn")
+    again = doc(*files, "-m", "mknn", "--seed", str(d["uncertainty"]["seed"]))
+    assert d == again
+
+
+def test_interval_fields(files, golden):
+    d = doc(*files, "-m", "mknn,cka,cka-unbiased", "--seed", "1")
+    m = {x["name"]: x for x in d["metrics"]}
+    for name in m:
+        x = m[name]
+        assert x["ci_low"] <= x["value"] <= x["ci_high"], name
+        assert x["ci_covers"] and x["ci_method"] and x["null_sd"] > 0 and x["z"] > 0
+    assert m["mknn"]["ci_method"] == "bootstrap-percentile" and m["cka"]["ci_method"] == "jackknife-normal"
+    assert m["mknn"]["p_value"] == pytest.approx(1 / 1001) and m["mknn"]["permutations"] == 1000
+    assert 0 < m["mknn"]["calibrated"] <= 1
+    # CKA permutations only when asked for explicitly.
+    assert m["cka"]["p_value"] is None and m["cka"]["permutations"] == 0
+    assert m["mknn"]["z"] == pytest.approx((m["mknn"]["value"] - 10 / 99) / m["mknn"]["null_sd"])
+
+
+def test_confidence_changes_width(files):
+    wide = doc(*files, "-m", "mknn,cka", "--seed", "2", "--confidence", "0.99")["metrics"]
+    narrow = doc(*files, "-m", "mknn,cka", "--seed", "2", "--confidence", "0.8")["metrics"]
+    for w, n in zip(wide, narrow):
+        assert w["ci_high"] - w["ci_low"] > n["ci_high"] - n["ci_low"]
+
+
+def test_resamples_zero_and_permutations_zero(files):
+    d = doc(*files, "--resamples", "0", "--permutations", "0")
+    for m in d["metrics"]:
+        assert m["ci_low"] is None and m["ci_reason"] == "intervals off (--resamples 0)"
+        assert m["p_value"] is None and m["null_sd"] is not None
+
+
+def test_explicit_permutations_cover_cka(files, golden):
+    d = doc(*files, "-m", "cka,cka-unbiased", "--permutations", "99", "--seed", "4")
+    for m in d["metrics"]:
+        assert m["permutations"] == 99 and m["p_value"] == pytest.approx(1 / 100)
+
+
+def test_ci_method_override(files):
+    d = doc(*files, "-m", "mknn,cka", "--ci-method", "basic", "--seed", "5")
+    assert [m["ci_method"] for m in d["metrics"]] == ["bootstrap-basic", "jackknife-normal"]
+
+
+def test_too_few_rows_for_an_interval_says_why(write, rng):
+    a = write.npy(rng.standard_normal((4, 3)), "a.npy")
+    b = write.npy(rng.standard_normal((4, 3)), "b.npy")
+    d = doc(a, b, "-m", "cka,cka-unbiased", "--seed", "1")
+    for m in d["metrics"]:
+        assert m["value"] is not None and m["ci_low"] is None
+        assert m["ci_reason"] == "the jackknife needs at least 5 items (n = 4)"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--resamples", "-1"], "--resamples"),
+    (["--permutations", "-5"], "--permutations"),
+    (["--confidence", "1.5"], "--confidence"),
+    (["--confidence", "0"], "--confidence"),
+    (["--ci-method", "magic"], "unknown --ci-method"),
+    (["--ci-method", "bca", "--resamples", "20"], "at least 100 resamples"),
+    (["--seed", "-3"], "--seed"),
+])
+def test_bad_uncertainty_options(files, args, needle):
+    expect_input_error(["compare", *files, *args], needle)
+
+
+def test_explain(files):
+    r = run("compare", *files, "--explain", "--seed", "1", env={"NO_COLOR": "1"})
+    assert r.exit_code == 0
+    assert "mknn = 0.2790, 2.8× its chance level 0.1010" in r.stdout
+    assert "excludes chance" in r.stdout
+    j = run("compare", *files, "--explain", "--seed", "1", "-f", "json")
+    json.loads(j.stdout)  # stdout stays pure JSON; the explanation goes to stderr
+    assert "mknn = 0.2790" in j.stderr
+
+
+def test_independent_data_interval_contains_chance(rng):
+    X = rng.standard_normal((300, 8))
+    Y = rng.standard_normal((300, 8))
+    r = repalign.compare(X, Y, metrics="mknn,cka-unbiased", seed=3)
+    for m in r.metrics:
+        assert m.ci_low <= m.chance <= m.ci_high or abs(m.z) < 3
