@@ -106,23 +106,52 @@ def compare(
         help="Permutations for p-values and calibrated scores [default: 1000 for k-NN metrics; "
              "given explicitly, CKA too]."),
     explain: bool = typer.Option(False, "--explain", help="Add one plain-language line per metric."),
+    fail_under: Optional[List[str]] = typer.Option(
+        None, "--fail-under", metavar="METRIC=X", help="Exit 1 if the metric is below X (repeatable)."),
+    fail_above: Optional[List[str]] = typer.Option(
+        None, "--fail-above", metavar="METRIC=X", help="Exit 1 if the metric is above X (repeatable)."),
+    on: str = typer.Option("value", "--on", metavar="WHAT",
+                           help="Apply --fail-under/--fail-above to: value, ci-low or ci-high."),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", metavar="FILE", help="An earlier repalign JSON report to compare with."),
+    max_drop: Optional[List[str]] = typer.Option(
+        None, "--max-drop", metavar="METRIC=X", help="Exit 1 if the metric fell by more than X since --baseline."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", metavar="FILE",
+        help="Also write the report to FILE (.json, .csv or .md by suffix; JSON otherwise)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings or notes on stderr; only the output."),
 ):
     """Score how alike two embeddings of the same items are."""
-    from repalign import report
+    from repalign import checks, report
     from repalign.api import compare as run
+    from repalign.metrics import REGISTRY, parse_metrics
 
     if fmt not in report.FORMATS:
         raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
+    known = list(REGISTRY)
+    gates = {"fail_under": checks.parse_bounds(fail_under, "--fail-under", known),
+             "fail_above": checks.parse_bounds(fail_above, "--fail-above", known),
+             "max_drop": checks.parse_bounds(max_drop, "--max-drop", known), "on": on, "baseline": baseline}
+    checks.validate(parse_metrics(metric), resamples=resamples, **gates)
     result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
                  resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                  permutations=permutations)
-    for note in result.notes:
-        typer.echo(f"warning: {note}", err=True)
+    result = checks.evaluate(result, **gates)
+    if not quiet:
+        for note in result.notes:
+            typer.echo(f"warning: {note}", err=True)
+    if output is not None:
+        report.write(result, output)
     _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result))
-    if explain and fmt != "table":
+    if explain and fmt != "table" and not quiet:
         # Keep stdout machine-readable; the explanation is for the person at the terminal.
         for line in report.explain_lines(result):
             typer.echo(line, err=True)
+    for c in result.checks:
+        if not c.passed:
+            typer.echo(f"FAIL: {c.message} (--{c.kind})", err=True)
+    if result.failed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @app.command()
@@ -155,6 +184,15 @@ def inspect(
         shape = "×".join("?" if s is None else str(s) for s in i.shape)
         t.add_row(i.name or "(whole file)", shape, i.dtype, "yes" if i.embedding_like else "")
     _emit(t)
+
+
+@app.command()
+@handled
+def schema():
+    """Print the JSON Schema (draft 2020-12) that every --format json report follows."""
+    from importlib.resources import files
+
+    _emit(files("repalign").joinpath("schema/report.schema.json").read_text(encoding="utf-8"))
 
 
 def main() -> None:

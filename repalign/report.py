@@ -41,6 +41,25 @@ def _level(result: ComparisonResult) -> str:
     return f"{round(100 * u.confidence, 6):g}% CI" if u is not None else "CI"
 
 
+def _check_mark(result: ComparisonResult, name: str) -> str:
+    mine = [c for c in result.checks if c.metric == name]
+    if not mine:
+        return ""
+    return "pass" if all(c.passed for c in mine) else "FAIL"
+
+
+def _baseline_cells(result: ComparisonResult, name: str) -> tuple[str, str]:
+    row = next((r for r in result.baseline.rows if r.metric == name), None) if result.baseline else None
+    if row is None:
+        return "—", "—"
+    return _num(row.old), "—" if row.diff is None else f"{row.diff:+.4f}"
+
+
+def _baseline_raw(result: ComparisonResult, name: str, cell) -> tuple:
+    row = next((r for r in result.baseline.rows if r.metric == name), None) if result.baseline else None
+    return ("", "") if row is None else (cell(row.old), cell(row.diff))
+
+
 def _shape(info: InputInfo) -> str:
     return "×".join(str(s) for s in info.shape) + f" {info.dtype}"
 
@@ -109,7 +128,7 @@ def to_json(result: ComparisonResult) -> str:
 
 CSV_COLUMNS = ["metric", "value", "ci_low", "ci_high", "ci_method", "chance", "null_sd", "z", "p_value",
                "calibrated", "permutations", "k", "distance", "estimator", "n", "a", "b", "preprocessing",
-               "confidence", "resamples", "seed", "reason"]
+               "confidence", "resamples", "seed", "check", "baseline", "diff", "reason"]
 
 
 def to_csv(result: ComparisonResult) -> str:
@@ -129,7 +148,8 @@ def to_csv(result: ComparisonResult) -> str:
                     m.params.get("k", ""), m.params.get("distance", ""), m.params.get("estimator", ""),
                     result.n, a.name, b.name, result.preprocessing.describe(),
                     "" if u is None else u.confidence, "" if u is None else u.resamples,
-                    "" if u is None else u.seed, m.reason or m.ci_reason or ""])
+                    "" if u is None else u.seed, _check_mark(result, m.name).lower(),
+                    *_baseline_raw(result, m.name, cell), m.reason or m.ci_reason or ""])
     return buf.getvalue()
 
 
@@ -142,13 +162,27 @@ def to_markdown(result: ComparisonResult) -> str:
         f"- a: `{a.name}` ({_shape(a)})",
         f"- b: `{b.name}` ({_shape(b)})",
         "",
-        f"| metric | score | {_level(result)} | chance ± sd | z | p | calibrated | parameters |",
-        "|---|---:|---|---:|---:|---:|---:|---|",
     ]
+    head = f"| metric | score | {_level(result)} | chance ± sd | z | p | calibrated | parameters |"
+    rule = "|---|---:|---|---:|---:|---:|---:|---|"
+    if result.baseline is not None:
+        head += " baseline | change |"
+        rule += "---:|---:|"
+    if result.checks:
+        head += " check |"
+        rule += ":---:|"
+    lines += [head, rule]
     for m in result.metrics:
-        lines.append(f"| {m.name} | {_num(m.value)} | {_ci(m)} | {_chance(m)} | {_z(m)} | {_p(m)} | "
-                     f"{_num(m.calibrated)} | {_params(m)} |")
+        row = (f"| {m.name} | {_num(m.value)} | {_ci(m)} | {_chance(m)} | {_z(m)} | {_p(m)} | "
+               f"{_num(m.calibrated)} | {_params(m)} |")
+        if result.baseline is not None:
+            row += " {} | {} |".format(*_baseline_cells(result, m.name))
+        if result.checks:
+            mark = _check_mark(result, m.name)
+            row += f" {'✅ pass' if mark == 'pass' else '❌ FAIL' if mark else ''} |"
+        lines.append(row)
     lines += ["", f"_{CHANCE_NOTE}. {_uncertainty_line(result)}._"]
+    lines += [f"- {'✅' if c.passed else '❌'} {c.message}" for c in result.checks]
     lines += [f"> {note}" for note in _notes(result)]
     return "\n".join(lines) + "\n"
 
@@ -176,8 +210,19 @@ def table(result: ComparisonResult, explain: bool = False):
     t.add_column("z", justify="right", no_wrap=True)
     t.add_column("p", justify="right", no_wrap=True)
     t.add_column("parameters", no_wrap=True)
+    if result.baseline is not None:
+        t.add_column("baseline", justify="right", no_wrap=True)
+        t.add_column("change", justify="right", no_wrap=True)
+    if result.checks:
+        t.add_column("check", no_wrap=True)
     for m in result.metrics:
-        t.add_row(m.name, _num(m.value), _ci(m), _chance(m), _z(m), _p(m), _params(m))
+        cells = [m.name, _num(m.value), _ci(m), _chance(m), _z(m), _p(m), _params(m)]
+        if result.baseline is not None:
+            cells += list(_baseline_cells(result, m.name))
+        mark = _check_mark(result, m.name)
+        if result.checks:
+            cells.append(mark)
+        t.add_row(*cells, style="bold red" if mark == "FAIL" else None)
     parts = [head, Text(""), t, Text(CHANCE_NOTE + ".", style="dim")]
     if result.uncertainty is not None:
         parts.append(Text(_uncertainty_line(result), style="dim"))
@@ -199,3 +244,18 @@ def to_text(result: ComparisonResult, width: int = 120, explain: bool = False) -
 
 
 RENDERERS = {"json": to_json, "csv": to_csv, "markdown": to_markdown, "table": to_text}
+SUFFIXES = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown", ".txt": "table"}
+
+
+def write(result: ComparisonResult, path: str) -> str:
+    """Write the report to a file in the format its suffix names (JSON for any other suffix)."""
+    from pathlib import Path
+
+    from repalign.errors import UsageError
+
+    fmt = SUFFIXES.get(Path(path).suffix.lower(), "json")
+    try:
+        Path(path).write_text(RENDERERS[fmt](result), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+    return fmt

@@ -123,6 +123,64 @@ class UncertaintySettings:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One threshold from --fail-under, --fail-above or --max-drop, and whether it held."""
+
+    metric: str
+    kind: str
+    """fail-under, fail-above or max-drop."""
+    bound: float
+    on: str
+    """What the bound applies to: value, ci-low or ci-high (max-drop: the drop from the baseline)."""
+    observed: float | None
+    """The number compared with the bound; None when it does not exist (the check then fails)."""
+    passed: bool
+    message: str
+    """One line for people, e.g. 'mknn = 0.21 is under 0.30'."""
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "kind": self.kind, "bound": self.bound, "on": self.on,
+                "observed": self.observed, "passed": self.passed, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Check:
+        return cls(d["metric"], d["kind"], d["bound"], d["on"], d["observed"], d["passed"], d["message"])
+
+
+@dataclass(frozen=True)
+class BaselineRow:
+    """A metric's value in an earlier report next to its value now."""
+
+    metric: str
+    old: float | None
+    new: float | None
+    diff: float | None
+    """new − old."""
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "old": self.old, "new": self.new, "diff": self.diff}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BaselineRow:
+        return cls(d["metric"], d["old"], d["new"], d["diff"])
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The comparison with an earlier repalign JSON report."""
+
+    path: str
+    rows: tuple[BaselineRow, ...]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "metrics": [r.to_dict() for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Baseline:
+        return cls(d["path"], tuple(BaselineRow.from_dict(r) for r in d["metrics"]))
+
+
+@dataclass(frozen=True)
 class ComparisonResult:
     """Everything ``repalign compare`` found, ready for any renderer."""
 
@@ -140,6 +198,15 @@ class ComparisonResult:
     timing: dict = field(default_factory=dict)
     """Wall times in seconds; the only fields that change between identical runs."""
     schema_version: int = SCHEMA_VERSION
+    checks: tuple[Check, ...] = ()
+    """Thresholds given on the command line, evaluated."""
+    baseline: Baseline | None = None
+    """Comparison with an earlier report, if one was given."""
+
+    @property
+    def failed(self) -> bool:
+        """True when any check failed (the CLI then exits 1)."""
+        return any(not c.passed for c in self.checks)
 
     def metric(self, name: str) -> MetricResult:
         for m in self.metrics:
@@ -156,6 +223,8 @@ class ComparisonResult:
             "preprocessing": self.preprocessing.to_dict(),
             "metrics": [m.to_dict() for m in self.metrics],
             "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "notes": list(self.notes),
             "timing": dict(self.timing),
         }
@@ -173,4 +242,6 @@ class ComparisonResult:
             version=d.get("repalign_version", ""),
             timing=dict(d.get("timing", {})),
             schema_version=d.get("schema_version", SCHEMA_VERSION),
+            checks=tuple(Check.from_dict(c) for c in d.get("checks", ())),
+            baseline=None if d.get("baseline") is None else Baseline.from_dict(d["baseline"]),
         )

@@ -38,16 +38,19 @@ def test_json_round_trip():
                                   "permutations": 1000}
     assert ComparisonResult.from_dict(doc) == RESULT
     assert list(doc) == ["schema_version", "repalign_version", "inputs", "n", "preprocessing", "metrics",
-                         "uncertainty", "notes", "timing"]
+                         "uncertainty", "checks", "baseline", "notes", "timing"]
+    from test_checks import validate
+
+    validate(doc)
 
 
 def test_csv():
     assert report.to_csv(RESULT) == (
         "metric,value,ci_low,ci_high,ci_method,chance,null_sd,z,p_value,calibrated,permutations,k,distance,"
-        "estimator,n,a,b,preprocessing,confidence,resamples,seed,reason\n"
+        "estimator,n,a,b,preprocessing,confidence,resamples,seed,check,baseline,diff,reason\n"
         "mknn,0.25,0.24,0.26,bootstrap-percentile,0.01001001001001001,0.002,120.0,0.000999000999000999,0.2,1000,"
-        f"10,cosine,,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,\n"
-        f"cka,,,,,,,,,,0,,,biased,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,{UNDEFINED}\n"
+        f"10,cosine,,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,,,,\n"
+        f"cka,,,,,,,,,,0,,,biased,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,,,,{UNDEFINED}\n"
     )
 
 

@@ -1,0 +1,137 @@
+"""Thresholds and baselines: turn a result into the pass/fail checks a CI job acts on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+from repalign.errors import InputError, UsageError
+from repalign.results import SCHEMA_VERSION, Baseline, BaselineRow, Check, ComparisonResult
+
+ON = ("value", "ci-low", "ci-high")
+
+
+def parse_bounds(values, option: str, known) -> dict[str, float]:
+    """``["mknn=0.3", "cka=0.8,cka-unbiased=0.5"]`` → {metric: bound}."""
+    out: dict[str, float] = {}
+    for item in values or ():
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, num = part.partition("=")
+            name = name.strip().lower()
+            if not sep:
+                raise UsageError(f"{option} expects METRIC=NUMBER, e.g. {option} mknn=0.3 (got '{part}')")
+            if name not in known:
+                raise UsageError(f"{option}: unknown metric '{name}' (choose from {', '.join(known)})")
+            try:
+                bound = float(num)
+            except ValueError:
+                raise UsageError(f"{option} {name}: '{num.strip()}' is not a number") from None
+            if not math.isfinite(bound):
+                raise UsageError(f"{option} {name}: the bound must be a finite number")
+            out[name] = bound
+    return out
+
+
+def load_baseline(path: str) -> dict:
+    """Read an earlier repalign JSON report, refusing other documents and other schema versions."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such baseline file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON report ({' '.join(str(exc).split())})") from None
+    if not isinstance(doc, dict) or "metrics" not in doc or "schema_version" not in doc:
+        raise InputError(f"{path}: not a repalign JSON report (no schema_version/metrics)")
+    if doc["schema_version"] != SCHEMA_VERSION:
+        raise InputError(f"{path}: written with report schema version {doc['schema_version']}, but this repalign "
+                         f"reads version {SCHEMA_VERSION}; regenerate the baseline with this version")
+    if not isinstance(doc["metrics"], list) or not all(isinstance(m, dict) and "name" in m for m in doc["metrics"]):
+        raise InputError(f"{path}: malformed metrics list")
+    return doc
+
+
+def validate(names, *, fail_under=None, fail_above=None, on="value", baseline=None, max_drop=None,
+             resamples: int = 0) -> None:
+    """Refuse contradictory gates before any work is done."""
+    if on not in ON:
+        raise UsageError(f"unknown --on '{on}' (choose from {', '.join(ON)})")
+    for option, bounds in (("--fail-under", fail_under), ("--fail-above", fail_above), ("--max-drop", max_drop)):
+        for name in bounds or ():
+            if name not in names:
+                raise UsageError(f"{option} {name}: that metric was not computed (add --metric {name})")
+    if on != "value" and (fail_under or fail_above) and resamples == 0:
+        raise UsageError(f"--on {on} needs confidence intervals, but --resamples is 0")
+    if max_drop and baseline is None:
+        raise UsageError("--max-drop needs --baseline FILE to compare with")
+    if baseline is not None:
+        load_baseline(baseline)
+
+
+def _observed(m, on: str) -> float | None:
+    return {"value": m.value, "ci-low": m.ci_low, "ci-high": m.ci_high}[on]
+
+
+def evaluate(result: ComparisonResult, *, fail_under=None, fail_above=None, on: str = "value",
+             baseline: str | None = None, max_drop=None) -> ComparisonResult:
+    """Attach checks (and the baseline comparison) to a result.
+
+    ``fail_under``/``fail_above``: {metric: bound}, applied to the value or to
+    an end of the interval (``on``). ``max_drop``: {metric: largest allowed
+    fall from the baseline's value}. A check whose number does not exist
+    (undefined value, no interval) fails: a gate must not pass by default.
+    """
+    fail_under, fail_above, max_drop = fail_under or {}, fail_above or {}, max_drop or {}
+    resamples = result.uncertainty.resamples if result.uncertainty is not None else 0
+    validate([m.name for m in result.metrics], fail_under=fail_under, fail_above=fail_above, on=on,
+             baseline=baseline, max_drop=max_drop, resamples=resamples)
+
+    checks = []
+    for kind, bounds, fails, word in (("fail-under", fail_under, lambda x, b: x < b, "under"),
+                                      ("fail-above", fail_above, lambda x, b: x > b, "above")):
+        for name, bound in bounds.items():
+            m = result.metric(name)
+            x = _observed(m, on)
+            label = name if on == "value" else f"{name} {on}"
+            if x is None:
+                why = m.reason or m.ci_reason or "not available"
+                checks.append(Check(name, kind, bound, on, None, False, f"{label} has no value ({why})"))
+            elif fails(x, bound):
+                checks.append(Check(name, kind, bound, on, x, False, f"{label} = {x:.4f} is {word} {bound:g}"))
+            else:
+                checks.append(Check(name, kind, bound, on, x, True, f"{label} = {x:.4f} is not {word} {bound:g}"))
+
+    notes = list(result.notes)
+    base = None
+    if baseline is not None:
+        doc = load_baseline(baseline)
+        old = {m["name"]: m for m in doc["metrics"]}
+        rows = []
+        for m in result.metrics:
+            prev = old.get(m.name, {}).get("value")
+            prev = prev if isinstance(prev, (int, float)) else None
+            diff = None if prev is None or m.value is None else m.value - prev
+            rows.append(BaselineRow(m.name, prev, m.value, diff))
+            if m.name in old and old[m.name].get("params") != m.params:
+                notes.append(f"baseline {baseline}: {m.name} was computed with {old[m.name].get('params')}, "
+                             f"now {m.params}; the values are not comparable")
+        if doc.get("n") != result.n:
+            notes.append(f"baseline {baseline} has n = {doc.get('n')}, this run n = {result.n}; mknn depends on n")
+        base = Baseline(baseline, tuple(rows))
+        for name, bound in max_drop.items():
+            row = next(r for r in rows if r.metric == name)
+            if row.diff is None:
+                checks.append(Check(name, "max-drop", bound, "value", None, False,
+                                    f"{name} cannot be compared with the baseline (missing value)"))
+            else:
+                drop = 0.0 - row.diff  # 0.0 − x, so that no change reads 0.0000 rather than -0.0000
+                ok = drop <= bound
+                checks.append(Check(name, "max-drop", bound, "value", drop, ok,
+                                    f"{name} changed by {row.diff:+.4f} ({row.old:.4f} → {row.new:.4f}); "
+                                    f"a drop of more than {bound:g} fails"))
+    return dataclasses.replace(result, checks=tuple(checks), baseline=base, notes=tuple(notes))
