@@ -27,10 +27,10 @@ class _Side:
     notes: list[str]
 
 
-def _load_side(x, label: str) -> _Side:
+def _load_side(x, label: str, allow_external: bool = False) -> _Side:
     """A file selector or an array → checked n×d float array plus its description."""
     if isinstance(x, (str, os.PathLike, _io.Selector)):
-        loaded = _io.load(x)
+        loaded = _io.load(x, allow_external=allow_external)
         info = InputInfo(label, loaded.selector.path, loaded.key, loaded.format, tuple(loaded.array.shape),
                          loaded.stored_dtype)
         array = loaded.array
@@ -86,7 +86,7 @@ def uncertainty_settings(*, resamples: int = 1000, confidence: float = 0.95, see
 def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
             normalize: bool | None = None, preset: str | None = None, resamples: int = 1000,
             confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
-            permutations: int | None = None) -> ComparisonResult:
+            permutations: int | None = None, allow_external: bool = False) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -109,6 +109,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     permutations : permutations for p-values and calibrated scores. By
         default 1000 for k-NN metrics, where each costs O(n·k); given
         explicitly, CKA gets them too, at O(n·d1·d2) each.
+    allow_external : follow HDF5 external links and virtual datasets that
+        read other files (refused by default).
 
     Returns
     -------
@@ -119,8 +121,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     k, pre = resolve_options(k=k, clip=clip, normalize=normalize, preset=preset, distance=distance)
     u = uncertainty_settings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                              permutations=permutations)
-    sa = _load_side(a, "a")
-    sb = _load_side(b, "b")
+    sa = _load_side(a, "a", allow_external)
+    sb = _load_side(b, "b", allow_external)
     n = check_pair(sa.array, sb.array, sa.info.name, sb.info.name)
     xa = _pre.apply(sa.array, pre, sa.info.name)
     xb = _pre.apply(sb.array, pre, sb.info.name)

@@ -120,6 +120,8 @@ def compare(
         None, "--output", "-o", metavar="FILE",
         help="Also write the report to FILE (.json, .csv or .md by suffix; JSON otherwise)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings or notes on stderr; only the output."),
+    allow_external: bool = typer.Option(
+        False, "--allow-external", help="Follow HDF5 external links and virtual datasets that read other files."),
 ):
     """Score how alike two embeddings of the same items are."""
     from repalign import checks, report
@@ -135,7 +137,7 @@ def compare(
     checks.validate(parse_metrics(metric), resamples=resamples, **gates)
     result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
                  resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
-                 permutations=permutations)
+                 permutations=permutations, allow_external=allow_external)
     result = checks.evaluate(result, **gates)
     if not quiet:
         for note in result.notes:

@@ -167,16 +167,40 @@ def _list_hdf5(path: str) -> list[ArrayInfo]:
             out.append(ArrayInfo(name, shape, text, len(shape) == 2 and _is_float(dtype)))
 
     with h5py.File(path, "r") as f:
-        f.visititems(visit)
+        f.visititems(visit)  # follows hard links only: never opens another file
+
+        def links(name, link):
+            if isinstance(link, h5py.ExternalLink):
+                out.append(ArrayInfo(name, (), f"external link to {link.filename}:{link.path}", False))
+
+        f.visititems_links(links)
     return out
 
 
-def _read_hdf5(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
+def _read_hdf5(path: str, key: str | None, allow_external: bool = False) -> tuple[np.ndarray, str | None]:
+    """Read one dataset; links and virtual or external storage that reach other files need allow_external."""
     import h5py
 
     info = _choose(path, _list_hdf5(path), key, "dataset")
+    where = f"{path}:{info.name}"
+    hint = "refused, since it would read another file (pass --allow-external to permit it)"
     with h5py.File(path, "r") as f:
-        return f[info.name][()], info.name
+        parts = info.name.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            link = f.get("/".join(parts[:i]), getlink=True)
+            if isinstance(link, h5py.ExternalLink) and not allow_external:
+                raise InputError(f"{where}: external link to {link.filename}:{link.path}; {hint}")
+        obj = f[info.name]
+        if not isinstance(obj, h5py.Dataset):
+            raise InputError(f"{where}: is a group, not a dataset")
+        if not allow_external:
+            if obj.is_virtual:
+                others = sorted({s.file_name for s in obj.virtual_sources() if s.file_name != "."})
+                if others:
+                    raise InputError(f"{where}: virtual dataset reading {', '.join(others)}; {hint}")
+            if obj.external:
+                raise InputError(f"{where}: stored in external raw files; {hint}")
+        return obj[()], info.name
 
 
 # ---------------------------------------------------------------- parquet
@@ -307,13 +331,18 @@ def inspect(path: str | os.PathLike) -> list[ArrayInfo]:
     return _guard(path, fmt, _LISTERS[fmt])
 
 
-def load(selector: Selector | str | os.PathLike) -> Loaded:
-    """Read the array a selector points at. The file is opened read-only."""
+def load(selector: Selector | str | os.PathLike, allow_external: bool = False) -> Loaded:
+    """Read the array a selector points at. The file is opened read-only.
+
+    ``allow_external`` permits HDF5 external links and virtual or external
+    datasets that read other files; they are refused by default.
+    """
     if not isinstance(selector, Selector):
         selector = parse_selector(selector)
     path = selector.path
     fmt = file_format(path)
     if os.path.getsize(path) == 0:
         raise InputError(f"{path}: empty file")
-    array, key = _guard(path, fmt, _READERS[fmt], selector.key)
+    args = (selector.key, allow_external) if fmt == "hdf5" else (selector.key,)
+    array, key = _guard(path, fmt, _READERS[fmt], *args)
     return Loaded(selector, key, array, fmt, str(array.dtype))
