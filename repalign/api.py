@@ -41,6 +41,34 @@ def _load_side(x, label: str, allow_external: bool = False) -> _Side:
     return _Side(info, array, notes)
 
 
+def _plan_memory(a, b, *, names, k, pre, u) -> None:
+    """Refuse, before loading, a run that needs more memory than the machine has."""
+    from repalign import memory
+
+    plans = []
+    for x in (a, b):
+        if isinstance(x, (str, os.PathLike, _io.Selector)):
+            plans.append(_io.describe(x))
+        else:
+            arr = np.asanyarray(x)
+            plans.append((arr.shape, arr.dtype.itemsize, 0) if arr.ndim == 2 else None)
+    if None in plans or plans[0][0][0] != plans[1][0][0]:
+        return  # loading will report the problem precisely
+    n = plans[0][0][0]
+    neighbors = any(REGISTRY[m].needs_neighbors for m in names)
+    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k + 1)
+    parts = memory.estimate(
+        n, (plans[0][0][1], plans[1][0][1]), resident=(plans[0][2], plans[1][2]),
+        work_itemsize=tuple(8 if p[1] == 8 else 4 for p in plans), preprocess=bool(pre.steps()),
+        neighbors=neighbors, depth=max(depth, 1), k=k, cka=any(m.startswith("cka") for m in names),
+        cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples)
+    limit = memory.env_override()
+    avail = memory.available_bytes()
+    if limit is not None:
+        avail = limit if avail is None else min(avail, limit)
+    memory.check(parts, avail, f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions)")
+
+
 def resolve_options(*, k: int | None, clip: float | None, normalize: bool | None, preset: str | None,
                     distance: str) -> tuple[int, _pre.Preprocessing]:
     """Fill options left unset from the preset, then from the defaults; explicit values win."""
@@ -121,6 +149,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     k, pre = resolve_options(k=k, clip=clip, normalize=normalize, preset=preset, distance=distance)
     u = uncertainty_settings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                              permutations=permutations)
+    _plan_memory(a, b, names=names, k=k, pre=pre, u=u)
     sa = _load_side(a, "a", allow_external)
     sb = _load_side(b, "b", allow_external)
     n = check_pair(sa.array, sb.array, sa.info.name, sb.info.name)

@@ -346,3 +346,45 @@ def load(selector: Selector | str | os.PathLike, allow_external: bool = False) -
     args = (selector.key, allow_external) if fmt == "hdf5" else (selector.key,)
     array, key = _guard(path, fmt, _READERS[fmt], *args)
     return Loaded(selector, key, array, fmt, str(array.dtype))
+
+
+def describe(selector: Selector | str | os.PathLike) -> tuple[tuple[int, int], int, int] | None:
+    """Shape, bytes per value and resident bytes of what :func:`load` would read, without reading it.
+
+    Returns None when that cannot be told cheaply (or the input is bad: then
+    :func:`load` gives the error). Used to plan memory before loading.
+    """
+    try:
+        if not isinstance(selector, Selector):
+            selector = parse_selector(selector)
+        path = selector.path
+        fmt = file_format(path)
+        infos = _LISTERS[fmt](path)
+        info = infos[0] if fmt == "npy" else _choose(path, infos, selector.key, "array")
+        if len(info.shape) != 2 or not info.embedding_like:
+            return None
+        n, d = info.shape
+        itemsize = np.dtype(info.dtype).itemsize if fmt != "parquet" else 0
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            value_type = _list_type(pf.schema_arrow.field(info.name).type)[0]
+            itemsize = value_type.byte_width
+            if d is None:
+                meta = pf.metadata
+                leaf = [j for j in range(meta.num_columns)
+                        if meta.schema.column(j).path.split(".")[0] == info.name]
+                size = sum(meta.row_group(g).column(j).total_uncompressed_size
+                           for g in range(meta.num_row_groups) for j in leaf)
+                d = max(1, size // max(1, n * itemsize))
+        widened = n * d * 4 if itemsize == 2 else 0
+        if fmt == "npy":
+            resident = widened
+        elif fmt == "parquet":
+            resident = 2 * n * d * itemsize + widened  # the arrow column and its numpy copy, briefly together
+        else:
+            resident = n * d * itemsize + widened
+        return (int(n), int(d)), itemsize, int(resident)
+    except Exception:  # noqa: BLE001 - planning must never replace load()'s precise error
+        return None

@@ -81,6 +81,7 @@ class MetricSpec:
     range: tuple[float, float]
     description: str
     compute: Callable[[PairData], MetricResult]
+    needs_neighbors: bool = False
 
 
 def _clamp(lo: float, hi: float, rng: tuple[float, float]) -> tuple[float, float]:
@@ -169,7 +170,7 @@ REGISTRY: dict[str, MetricSpec] = {
     for m in (
         MetricSpec("mknn", "mutual k-NN", (0.0, 1.0),
                    "mean share of each item's k nearest neighbours that are the same in both spaces "
-                   "(Huh et al. 2024); chance level k/(n−1)", _mknn),
+                   "(Huh et al. 2024); chance level k/(n−1)", _mknn, needs_neighbors=True),
         MetricSpec("cka", "linear CKA", (0.0, 1.0),
                    "centred kernel alignment with linear kernels, biased HSIC (Kornblith et al. 2019); "
                    "chance is its exact mean under random pairing", _cka_biased),
