@@ -114,7 +114,8 @@ def uncertainty_settings(*, resamples: int = 1000, confidence: float = 0.95, see
 def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
             normalize: bool | None = None, preset: str | None = None, resamples: int = 1000,
             confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
-            permutations: int | None = None, allow_external: bool = False) -> ComparisonResult:
+            permutations: int | None = None, allow_external: bool = False,
+            progress=None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -139,6 +140,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         explicitly, CKA gets them too, at O(n·d1·d2) each.
     allow_external : follow HDF5 external links and virtual datasets that
         read other files (refused by default).
+    progress : optional callable receiving a short description of each stage.
 
     Returns
     -------
@@ -150,6 +152,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     u = uncertainty_settings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                              permutations=permutations)
     _plan_memory(a, b, names=names, k=k, pre=pre, u=u)
+    if progress:
+        progress("reading inputs")
     sa = _load_side(a, "a", allow_external)
     sb = _load_side(b, "b", allow_external)
     n = check_pair(sa.array, sb.array, sa.info.name, sb.info.name)
@@ -157,7 +161,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     xb = _pre.apply(sb.array, pre, sb.info.name)
     t_load = time.perf_counter()
 
-    pair = PairData(xa, xb, k=k, distance=distance, labels=(sa.info.name, sb.info.name), uncertainty=u)
+    pair = PairData(xa, xb, k=k, distance=distance, labels=(sa.info.name, sb.info.name), uncertainty=u,
+                    progress=progress)
     results = []
     timing = {"load_seconds": t_load - t0}
     for name in names:

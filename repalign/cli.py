@@ -62,6 +62,37 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """repalign: mutual k-NN and CKA between two embeddings of the same items."""
 
 
+class _Progress:
+    """A spinner on stderr for work that takes longer than a second, and only on a terminal."""
+
+    def __init__(self, enabled: bool):
+        import threading
+
+        self.stage = "working"
+        self.status = None
+        self.timer = threading.Timer(1.0, self._show) if enabled else None
+        if self.timer:
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _show(self):
+        from rich.console import Console
+
+        self.status = Console(stderr=True).status(self.stage)
+        self.status.start()
+
+    def __call__(self, stage: str):
+        self.stage = stage
+        if self.status is not None:
+            self.status.update(stage)
+
+    def close(self):
+        if self.timer:
+            self.timer.cancel()
+        if self.status is not None:
+            self.status.stop()
+
+
 def _emit(text_or_renderable) -> None:
     if isinstance(text_or_renderable, str):
         sys.stdout.write(text_or_renderable)
@@ -135,9 +166,13 @@ def compare(
              "fail_above": checks.parse_bounds(fail_above, "--fail-above", known),
              "max_drop": checks.parse_bounds(max_drop, "--max-drop", known), "on": on, "baseline": baseline}
     checks.validate(parse_metrics(metric), resamples=resamples, **gates)
-    result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
-                 resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
-                 permutations=permutations, allow_external=allow_external)
+    progress = _Progress(enabled=sys.stderr.isatty() and not quiet)
+    try:
+        result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
+                     resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
+                     permutations=permutations, allow_external=allow_external, progress=progress)
+    finally:
+        progress.close()
     result = checks.evaluate(result, **gates)
     if not quiet:
         for note in result.notes:

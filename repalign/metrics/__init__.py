@@ -29,8 +29,9 @@ class PairData:
     """Two validated, preprocessed inputs and the work metrics share (computed once, on demand)."""
 
     def __init__(self, a: np.ndarray, b: np.ndarray, *, k: int, distance: str, labels: tuple[str, str],
-                 uncertainty: UncertaintySettings | None = None):
+                 uncertainty: UncertaintySettings | None = None, progress: Callable[[str], None] | None = None):
         self.a, self.b = a, b
+        self.progress = progress or (lambda stage: None)
         self.n = a.shape[0]
         self.k = k
         self.distance = distance
@@ -53,6 +54,7 @@ class PairData:
 
         if side not in self._lists:
             x, label = self._side(side)
+            self.progress(f"searching {self.depth} nearest neighbours of {self.n} items in {label}")
             self._lists[side] = knn(x, self.depth, self.distance, label=label)
         return self._lists[side]
 
@@ -65,6 +67,7 @@ class PairData:
 
     @cached_property
     def cross(self) -> _cka.CrossStats:
+        self.progress("CKA cross-products")
         return _cka.cross_stats(self.a, self.b, per_row=self.u.resamples > 0)
 
     def method(self, name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -99,6 +102,7 @@ def _mknn(p: PairData) -> MetricResult:
     u = p.u
     if u.resamples > 0:
         rs = _stats.KnnResampler(la, lb, k, full_list=p.full_list)
+        p.progress(f"mknn: {u.resamples} bootstrap resamples")
         reps = rs.bootstrap(_stats.resample_weights(p.boot_seed, p.n, u.resamples))
         method = p.method("mknn", ("percentile", "basic", "bca", "normal"), DEFAULT_CI["mknn"])
         jack = rs.jackknife() if method == "bca" else None
@@ -108,6 +112,7 @@ def _mknn(p: PairData) -> MetricResult:
     else:
         out["ci_reason"] = "intervals off (--resamples 0)"
     if u.permutations > 0:
+        p.progress(f"mknn: {u.permutations} permutations")
         null = _stats.knn_permutation_null(A, B, _stats.permutations(p.perm_seed, p.n, u.permutations))
         out.update(p_value=_stats.p_value(value, null), calibrated=_stats.calibrated_score(value, null),
                    permutations=u.permutations)
@@ -145,6 +150,7 @@ def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
     else:
         out["ci_reason"] = "intervals off (--resamples 0)"
     if u.permutations > 0 and u.permutations_explicit:
+        p.progress(f"{name}: {u.permutations} permutations")
         null = _stats.cka_permutation_null(p.a, p.b, st, _stats.permutations(p.perm_seed, p.n, u.permutations),
                                            unbiased=unbiased)
         out.update(p_value=_stats.p_value(value, null), calibrated=_stats.calibrated_score(value, null),
