@@ -25,10 +25,8 @@ def resample_weights(seed: np.random.SeedSequence, n: int, count: int, block: in
     while done < count:
         m = min(block, count - done)
         # Indices drawn with replacement, counted: the same law as a multinomial, and cheap.
-        idx = rng.integers(0, n, size=(m, n))
-        w = np.zeros((m, n), dtype=np.int32)
-        np.add.at(w, (np.repeat(np.arange(m), n), idx.ravel()), 1)
-        yield w
+        idx = rng.integers(0, n, size=(m, n)) + (np.arange(m, dtype=np.int64) * n)[:, None]
+        yield np.bincount(idx.ravel(), minlength=m * n).reshape(m, n).astype(np.int32)
         done += m
 
 
