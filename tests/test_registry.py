@@ -32,3 +32,21 @@ def test_commands_documented(command):
 def test_exit_codes_documented():
     for code in ("| 0 |", "| 2 |", "| 3 |"):
         assert code in README
+
+
+def _long_options(command):
+    import typer.main
+
+    cmd = typer.main.get_command(app).commands[command]
+    return sorted({o for p in cmd.params for o in list(p.opts) + list(getattr(p, "secondary_opts", []))
+                   if o.startswith("--") and o != "--help"})
+
+
+@pytest.mark.parametrize("option", _long_options("compare"))
+def test_every_compare_option_documented(option):
+    assert option in README, option
+
+
+@pytest.mark.parametrize("command", ["compare", "inspect", "schema"])
+def test_every_command_documented(command):
+    assert f"repalign {command}" in README
