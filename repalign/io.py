@@ -193,6 +193,8 @@ def _read_hdf5(path: str, key: str | None, allow_external: bool = False) -> tupl
         obj = f[info.name]
         if not isinstance(obj, h5py.Dataset):
             raise InputError(f"{where}: is a group, not a dataset")
+        if obj.shape is None:
+            raise InputError(f"{where}: empty dataset (null dataspace), no values")
         if not allow_external:
             if obj.is_virtual:
                 others = sorted({s.file_name for s in obj.virtual_sources() if s.file_name != "."})

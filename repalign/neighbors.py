@@ -155,6 +155,10 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     del Xf
     s32 = (-D if distance == "l2" else D).astype(np.float64)
     del D
+    # FAISS marks a slot it could not fill (float32 overflow) with label −1; such rows take the exact path.
+    broken = (cand < 0).any(axis=1) | ~np.isfinite(s32).all(axis=1)
+    cand[cand < 0] = 0
+    s32[~np.isfinite(s32)] = -np.inf
     rows_all = np.arange(n)
     worst32 = s32[:, -1].copy()  # every row FAISS left out scores at most this (in float32)
     s32[cand == rows_all[:, None]] = -np.inf  # self, by index
@@ -162,7 +166,8 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     cand = np.take_along_axis(cand, order, axis=1)
     s32 = np.take_along_axis(s32, order, axis=1)
 
-    eps = _error_bound(norms, d, distance, _U32)
+    # Plus an absolute term for float32 underflow of tiny products (validation keeps max |x| near 1).
+    eps = _error_bound(norms, d, distance, _U32) + 4.0 * d * np.finfo(np.float32).tiny
     out = cand[:, :k].copy()
     # The float32 order is the exact order when every step down the list to rank k+1, and the
     # gap from rank k to anything not returned, exceeds twice the error bound: then no float64
@@ -170,9 +175,11 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     # rescored in float64.
     top = min(k + 1, depth - 1)
     margin = 2 * eps[:, None]
-    settled = np.all(s32[:, : top - 1] - s32[:, 1:top] > margin, axis=1)
-    if depth < n:
-        settled &= s32[:, k - 1] - worst32 > margin[:, 0]
+    with np.errstate(invalid="ignore"):  # −inf − (−inf) in a broken row is NaN, which settles nothing
+        settled = np.all(s32[:, : top - 1] - s32[:, 1:top] > margin, axis=1)
+        if depth < n:
+            settled &= s32[:, k - 1] - worst32 > margin[:, 0]
+    settled &= ~broken
     uncertain = []
     todo = np.flatnonzero(~settled)
     block = _block_rows(depth, d)
@@ -185,7 +192,7 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
         out[r] = c_sorted[:, :k]
         if depth < n:
             # Any row FAISS left out has exact score ≤ worst32 + eps; the k-th kept must beat that.
-            bad = sc_sorted[:, k - 1] <= worst32[r] + eps[r]
+            bad = (sc_sorted[:, k - 1] <= worst32[r] + eps[r]) | broken[r]
             if bad.any():
                 uncertain.append(r[bad])
     if uncertain:

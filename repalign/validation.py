@@ -52,21 +52,37 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
         notes.append(f"{label}: float16 values widened to float32")
     elif dtype.byteorder not in ("=", "|") and not dtype.isnative:
         array = array.astype(dtype.newbyteorder("="))
-    check_finite(array, label)
+    top = check_finite(array, label)
+    if top > 0 and not _SAFE_LOW <= top <= _SAFE_HIGH:
+        # Every metric is invariant to scaling one input, and a power of two scales exactly; without
+        # it, squared distances overflow (or FAISS's float32 copy underflows) and numbers go wrong.
+        exponent = int(np.frexp(top)[1])
+        array = np.ldexp(np.asarray(array), -exponent).astype(array.dtype, copy=False)
+        notes.append(f"{label}: values up to {top:.3g} scaled by 2^{-exponent} to avoid overflow and underflow "
+                     "(every metric is scale-invariant)")
     return array, notes
 
 
-def check_finite(array: np.ndarray, label: str) -> None:
-    """Raise naming the rows that hold NaN or Inf."""
+# Magnitudes that float32 squared distances and float64 sums of fourth powers handle without
+# overflow or underflow, for any realistic d and n.
+_SAFE_LOW, _SAFE_HIGH = 2.0**-20, 2.0**20
+
+
+def check_finite(array: np.ndarray, label: str) -> float:
+    """Raise naming the rows that hold NaN or Inf; return the largest |value|."""
     bad = []
+    top = 0.0
     for start in range(0, array.shape[0], _BLOCK_ROWS):
         block = np.asarray(array[start : start + _BLOCK_ROWS])
         ok = np.isfinite(block).all(axis=1)
         if not ok.all():
             bad.append(np.flatnonzero(~ok) + start)
+        elif not bad and block.size:
+            top = max(top, float(np.max(np.abs(block))))
     if bad:
         rows = np.concatenate(bad)
         raise InputError(f"{label}: NaN or Inf in {rows_text(rows)}")
+    return top
 
 
 def check_pair(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str) -> int:
@@ -79,12 +95,13 @@ def check_pair(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str) -> int:
     return a.shape[0]
 
 
-def check_k(k: int, n: int, metric: str) -> None:
+def check_k(k: int, n: int, metric: str, labels: tuple[str, str] = ("a", "b")) -> None:
     """1 ≤ k ≤ n−2: k = n−1 would make every neighbour list the whole set."""
     if k < 1:
         raise UsageError(f"--k must be at least 1 (got {k})")
     if k > n - 2:
-        raise InputError(f"{metric} with k={k} needs at least k+2 = {k + 2} items, but there are only {n}")
+        raise InputError(f"{labels[0]} and {labels[1]} hold {n} items, but {metric} with k={k} needs at least "
+                         f"k+2 = {k + 2}")
 
 
 def row_norms(array: np.ndarray) -> np.ndarray:

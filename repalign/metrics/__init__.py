@@ -92,7 +92,7 @@ def _clamp(lo: float, hi: float, rng: tuple[float, float]) -> tuple[float, float
 
 
 def _mknn(p: PairData) -> MetricResult:
-    check_k(p.k, p.n, "mknn")
+    check_k(p.k, p.n, "mknn", p.labels)
     k = p.k
     la, lb = p.neighbors("a"), p.neighbors("b")
     A, B = la[:, :k], lb[:, :k]
@@ -123,6 +123,8 @@ def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
     st = p.cross
     terms = _cka.unbiased_terms(st) if unbiased else _cka.biased_terms(st)
     value = _cka.ratio(terms)
+    if value is not None and not np.isfinite(value):  # cannot happen after validation's rescaling; never print it
+        raise RuntimeError(f"{name} is not finite for this data")
     params = {"kernel": "linear", "estimator": "unbiased" if unbiased else "biased"}
     rng = (-1.0, 1.0) if unbiased else (0.0, 1.0)
     if value is None:
@@ -132,7 +134,10 @@ def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
                             ci_reason="no value")
     # Rounding can push a ratio of equal sums a hair past ±1.
     value = min(max(value, rng[0]), rng[1])
-    mean, sd = (_nulls.unbiased_cka_null if unbiased else _nulls.biased_cka_null)(st)
+    if p.n >= 4:
+        mean, sd = (_nulls.unbiased_cka_null if unbiased else _nulls.biased_cka_null)(st)
+    else:  # the exact mean needs n ≥ 2, the variance n ≥ 4
+        mean, sd = _cka.permutation_mean(st), None
     out = {"chance": mean, "null_sd": sd, "z": _nulls.z_score(value, mean, sd)}
     u = p.u
     if u.resamples > 0:
@@ -164,7 +169,7 @@ def _cka_biased(p: PairData) -> MetricResult:
 
 def _cka_unbiased(p: PairData) -> MetricResult:
     if p.n < 4:
-        raise InputError(f"cka-unbiased needs at least 4 items, but there are only {p.n}")
+        raise InputError(f"{p.labels[0]} and {p.labels[1]} hold {p.n} items, but cka-unbiased needs at least 4")
     return _cka_result("cka-unbiased", p, unbiased=True)
 
 

@@ -36,6 +36,11 @@ def _means(X: np.ndarray) -> np.ndarray:
     return total / X.shape[0]
 
 
+def _residue(n: int, means: np.ndarray) -> float:
+    """Largest Σ‖xc_i‖² that rounding alone can leave after subtracting these column means."""
+    return n * float(np.sum((64 * np.finfo(np.float64).eps * np.abs(means)) ** 2))
+
+
 def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossStats:
     """Accumulate the CKA sums of column-centred X (n×d1) and Y (n×d2) in float64.
 
@@ -50,6 +55,10 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
     if d1 > n and d2 > n:
         Xc = np.asarray(X, dtype=np.float64) - mx
         Yc = np.asarray(Y, dtype=np.float64) - my
+        if float(np.einsum("ij,ij->", Xc, Xc)) <= _residue(n, mx):
+            Xc[:] = 0.0
+        if float(np.einsum("ij,ij->", Yc, Yc)) <= _residue(n, my):
+            Yc[:] = 0.0
         K = Xc @ Xc.T
         L = Yc @ Yc.T
         a, b = np.diag(K).copy(), np.diag(L).copy()
@@ -71,6 +80,15 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
         gxy += xc.T @ yc
         a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
         b[s : s + yc.shape[0]] = np.einsum("ij,ij->i", yc, yc)
+    # Centring identical rows leaves rounding residue, not variance: below this much, a side is constant.
+    if a.sum() <= _residue(n, mx):
+        a[:] = 0.0
+        gxx[:] = 0.0
+        gxy[:] = 0.0
+    if b.sum() <= _residue(n, my):
+        b[:] = 0.0
+        gyy[:] = 0.0
+        gxy[:] = 0.0
     st = CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
     if per_row:
         st.per_row = _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b)
