@@ -114,15 +114,20 @@ def compare(
     a: str = typer.Argument(..., help="First embeddings: PATH or PATH:KEY (.npy, .npz, .h5, .parquet)."),
     b: str = typer.Argument(..., help="Second embeddings, same items in the same row order."),
     metric: Optional[List[str]] = typer.Option(
-        None, "--metric", "-m", metavar="NAMES", help="mknn, cka, cka-unbiased; repeatable or comma-separated [default: mknn,cka]."),
-    k: Optional[int] = typer.Option(None, "--k", "-k", metavar="K", help="Neighbours per item for mknn [default: 10]."),
-    distance: str = typer.Option("cosine", "--distance", "-d", metavar="DIST", help="Neighbour similarity: cosine, ip or l2."),
+        None, "--metric", "-m", metavar="NAMES",
+        help="mknn, cka, cka-unbiased; repeatable or comma-separated [default: mknn,cka]."),
+    k: Optional[int] = typer.Option(
+        None, "--k", "-k", metavar="K", help="Neighbours per item for mknn [default: 10]."),
+    distance: str = typer.Option(
+        "cosine", "--distance", "-d", metavar="DIST", help="Neighbour similarity: cosine, ip or l2."),
     clip: Optional[float] = typer.Option(
-        None, "--clip", metavar="Q", help="Clamp |values| at this quantile of all entries first (the paper uses 0.95)."),
+        None, "--clip", metavar="Q",
+        help="Clamp |values| at this quantile of all entries first (the paper uses 0.95)."),
     normalize: Optional[bool] = typer.Option(
         None, "--normalize/--no-normalize", help="L2-normalise rows before every metric, CKA included."),
     preset: Optional[str] = typer.Option(
-        None, "--preset", metavar="NAME", help="prh = the paper's pipeline: --clip 0.95 --normalize --k 10 (explicit options win)."),
+        None, "--preset", metavar="NAME",
+        help="prh = the paper's pipeline: --clip 0.95 --normalize --k 10 (explicit options win)."),
     fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, json, csv or markdown."),
     resamples: int = typer.Option(1000, "--resamples", "-B", metavar="B",
                                   help="Bootstrap replicates for confidence intervals; 0 switches them off."),

@@ -251,7 +251,8 @@ def _read_parquet(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
     col = pq.read_table(path, columns=[info.name]).column(0)
     lt = _list_type(col.type)
     if lt is None:
-        raise InputError(f"{where}: column of type {col.type} is not a list column (expected list<float> or fixed_size_list<float>)")
+        raise InputError(f"{where}: column of type {col.type} is not a list column "
+                         "(expected list<float> or fixed_size_list<float>)")
     if not _arrow_float(lt[0]):
         raise InputError(f"{where}: list values are {lt[0]}, not floating point")
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col

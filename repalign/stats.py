@@ -10,7 +10,6 @@ import numpy as np
 
 from repalign.metrics.knn import overlaps
 
-
 # ---------------------------------------------------------------- random streams
 
 

@@ -39,7 +39,8 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
         raise InputError(f"{label}: object array; expected floating-point numbers")
     if dtype.kind != "f":
         kinds = {"i": "integer", "u": "unsigned integer", "b": "boolean", "c": "complex", "U": "string", "S": "bytes"}
-        raise InputError(f"{label}: {kinds.get(dtype.kind, str(dtype))} array ({dtype}); expected float16, float32 or float64")
+        raise InputError(f"{label}: {kinds.get(dtype.kind, str(dtype))} array ({dtype}); "
+                         "expected float16, float32 or float64")
     if dtype.itemsize > 8:
         raise InputError(f"{label}: {dtype} is not supported; expected float16, float32 or float64")
     n, d = array.shape

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 from test_cli import expect_input_error, run
 

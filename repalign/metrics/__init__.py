@@ -8,14 +8,13 @@ from typing import Callable
 
 import numpy as np
 
+from repalign import nulls as _nulls
+from repalign import stats as _stats
 from repalign.errors import InputError, UsageError
 from repalign.metrics import cka as _cka
 from repalign.metrics import knn as _knn
-from repalign import nulls as _nulls
-from repalign import stats as _stats
 from repalign.results import MetricResult, UncertaintySettings
 from repalign.validation import check_k
-
 
 COVERS = {
     "mknn": "the mean of mknn over fresh samples of n items, at this n and k",
@@ -43,7 +42,6 @@ class PairData:
         # Bootstrap replicates read neighbours past k (formulas.md §6), the jackknife needs k+1.
         self.depth = min(self.n - 1, max(3 * k, k + 10) if self.u.resamples else k + 1)
         self._lists: dict = {}
-        self._full: dict = {}
 
     def _side(self, side: str) -> tuple[np.ndarray, str]:
         return (self.a, self.labels[0]) if side == "a" else (self.b, self.labels[1])
@@ -107,8 +105,8 @@ def _mknn(p: PairData) -> MetricResult:
         method = p.method("mknn", ("percentile", "basic", "bca", "normal"), DEFAULT_CI["mknn"])
         jack = rs.jackknife() if method == "bca" else None
         lo, hi = _stats.interval(value, method, u.confidence, replicates=reps, jack=jack)
+        lo, hi = _clamp(lo, hi, (0.0, 1.0))
         out.update(ci_low=lo, ci_high=hi, ci_method=f"bootstrap-{method}", ci_covers=COVERS["mknn"])
-        out["ci_low"], out["ci_high"] = _clamp(lo, hi, (0.0, 1.0))
     else:
         out["ci_reason"] = "intervals off (--resamples 0)"
     if u.permutations > 0:
