@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import numpy as np
 from repalign import __version__
 from repalign import io as _io
 from repalign import preprocess as _pre
-from repalign.errors import UsageError
+from repalign.errors import InputError, UsageError
 from repalign.metrics import REGISTRY, PairData, parse_metrics
 from repalign.neighbors import DISTANCES
 from repalign.results import ComparisonResult, InputInfo, UncertaintySettings
@@ -39,6 +40,64 @@ def _load_side(x, label: str, allow_external: bool = False) -> _Side:
         info = InputInfo(label, None, None, "array", tuple(array.shape), str(array.dtype))
     array, notes = as_embedding(array, info.name)
     return _Side(info, array, notes)
+
+
+def _pair(a, b, sa: _Side, sb: _Side, *, ids, ids_a, ids_b, require_all, max_rows, seed, notes):
+    """Match rows (by order or by id) and subsample; returns the Pairing and row indices (None: all rows)."""
+    from repalign import pairing as _pairing
+
+    key_a = ids_a if ids_a is not None else ids
+    key_b = ids_b if ids_b is not None else ids
+    wanted = key_a is not None or key_b is not None
+    if require_all and not wanted:
+        raise UsageError("--require-all needs ids (--ids, --ids-a or --ids-b)")
+    if max_rows is not None and max_rows < 1:
+        raise UsageError(f"--max-rows must be at least 1 (got {max_rows})")
+    files = _pairing.is_file(a) and _pairing.is_file(b)
+    if wanted and not files:
+        raise UsageError("--ids needs both inputs to be files (pass the arrays already aligned)")
+    rows_a = rows_b = None
+    found = (None, None)
+    if files:
+        sel_a, sel_b = (x if isinstance(x, _io.Selector) else _io.parse_selector(x) for x in (a, b))
+        auto = lambda key: None if key in (None, "auto") else key  # noqa: E731
+        found = (_pairing.find_ids(sel_a, auto(key_a)), _pairing.find_ids(sel_b, auto(key_b)))
+    if wanted:
+        for sel, key, label in ((sel_a, found[0], sa.info.name), (sel_b, found[1], sb.info.name)):
+            if key is None:
+                raise InputError(f"{sel.path}: no id array found (looked for {', '.join(_pairing.ID_NAMES)}); "
+                                 "name it with --ids-a/--ids-b")
+        id_a = _pairing.read_ids(sel_a.path, found[0])
+        id_b = _pairing.read_ids(sel_b.path, found[1])
+        for ids_arr, side, sel, key in ((id_a, sa, sel_a, found[0]), (id_b, sb, sel_b, found[1])):
+            if ids_arr.size != side.array.shape[0]:
+                raise InputError(f"{sel.path}:{key} has {ids_arr.size} ids but {side.info.name} has "
+                                 f"{side.array.shape[0]} rows")
+        rows_a, rows_b = _pairing.join(id_a, id_b, (f"{sel_a.path}:{found[0]}", f"{sel_b.path}:{found[1]}"),
+                                       require_all=require_all)
+        na, nb = side_rows = (sa.array.shape[0], sb.array.shape[0])
+        pairing = _pairing.Pairing("id", found, side_rows, int(rows_a.size),
+                                   (na - int(rows_a.size), nb - int(rows_b.size)))
+        if rows_a.size == 0:
+            raise InputError(f"{sel_a.path}:{found[0]} and {sel_b.path}:{found[1]} have no id in common")
+    else:
+        n = check_pair(sa.array, sb.array, sa.info.name, sb.info.name)
+        pairing = _pairing.Pairing("row", (None, None), (n, n), n, (0, 0))
+        if None not in found:
+            # Both files carry ids: pairing by row order is only right if they agree row by row.
+            id_a = _pairing.read_ids(sel_a.path, found[0])
+            id_b = _pairing.read_ids(sel_b.path, found[1])
+            if id_a.dtype.kind != id_b.dtype.kind or not np.array_equal(id_a, id_b):
+                notes.append(f"both files carry ids ({found[0]}, {found[1]}) that differ row by row; rows were "
+                             "paired by position; pass --ids auto to pair them by id")
+    if max_rows is not None and max_rows < pairing.paired:
+        pick = _pairing.subsample(pairing.paired, max_rows, seed)
+        rows_a = pick if rows_a is None else rows_a[pick]
+        rows_b = pick if rows_b is None else rows_b[pick]
+        pairing = dataclasses.replace(pairing, max_rows=max_rows, subsample_seed=seed)
+    elif max_rows is not None:
+        pairing = dataclasses.replace(pairing, max_rows=None)
+    return pairing, rows_a, rows_b
 
 
 def _plan_memory(a, b, *, names, k, pre, u) -> None:
@@ -115,7 +174,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             normalize: bool | None = None, preset: str | None = None, resamples: int = 1000,
             confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
             permutations: int | None = None, allow_external: bool = False,
-            progress=None) -> ComparisonResult:
+            ids: str | None = None, ids_a: str | None = None, ids_b: str | None = None, require_all: bool = False,
+            max_rows: int | None = None, progress=None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -140,6 +200,11 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         explicitly, CKA gets them too, at O(n·d1·d2) each.
     allow_external : follow HDF5 external links and virtual datasets that
         read other files (refused by default).
+    ids, ids_a, ids_b : pair items by these id arrays (``"auto"``: the one
+        array named id, ids, key or name) instead of by row order; rows are
+        inner-joined and the report counts what was dropped.
+    require_all : with ids, make any unpaired row an error.
+    max_rows : evaluate on this many randomly chosen paired items (seeded).
     progress : optional callable receiving a short description of each stage.
 
     Returns
@@ -156,9 +221,13 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         progress("reading inputs")
     sa = _load_side(a, "a", allow_external)
     sb = _load_side(b, "b", allow_external)
-    n = check_pair(sa.array, sb.array, sa.info.name, sb.info.name)
-    xa = _pre.apply(sa.array, pre, sa.info.name)
-    xb = _pre.apply(sb.array, pre, sb.info.name)
+    pairing, rows_a, rows_b = _pair(a, b, sa, sb, ids=ids, ids_a=ids_a, ids_b=ids_b, require_all=require_all,
+                                    max_rows=max_rows, seed=u.seed, notes=sa.notes)
+    n = pairing.max_rows or pairing.paired
+    arr_a = sa.array if rows_a is None else sa.array[rows_a]
+    arr_b = sb.array if rows_b is None else sb.array[rows_b]
+    xa = _pre.apply(arr_a, pre, sa.info.name)
+    xb = _pre.apply(arr_b, pre, sb.info.name)
     t_load = time.perf_counter()
 
     pair = PairData(xa, xb, k=k, distance=distance, labels=(sa.info.name, sb.info.name), uncertainty=u,
@@ -173,6 +242,6 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     notes = sa.notes + sb.notes
     return ComparisonResult(
         inputs=(sa.info, sb.info), n=n, preprocessing=pre, metrics=tuple(results), notes=tuple(notes),
-        uncertainty=u,
+        uncertainty=u, pairing=pairing,
         version=__version__, timing={key: round(v, 6) for key, v in timing.items()},
     )

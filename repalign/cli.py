@@ -158,6 +158,14 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings or notes on stderr; only the output."),
     allow_external: bool = typer.Option(
         False, "--allow-external", help="Follow HDF5 external links and virtual datasets that read other files."),
+    ids: Optional[str] = typer.Option(
+        None, "--ids", metavar="KEY",
+        help="Pair items by this id column/dataset/member in both files (auto: the one named id, ids, key or name)."),
+    ids_a: Optional[str] = typer.Option(None, "--ids-a", metavar="KEY", help="Id key in A (overrides --ids)."),
+    ids_b: Optional[str] = typer.Option(None, "--ids-b", metavar="KEY", help="Id key in B (overrides --ids)."),
+    require_all: bool = typer.Option(False, "--require-all", help="With ids: any item without a partner is an error."),
+    max_rows: Optional[int] = typer.Option(
+        None, "--max-rows", metavar="N", help="Evaluate on N randomly chosen paired items (same for both; --seed)."),
 ):
     """Score how alike two embeddings of the same items are."""
     from repalign import checks, report
@@ -175,7 +183,8 @@ def compare(
     try:
         result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
                      resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
-                     permutations=permutations, allow_external=allow_external, progress=progress)
+                     permutations=permutations, allow_external=allow_external, ids=ids, ids_a=ids_a, ids_b=ids_b,
+                     require_all=require_all, max_rows=max_rows, progress=progress)
     finally:
         progress.close()
     result = checks.evaluate(result, **gates)

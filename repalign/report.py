@@ -161,6 +161,7 @@ def to_markdown(result: ComparisonResult) -> str:
         "",
         f"- a: `{a.name}` ({_shape(a)})",
         f"- b: `{b.name}` ({_shape(b)})",
+        *([f"- pairing: {result.pairing.describe()}"] if result.pairing is not None else []),
         "",
     ]
     head = f"| metric | score | {_level(result)} | chance ± sd | z | p | calibrated | parameters |"
@@ -200,6 +201,8 @@ def table(result: ComparisonResult, explain: bool = False):
     for info in result.inputs:
         head.add_row(info.label, info.name, _shape(info))
     head.add_row("n", f"{result.n} paired items", "")
+    if result.pairing is not None and (result.pairing.by != "row" or result.pairing.max_rows is not None):
+        head.add_row("pairs", result.pairing.describe(), "")
     head.add_row("prep", result.preprocessing.describe(), "")
 
     t = Table(show_edge=False, header_style="bold")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from repalign.pairing import Pairing
 from repalign.preprocess import Preprocessing
 
 SCHEMA_VERSION = 1
@@ -202,6 +203,8 @@ class ComparisonResult:
     """Thresholds given on the command line, evaluated."""
     baseline: Baseline | None = None
     """Comparison with an earlier report, if one was given."""
+    pairing: Pairing | None = None
+    """How rows were matched (row order or ids) and subsampled."""
 
     @property
     def failed(self) -> bool:
@@ -220,6 +223,7 @@ class ComparisonResult:
             "repalign_version": self.version,
             "inputs": [i.to_dict() for i in self.inputs],
             "n": self.n,
+            "pairing": None if self.pairing is None else self.pairing.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "metrics": [m.to_dict() for m in self.metrics],
             "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
@@ -244,4 +248,5 @@ class ComparisonResult:
             schema_version=d.get("schema_version", SCHEMA_VERSION),
             checks=tuple(Check.from_dict(c) for c in d.get("checks", ())),
             baseline=None if d.get("baseline") is None else Baseline.from_dict(d["baseline"]),
+            pairing=None if d.get("pairing") is None else Pairing.from_dict(d["pairing"]),
         )

@@ -91,7 +91,8 @@ def check_pair(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str) -> int:
     if a.shape[0] != b.shape[0]:
         raise InputError(
             f"{label_a} has {a.shape[0]} rows (shape {a.shape}) but {label_b} has {b.shape[0]} rows"
-            f" (shape {b.shape}); row i of both files must be the same item"
+            f" (shape {b.shape}); row i of both files must be the same item, or pair items by an id column"
+            " with --ids"
         )
     return a.shape[0]
 

@@ -37,7 +37,7 @@ def test_json_round_trip():
     assert doc["uncertainty"] == {"resamples": 1000, "confidence": 0.9, "seed": 7, "ci_method": "auto",
                                   "permutations": 1000}
     assert ComparisonResult.from_dict(doc) == RESULT
-    assert list(doc) == ["schema_version", "repalign_version", "inputs", "n", "preprocessing", "metrics",
+    assert list(doc) == ["schema_version", "repalign_version", "inputs", "n", "pairing", "preprocessing", "metrics",
                          "uncertainty", "checks", "baseline", "notes", "timing"]
     from test_checks import validate
 
