@@ -48,7 +48,7 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
             persistent += n * d * item
             peaks.append(n * d * 8)  # the float64 temporary of normalisation
     if neighbors:
-        fd = min(n, depth + 1 + max(depth, 8))
+        fd = min(n, depth + 1 + max(8, depth // 2))
         persistent += 2 * n * depth * 8  # the lists of both sides
         peaks.append(max(dims) * n * 4 + n * fd * 36 + 2**25)  # float32 copy, FAISS results and sort keys
         if resamples:

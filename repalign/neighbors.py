@@ -68,9 +68,11 @@ def exact_knn(X: np.ndarray, k: int, distance: str = "cosine", rows: np.ndarray 
               norms: np.ndarray | None = None) -> np.ndarray:
     """Exact ordered neighbour lists with numpy only, for ``rows`` (default all).
 
-    Scores of all pairs are computed by float64 matrix products; everything
-    within a rounding margin of the k-th best is then rescored with
-    :func:`_pair_scores` and sorted by (score desc, index asc). Costs O(|rows|·n·d).
+    Scores of all pairs are computed by matrix products in the input's own
+    precision (no float64 copy of a float32 input); everything within that
+    precision's rounding bound of the k-th best is then rescored with
+    :func:`_pair_scores` in float64 and sorted by (score desc, index asc).
+    Costs O(|rows|·n·d).
     """
     _check_distance(distance)
     n, d = X.shape
@@ -78,15 +80,18 @@ def exact_knn(X: np.ndarray, k: int, distance: str = "cosine", rows: np.ndarray 
         norms = row_norms(X)
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     out = np.empty((rows.size, k), dtype=np.int64)
-    slack = 8 * _error_bound(norms, d, distance, _U64)
+    single = np.asarray(X[:1]).dtype == np.float32
+    slack = 2 * _error_bound(norms, d, distance, _U32 if single else _U64)
+    if single:
+        slack += 4.0 * d * np.finfo(np.float32).tiny
     sq = norms**2
     block = max(1, (1 << 24) // max(n, 1))  # b×n float64 scores, about 128 MB
     for start in range(0, rows.size, block):
         r = rows[start : start + block]
-        q = np.asarray(X[r], dtype=np.float64)
+        q = np.asarray(X[r])
         s = np.empty((r.size, n))
         for c0 in range(0, n, 1 << 16):
-            cols = np.asarray(X[c0 : c0 + (1 << 16)], dtype=np.float64)
+            cols = np.asarray(X[c0 : c0 + (1 << 16)])
             s[:, c0 : c0 + cols.shape[0]] = q @ cols.T
         if distance == "cosine":
             s /= norms[r][:, None] * norms[None, :]
@@ -140,7 +145,8 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
         norms = row_norms(X)
     if distance == "cosine":
         check_nonzero_rows(norms, label, "cosine similarity")
-    depth = min(n, k + 1 + max(k, 8))
+    # Candidates past k let the certification see a gap; rows it cannot certify take the exact path.
+    depth = min(n, k + 1 + max(8, k // 2))
 
     # FAISS computes in float32; the float64 rescoring below makes the result independent of that.
     if distance == "cosine":

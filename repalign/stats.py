@@ -48,9 +48,9 @@ class KnnResampler:
     lists_a, lists_b : (n, K) ordered neighbour lists (self excluded, ties by
         index) with K > k, from :func:`repalign.neighbors.knn`.
     k : the metric's k.
-    full_list : callable(side, i) -> the complete ordered list of row i
-        (n−1 indices), used only when a resample leaves fewer than k slots in
-        the stored K (rare for K ≈ 3k).
+    full_list : callable(side, i, depth) -> the ordered list of row i to that
+        depth, used only when a resample leaves fewer than k slots in the
+        stored K (rare for K ≈ 3k).
 
     Notes
     -----
@@ -89,14 +89,21 @@ class KnnResampler:
         cum = np.cumsum(w_of_list, axis=-1)
         return np.minimum(w_of_list, np.maximum(k - (cum - w_of_list), 0)), cum[..., -1]
 
+    def _deep_list(self, side: str, i: int, w: np.ndarray) -> np.ndarray:
+        """Row i's list, deep enough that the present items fill k slots (deepened by doubling, cached)."""
+        lst = self._full.get((side, i))
+        depth = 4 * self.K if lst is None else lst.size
+        while lst is None or (w[lst].sum() < self.k and lst.size < self.n - 1):
+            lst = self.full_list(side, i, min(depth, self.n - 1))
+            depth *= 2
+        self._full[(side, i)] = lst
+        return lst
+
     def _full_overlap(self, i: int, w: np.ndarray) -> int:
-        """Overlap of row i in a resample, walking the complete lists (fallback)."""
+        """Overlap of row i in a resample whose stored lists ran out of slots (fallback)."""
         out = {}
         for side in ("a", "b"):
-            key = (side, i)
-            if key not in self._full:
-                self._full[key] = self.full_list(side, i)
-            lst = self._full[key]
+            lst = self._deep_list(side, i, w)
             slots, _ = self._slots(w[lst], self.k)
             nz = slots > 0
             out[side] = dict(zip(lst[nz].tolist(), slots[nz].tolist()))

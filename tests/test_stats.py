@@ -25,7 +25,8 @@ def materialised_mknn(X, Y, w, k, distance="cosine"):
 
 def resampler(X, Y, k, K, distance="cosine"):
     full = {"a": knn(X, X.shape[0] - 1, distance), "b": knn(Y, Y.shape[0] - 1, distance)}
-    return stats.KnnResampler(knn(X, K, distance), knn(Y, K, distance), k, full_list=lambda s, i: full[s][i])
+    return stats.KnnResampler(knn(X, K, distance), knn(Y, K, distance), k,
+                              full_list=lambda s, i, depth: full[s][i, :depth])
 
 
 @pytest.mark.parametrize("distance", ["cosine", "l2"])

@@ -42,6 +42,7 @@ class PairData:
         # Bootstrap replicates read neighbours past k (formulas.md §6), the jackknife needs k+1.
         self.depth = min(self.n - 1, max(3 * k, k + 10) if self.u.resamples else k + 1)
         self._lists: dict = {}
+        self._norms: dict = {}
 
     def _side(self, side: str) -> tuple[np.ndarray, str]:
         return (self.a, self.labels[0]) if side == "a" else (self.b, self.labels[1])
@@ -56,12 +57,16 @@ class PairData:
             self._lists[side] = knn(x, self.depth, self.distance, label=label)
         return self._lists[side]
 
-    def full_list(self, side: str, i: int) -> np.ndarray:
-        """Row i's complete ordered list, for the rare resample that exhausts the stored depth."""
+    def full_list(self, side: str, i: int, depth: int) -> np.ndarray:
+        """Row i's ordered list to a given depth, for the rare resample that exhausts the stored one."""
         from repalign.neighbors import exact_knn
 
+        from repalign.validation import row_norms
+
         x, _ = self._side(side)
-        return exact_knn(x, self.n - 1, self.distance, rows=np.array([i]))[0]
+        if side not in self._norms:
+            self._norms[side] = row_norms(x)
+        return exact_knn(x, depth, self.distance, rows=np.array([i]), norms=self._norms[side])[0]
 
     @cached_property
     def cross(self) -> _cka.CrossStats:
