@@ -239,7 +239,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         results.append(REGISTRY[name].compute(pair))
         timing[f"{name}_seconds"] = time.perf_counter() - t
     timing["total_seconds"] = time.perf_counter() - t0
-    notes = sa.notes + sb.notes
+    notes = sa.notes + sb.notes + pair.notes
     return ComparisonResult(
         inputs=(sa.info, sb.info), n=n, preprocessing=pre, metrics=tuple(results), notes=tuple(notes),
         uncertainty=u, pairing=pairing,
