@@ -115,7 +115,7 @@ def _plan_memory(a, b, *, names, k, pre, u) -> None:
         return  # loading will report the problem precisely
     n = plans[0][0][0]
     neighbors = any(REGISTRY[m].needs_neighbors for m in names)
-    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k + 1)
+    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k)
     parts = memory.estimate(
         n, (plans[0][0][1], plans[1][0][1]), resident=(plans[0][2], plans[1][2]),
         work_itemsize=tuple(8 if p[1] == 8 else 4 for p in plans), preprocess=bool(pre.steps()),

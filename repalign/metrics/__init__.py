@@ -39,8 +39,8 @@ class PairData:
         seq = np.random.SeedSequence(self.u.seed)
         # One stream for resamples and one for permutations, shared by every metric.
         self.boot_seed, self.perm_seed = seq.spawn(2)
-        # Bootstrap replicates read neighbours past k (formulas.md §6), the jackknife needs k+1.
-        self.depth = min(self.n - 1, max(3 * k, k + 10) if self.u.resamples else k + 1)
+        # Bootstrap replicates read neighbours past k (formulas.md §6); without them k is enough.
+        self.depth = min(self.n - 1, max(3 * k, k + 10) if self.u.resamples else k)
         self._lists: dict = {}
         self._norms: dict = {}
         self.notes: list[str] = []
