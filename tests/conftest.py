@@ -27,13 +27,28 @@ def pair(rng):
     return make_pair(rng)
 
 
-@pytest.fixture
-def golden():
-    """formulas.md §5: legacy RandomState, seed 1337."""
+def golden_pair():
+    """formulas.md §5: legacy RandomState, seed 1337, 100×10 float64."""
     state = np.random.RandomState(1337)
     X = state.randn(100, 10)
     Y = state.randn(100, 10) + X
     return X, Y
+
+
+@pytest.fixture
+def golden():
+    return golden_pair()
+
+
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """FAISS's OpenMP threads spin on a busy 2-core machine; one thread keeps many tiny runs fast."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
 
 
 class Writers:

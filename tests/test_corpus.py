@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from conftest import golden_pair
 from typer.testing import CliRunner
 
 from repalign.cli import app
@@ -38,12 +39,6 @@ runner = CliRunner()
 # --------------------------------------------------------------------------- building blocks
 
 
-def golden_pair():
-    """formulas.md §5 (same as the ``golden`` fixture): legacy RandomState, seed 1337, 100×10 float64."""
-    state = np.random.RandomState(1337)
-    X = state.randn(100, 10)
-    Y = state.randn(100, 10) + X
-    return X, Y
 
 
 class Ctx:
@@ -782,15 +777,7 @@ def _run(ctx: Ctx, setup: Setup, argv: list):
     return r
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """FAISS's OpenMP threads spin on a busy 2-core machine; one thread keeps these tiny runs fast."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.mark.parametrize("case", _params())

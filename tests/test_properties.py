@@ -46,15 +46,7 @@ def _settings(n: int) -> settings:
                                            HealthCheck.filter_too_much])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """FAISS's OpenMP threads spin on a busy 2-core machine; one thread keeps these tiny runs fast."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")
