@@ -12,8 +12,9 @@ import numpy as np
 from repalign import __version__
 from repalign import io as _io
 from repalign import preprocess as _pre
+from repalign import sweep as _sweep
 from repalign.errors import InputError, UsageError
-from repalign.metrics import REGISTRY, PairData, parse_metrics
+from repalign.metrics import REGISTRY, parse_metrics
 from repalign.neighbors import DISTANCES
 from repalign.results import ComparisonResult, InputInfo, UncertaintySettings
 from repalign.validation import as_embedding, check_pair
@@ -24,22 +25,35 @@ DEFAULT_K = 10
 @dataclass
 class _Side:
     info: InputInfo
-    array: np.ndarray
+    source: object
+    """A LayerSet (file) or ArrayLayers (in-memory array)."""
     notes: list[str]
 
+    @property
+    def n(self) -> int:
+        return int(self.info.shape[0]) if self.info.shape else 0
 
-def _load_side(x, label: str, allow_external: bool = False) -> _Side:
-    """A file selector or an array → checked n×d float array plus its description."""
+
+def _open_side(x, label: str, allow_external: bool = False, layers: str | None = None) -> _Side:
+    """A file selector or an array → its (selected) layers and its description; no values read yet."""
+    from repalign.sweep import ArrayLayers
+
     if isinstance(x, (str, os.PathLike, _io.Selector)):
-        loaded = _io.load(x, allow_external=allow_external)
-        info = InputInfo(label, loaded.selector.path, loaded.key, loaded.format, tuple(loaded.array.shape),
-                         loaded.stored_dtype)
-        array = loaded.array
+        src = _io.open_layers(x, allow_external=allow_external).select(layers)
+        info = InputInfo(label, src.selector.path, src.key, src.format, tuple(src.shape), src.stored_dtype,
+                         src.labels if src.layered else None)
     else:
-        array = np.asanyarray(x)
-        info = InputInfo(label, None, None, "array", tuple(array.shape), str(array.dtype))
-    array, notes = as_embedding(array, info.name)
-    return _Side(info, array, notes)
+        src = ArrayLayers(x, f"array {label}").select(layers)
+        info = InputInfo(label, None, None, "array", src.shape, str(src.array.dtype),
+                         src.labels if src.layered else None)
+    notes: list[str] = []
+    if info.layers is None:
+        # A single array is read and checked now, so that a bad file is reported before any pairing.
+        raw = src.read(0)
+        info = dataclasses.replace(info, shape=tuple(raw.shape), dtype=str(raw.dtype))
+        array, notes = as_embedding(raw, info.name)
+        src = _sweep.Checked(src, array)
+    return _Side(info, src, notes)
 
 
 def _pair(a, b, sa: _Side, sb: _Side, *, ids, ids_a, ids_b, require_all, max_rows, seed, notes):
@@ -70,18 +84,18 @@ def _pair(a, b, sa: _Side, sb: _Side, *, ids, ids_a, ids_b, require_all, max_row
         id_a = _pairing.read_ids(sel_a.path, found[0])
         id_b = _pairing.read_ids(sel_b.path, found[1])
         for ids_arr, side, sel, key in ((id_a, sa, sel_a, found[0]), (id_b, sb, sel_b, found[1])):
-            if ids_arr.size != side.array.shape[0]:
+            if ids_arr.size != side.n:
                 raise InputError(f"{sel.path}:{key} has {ids_arr.size} ids but {side.info.name} has "
-                                 f"{side.array.shape[0]} rows")
+                                 f"{side.n} rows")
         rows_a, rows_b = _pairing.join(id_a, id_b, (f"{sel_a.path}:{found[0]}", f"{sel_b.path}:{found[1]}"),
                                        require_all=require_all)
-        na, nb = side_rows = (sa.array.shape[0], sb.array.shape[0])
+        na, nb = side_rows = (sa.n, sb.n)
         pairing = _pairing.Pairing("id", found, side_rows, int(rows_a.size),
                                    (na - int(rows_a.size), nb - int(rows_b.size)))
         if rows_a.size == 0:
             raise InputError(f"{sel_a.path}:{found[0]} and {sel_b.path}:{found[1]} have no id in common")
     else:
-        n = check_pair(sa.array, sb.array, sa.info.name, sb.info.name)
+        n = check_pair(sa.info.shape, sb.info.shape, sa.info.name, sb.info.name)
         pairing = _pairing.Pairing("row", (None, None), (n, n), n, (0, 0))
         if None not in found:
             # Both files carry ids: pairing by row order is only right if they agree row by row.
@@ -100,32 +114,57 @@ def _pair(a, b, sa: _Side, sb: _Side, *, ids, ids_a, ids_b, require_all, max_row
     return pairing, rows_a, rows_b
 
 
-def _plan_memory(a, b, *, names, k, pre, u) -> None:
-    """Refuse, before loading, a run that needs more memory than the machine has."""
+def _layer_plan(side: _Side):
+    """(shape of one layer, bytes per value, bytes resident once read) for memory planning, or None."""
+    src = side.source
+    if side.info.layers is None:
+        if side.info.path is not None:
+            return _io.describe(_io.Selector(side.info.path, side.info.key))
+        arr = src.array
+        return (arr.shape, arr.dtype.itemsize, 0) if arr.ndim == 2 else None
+    shape = side.info.shape
+    n, d = shape[0], shape[-1]
+    try:
+        itemsize = np.dtype(side.info.dtype).itemsize
+    except TypeError:
+        return None
+    if d is None:
+        return None
+    resident = (n * d * itemsize if side.info.path is not None else 0) + (n * d * 4 if itemsize == 2 else 0)
+    return (n, d), itemsize, resident
+
+
+def _plan_memory(sa: _Side, sb: _Side, *, names, k, pre, u) -> bool:
+    """Refuse, before loading, a run that needs more memory than the machine has.
+
+    Returns whether every selected layer can stay in memory during a sweep
+    (else layers are read again for each pair they are in).
+    """
     from repalign import memory
 
-    plans = []
-    for x in (a, b):
-        if isinstance(x, (str, os.PathLike, _io.Selector)):
-            plans.append(_io.describe(x))
-        else:
-            arr = np.asanyarray(x)
-            plans.append((arr.shape, arr.dtype.itemsize, 0) if arr.ndim == 2 else None)
+    plans = [_layer_plan(sa), _layer_plan(sb)]
     if None in plans or plans[0][0][0] != plans[1][0][0]:
-        return  # loading will report the problem precisely
+        return True  # loading will report the problem precisely
     n = plans[0][0][0]
+    layers = (len(sa.source), len(sb.source))
     neighbors = any(REGISTRY[m].needs_neighbors for m in names)
     depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k)
+    work = tuple(8 if p[1] == 8 else 4 for p in plans)
     parts = memory.estimate(
         n, (plans[0][0][1], plans[1][0][1]), resident=(plans[0][2], plans[1][2]),
-        work_itemsize=tuple(8 if p[1] == 8 else 4 for p in plans), preprocess=bool(pre.steps()),
+        work_itemsize=work, preprocess=bool(pre.steps()),
         neighbors=neighbors, depth=max(depth, 1), k=k, cka=any(m.startswith("cka") for m in names),
-        cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples)
+        cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples, layers=layers)
     limit = memory.env_override()
     avail = memory.available_bytes()
     if limit is not None:
         avail = limit if avail is None else min(avail, limit)
-    memory.check(parts, avail, f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions)")
+    what = f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions"
+    what += f", {layers[0]}×{layers[1]} layers)" if layers != (1, 1) else ")"
+    memory.check(parts, avail, what)
+    all_layers = sum(count * n * p[0][1] * w for count, p, w in zip(layers, plans, work))
+    room = (avail - parts["total"]) if avail is not None else 4 * 2**30
+    return all_layers <= room // 2
 
 
 def resolve_options(*, k: int | None, clip: float | None, normalize: bool | None, preset: str | None,
@@ -175,7 +214,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
             permutations: int | None = None, allow_external: bool = False,
             ids: str | None = None, ids_a: str | None = None, ids_b: str | None = None, require_all: bool = False,
-            max_rows: int | None = None, progress=None) -> ComparisonResult:
+            max_rows: int | None = None, layer_a: str | None = None, layer_b: str | None = None,
+            progress=None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -205,6 +245,12 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         inner-joined and the report counts what was dropped.
     require_all : with ids, make any unpaired row an error.
     max_rows : evaluate on this many randomly chosen paired items (seeded).
+    layer_a, layer_b : layers to use from an n×L×d array or a glob key:
+        ``all`` (default), an index (negative from the end), a slice
+        ``0:12:2`` or a list ``1,3,-1``. When either side has several layers,
+        every pair is scored (``result.sweep``) and ``result.metrics`` holds
+        each metric's best pair, its interval Bonferroni-widened over the
+        pairs and its p-value from the max over pairs under each permutation.
     progress : optional callable receiving a short description of each stage.
 
     Returns
@@ -216,32 +262,26 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     k, pre = resolve_options(k=k, clip=clip, normalize=normalize, preset=preset, distance=distance)
     u = uncertainty_settings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                              permutations=permutations)
-    _plan_memory(a, b, names=names, k=k, pre=pre, u=u)
+    sa = _open_side(a, "a", allow_external, layer_a)
+    sb = _open_side(b, "b", allow_external, layer_b)
+    keep = _plan_memory(sa, sb, names=names, k=k, pre=pre, u=u)
     if progress:
         progress("reading inputs")
-    sa = _load_side(a, "a", allow_external)
-    sb = _load_side(b, "b", allow_external)
+    notes: list[str] = []
     pairing, rows_a, rows_b = _pair(a, b, sa, sb, ids=ids, ids_a=ids_a, ids_b=ids_b, require_all=require_all,
-                                    max_rows=max_rows, seed=u.seed, notes=sa.notes)
+                                    max_rows=max_rows, seed=u.seed, notes=notes)
     n = pairing.max_rows or pairing.paired
-    arr_a = sa.array if rows_a is None else sa.array[rows_a]
-    arr_b = sb.array if rows_b is None else sb.array[rows_b]
-    xa = _pre.apply(arr_a, pre, sa.info.name)
-    xb = _pre.apply(arr_b, pre, sb.info.name)
-    t_load = time.perf_counter()
-
-    pair = PairData(xa, xb, k=k, distance=distance, labels=(sa.info.name, sb.info.name), uncertainty=u,
-                    progress=progress)
-    results = []
-    timing = {"load_seconds": t_load - t0}
-    for name in names:
-        t = time.perf_counter()
-        results.append(REGISTRY[name].compute(pair))
-        timing[f"{name}_seconds"] = time.perf_counter() - t
+    single = len(sa.source) == 1 and len(sb.source) == 1
+    ra = _sweep.Representation(sa.source, "a", rows_a, pre, keep=keep or single)
+    rb = _sweep.Representation(sb.source, "b", rows_b, pre, keep=keep or single)
+    timing = {}
+    results, sweep = _sweep.run(ra, rb, names, k=k, distance=distance, u=u, progress=progress, timing=timing)
     timing["total_seconds"] = time.perf_counter() - t0
-    notes = sa.notes + sb.notes + pair.notes
+    notes = sa.notes + sb.notes + ra.notes + rb.notes + notes
+    if not keep and not single:
+        notes.append("the layers did not all fit in memory; each was read again for every pair it is in")
     return ComparisonResult(
-        inputs=(sa.info, sb.info), n=n, preprocessing=pre, metrics=tuple(results), notes=tuple(notes),
-        uncertainty=u, pairing=pairing,
+        inputs=(sa.info, sb.info), n=n, preprocessing=pre, metrics=results, notes=tuple(notes),
+        uncertainty=u, pairing=pairing, sweep=sweep,
         version=__version__, timing={key: round(v, 6) for key, v in timing.items()},
     )

@@ -166,8 +166,18 @@ def compare(
     require_all: bool = typer.Option(False, "--require-all", help="With ids: any item without a partner is an error."),
     max_rows: Optional[int] = typer.Option(
         None, "--max-rows", metavar="N", help="Evaluate on N randomly chosen paired items (same for both; --seed)."),
+    layer_a: Optional[str] = typer.Option(
+        None, "--layer-a", metavar="LAYERS",
+        help="Layers of A (n×L×d array or KEY glob): all, 3, -1, 0:12:2 or 1,5,9 [default: all]."),
+    layer_b: Optional[str] = typer.Option(None, "--layer-b", metavar="LAYERS", help="Layers of B, as --layer-a."),
+    plot: Optional[str] = typer.Option(
+        None, "--plot", metavar="FILE", help="Save the layer-sweep heatmap as .png, .svg or .pdf (needs matplotlib)."),
 ):
-    """Score how alike two embeddings of the same items are."""
+    """Score how alike two embeddings of the same items are.
+
+    When either input has several layers (an n×L×d array, or KEY with a glob such as 'layers/*'), every
+    pair of layers is scored: the table shows the matrix and each metric's best pair.
+    """
     from repalign import checks, report
     from repalign.api import compare as run
     from repalign.metrics import REGISTRY, parse_metrics
@@ -184,7 +194,8 @@ def compare(
         result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
                      resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                      permutations=permutations, allow_external=allow_external, ids=ids, ids_a=ids_a, ids_b=ids_b,
-                     require_all=require_all, max_rows=max_rows, progress=progress)
+                     require_all=require_all, max_rows=max_rows, layer_a=layer_a, layer_b=layer_b,
+                     progress=progress)
     finally:
         progress.close()
     result = checks.evaluate(result, **gates)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,11 @@ class ArrayInfo:
     """Element type as stored in the file."""
     embedding_like: bool
     """True when the array can be used as an n×d embedding (2-D, floating point)."""
+
+    @property
+    def layered(self) -> bool:
+        """True for an n×L×d floating-point stack of layers (axis 1 is the layer)."""
+        return len(self.shape) == 3 and self.dtype not in ("string",) and _is_float_text(self.dtype)
 
     def describe(self) -> str:
         dims = "×".join("?" if s is None else str(s) for s in self.shape)
@@ -98,6 +105,13 @@ def _is_float(dtype: np.dtype) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+def _is_float_text(dtype: str) -> bool:
+    try:
+        return np.dtype(dtype).kind == "f"
+    except TypeError:
+        return False
+
+
 # ---------------------------------------------------------------- npy / npz
 
 
@@ -109,7 +123,7 @@ def _npy_header(f) -> tuple[tuple, np.dtype]:
     elif version == (2, 0):
         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
     else:  # (3, 0) only differs in the header's text encoding
-        shape, _, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        shape, _, dtype = np.lib.format._read_array_header(f, version)
     return tuple(shape), np.dtype(dtype)
 
 
@@ -134,7 +148,7 @@ def _list_npz(path: str) -> list[ArrayInfo]:
     out = []
     with zipfile.ZipFile(path) as z:
         for member in z.namelist():
-            name = member[:-4] if member.endswith(".npy") else member
+            name = member.removesuffix(".npy")
             with z.open(member) as f:
                 shape, dtype = _npy_header(f)
             out.append(ArrayInfo(name, shape, str(dtype), len(shape) == 2 and _is_float(dtype)))
@@ -177,8 +191,10 @@ def _list_hdf5(path: str) -> list[ArrayInfo]:
     return out
 
 
-def _read_hdf5(path: str, key: str | None, allow_external: bool = False) -> tuple[np.ndarray, str | None]:
-    """Read one dataset; links and virtual or external storage that reach other files need allow_external."""
+def _read_hdf5(path: str, key: str | None, allow_external: bool = False,
+               layer: int | None = None) -> tuple[np.ndarray, str | None]:
+    """Read one dataset (or one layer of an n×L×d one); links and virtual or external storage that reach
+    other files need allow_external."""
     import h5py
 
     info = _choose(path, _list_hdf5(path), key, "dataset")
@@ -202,6 +218,8 @@ def _read_hdf5(path: str, key: str | None, allow_external: bool = False) -> tupl
                     raise InputError(f"{where}: virtual dataset reading {', '.join(others)}; {hint}")
             if obj.external:
                 raise InputError(f"{where}: stored in external raw files; {hint}")
+        if layer is not None:
+            return obj[:, layer, :], info.name  # reads only this layer from disk
         return obj[()], info.name
 
 
@@ -292,12 +310,16 @@ def _choose(path: str, infos: list[ArrayInfo], key: str | None, what: str) -> Ar
                 return info
         listing = "; ".join(i.describe() for i in infos) or "none"
         raise InputError(f"{path}: no {what} '{key}' (available: {listing})")
-    candidates = [i for i in infos if i.embedding_like]
+    flat = [i for i in infos if i.embedding_like]
+    if len(flat) == 1:  # the one 2-D float array wins, as before layers existed
+        return flat[0]
+    candidates = flat + [i for i in infos if i.layered]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         listing = "; ".join(i.describe() for i in infos) or "nothing"
-        raise InputError(f"{path}: no 2-D floating-point {what} to use as embeddings (found: {listing})")
+        raise InputError(f"{path}: no 2-D (or n×layers×d) floating-point {what} to use as embeddings "
+                         f"(found: {listing})")
     listing = "; ".join(i.describe() for i in candidates)
     raise InputError(f"{path}: {len(candidates)} candidate {what}s, choose one with {path}:KEY: {listing}")
 
@@ -391,3 +413,165 @@ def describe(selector: Selector | str | os.PathLike) -> tuple[tuple[int, int], i
         return (int(n), int(d)), itemsize, int(resident)
     except Exception:  # noqa: BLE001 - planning must never replace load()'s precise error
         return None
+
+
+# ---------------------------------------------------------------- layers
+
+_GLOB_CHARS = "*?["
+
+
+def is_glob(key: str | None) -> bool:
+    return key is not None and any(c in key for c in _GLOB_CHARS)
+
+
+def natural_key(text: str) -> list:
+    """Sort key that puts layer_2 before layer_10."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+@dataclass(frozen=True)
+class LayerSet:
+    """The layers one selector names, read one at a time.
+
+    Three layouts: a single n×d array (one layer, ``layered`` False); an n×L×d
+    array, axis 1 being the layer (the paper's layout); or separate n×d arrays
+    matched by a glob in the key, in natural order.
+    """
+
+    selector: Selector
+    format: str
+    key: str | None
+    """The key as resolved: the array's name, or the glob."""
+    keys: tuple
+    """Per layer, the array it lives in."""
+    indices: tuple
+    """Per layer, its index along axis 1 (n×L×d layout), else None."""
+    labels: tuple[str, ...]
+    """Per layer, how reports name it: its index for n×L×d, its key for a glob."""
+    shape: tuple
+    """Shape as stored (for a glob: n×L×d as if stacked)."""
+    stored_dtype: str
+    layered: bool
+    allow_external: bool = False
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def where(self) -> str:
+        return self.selector.path if self.key is None else f"{self.selector.path}:{self.key}"
+
+    def layer_name(self, i: int) -> str:
+        """'file:key' for one layer, for messages."""
+        if self.indices[i] is not None:
+            return f"{self.where} layer {self.indices[i]}"
+        return self.selector.path if self.keys[i] is None else f"{self.selector.path}:{self.keys[i]}"
+
+    def read(self, i: int) -> np.ndarray:
+        """Layer i as stored (before validation); only that layer is read where the format allows it."""
+        path, key, idx = self.selector.path, self.keys[i], self.indices[i]
+        if self.format == "hdf5":
+            array, _ = _guard(path, self.format, _read_hdf5, key, self.allow_external, idx)
+            return array
+        if idx is None:
+            array, _ = _guard(path, self.format, _READERS[self.format], key)
+            return array
+        if self.format == "npy":
+            array, _ = _guard(path, self.format, _read_npy, None)
+        else:  # npz: the member is read whole (compressed members cannot be sliced)
+            array, _ = _guard(path, self.format, _read_npz, key)
+        return np.ascontiguousarray(array[:, idx, :])
+
+    def select(self, spec: str | None) -> LayerSet:
+        """The layers a --layer-a/--layer-b specification picks (None or 'all': every layer)."""
+        if spec is None:
+            return self
+        if not self.layered:
+            raise InputError(f"{self.where}: holds a single 2-D array, so it has no layers to select "
+                             f"(--layer {spec})")
+        pick = parse_layers(spec, len(self), self.where)
+        return LayerSet(self.selector, self.format, self.key, tuple(self.keys[i] for i in pick),
+                        tuple(self.indices[i] for i in pick), tuple(self.labels[i] for i in pick), self.shape,
+                        self.stored_dtype, True, self.allow_external)
+
+
+def parse_layers(spec: str, count: int, where: str) -> list[int]:
+    """Indices chosen by ``all``, an index (negative counts from the end), a slice ``0:12:2`` or a list ``1,3,-1``."""
+    from repalign.errors import UsageError
+
+    text = str(spec).strip()
+    if text.lower() == "all":
+        return list(range(count))
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                bits = [int(b) if b.strip() else None for b in part.split(":")]
+                if len(bits) > 3 or bits[2:] == [0]:
+                    raise ValueError
+                chosen = list(range(count))[slice(*bits)]
+                if not chosen:
+                    raise InputError(f"{where}: layer slice '{part}' selects no layer ({count} layers)")
+                out.extend(chosen)
+            else:
+                i = int(part)
+                if not -count <= i < count:
+                    raise InputError(f"{where}: layer {i} is out of range; it has {count} layer"
+                                     f"{'s' if count > 1 else ''} (0..{count - 1}, or -{count}..-1)")
+                out.append(i % count)
+        except ValueError:
+            raise UsageError(f"--layer '{spec}': expected all, an index, a slice like 0:12:2 or a list like "
+                             "1,3,-1") from None
+    return list(dict.fromkeys(out))
+
+
+def open_layers(selector: Selector | str | os.PathLike, allow_external: bool = False) -> LayerSet:
+    """Resolve a selector to its layers without reading any values."""
+    if not isinstance(selector, Selector):
+        selector = parse_selector(selector)
+    path, key = selector.path, selector.key
+    fmt = file_format(path)
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: empty file")
+    infos = _guard(path, fmt, _LISTERS[fmt])
+    if is_glob(key):
+        if fmt == "npy":
+            raise InputError(f"{path}: a .npy file holds one array; remove the ':{key}' pattern")
+        pattern = key.strip("/")
+        matched = sorted((i for i in infos if fnmatch.fnmatchcase(i.name, pattern)), key=lambda i: natural_key(i.name))
+        if not matched:
+            listing = "; ".join(i.describe() for i in infos) or "none"
+            raise InputError(f"{path}: no array matches '{key}' (available: {listing})")
+        for i in matched:
+            if not i.embedding_like:
+                raise InputError(f"{path}:{i.name} matches '{key}' but is not a 2-D floating-point array "
+                                 f"({i.describe()})")
+        first = matched[0]
+        for i in matched[1:]:
+            if i.shape != first.shape and None not in i.shape + first.shape:
+                raise InputError(f"{path}: layers matched by '{key}' differ in shape: {first.describe()} but "
+                                 f"{i.describe()}")
+        n, d = first.shape
+        return LayerSet(selector, fmt, key, tuple(i.name for i in matched), (None,) * len(matched),
+                        tuple(i.name for i in matched), (n, len(matched), d), first.dtype, True, allow_external)
+    if fmt == "npy":
+        if key is not None:
+            raise InputError(f"{path}: a .npy file holds one array; remove the ':{key}' key")
+        info = infos[0]
+    else:
+        what = {"npz": "member", "hdf5": "dataset", "parquet": "column"}[fmt]
+        info = _guard(path, fmt, lambda p: _choose(p, infos, key, what))
+    if info.layered:
+        count = info.shape[1]
+        if count == 0:
+            raise InputError(f"{path}{':' + info.name if info.name else ''}: has 0 layers (shape {info.shape})")
+        name = info.name or None
+        return LayerSet(selector, fmt, name, (name,) * count, tuple(range(count)),
+                        tuple(str(i) for i in range(count)), info.shape, info.dtype, True, allow_external)
+    if len(info.shape) > 3:
+        raise InputError(f"{path}{':' + info.name if info.name else ''}: expected a 2-D array (n × d) or a 3-D "
+                         f"stack of layers (n × layers × d), got shape {info.shape}")
+    name = info.name or None
+    label = name or os.path.basename(path)
+    return LayerSet(selector, fmt, name, (name,), (None,), (label,), info.shape, info.dtype, False, allow_external)

@@ -33,12 +33,14 @@ def available_bytes() -> int | None:
 
 def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_itemsize: tuple[int, int],
              preprocess: bool, neighbors: bool, depth: int, k: int, cka: bool, cka_permutations: bool,
-             resamples: int) -> dict[str, int]:
+             resamples: int, layers: tuple[int, int] = (1, 1)) -> dict[str, int]:
     """Bytes a comparison needs, by part, following what the code allocates.
 
     ``resident``: bytes of each input once loaded (0 for a memory-mapped
     .npy, whose pages the kernel can drop); ``work_itemsize``: bytes per
-    value of the array the metrics see (4 or 8).
+    value of the array the metrics see (4 or 8). ``layers``: layers per side
+    in a sweep; the dims are then those of one layer, which is all a sweep
+    holds at once, plus every layer's neighbour lists.
     """
     parts = {"base": _BASE, "inputs": sum(resident)}
     persistent = 0
@@ -49,7 +51,7 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
             peaks.append(n * d * 8)  # the float64 temporary of normalisation
     if neighbors:
         fd = min(n, depth + 1 + max(8, depth // 2))
-        persistent += 2 * n * depth * 8  # the lists of both sides
+        persistent += sum(layers) * n * depth * 8  # the lists of every layer of both sides
         peaks.append(max(dims) * n * 4 + n * fd * 36 + 2**25)  # float32 copy, FAISS results and sort keys
         if resamples:
             peaks.append(64 * n * 12 + 8 * n * depth * 8)
@@ -77,7 +79,7 @@ def check(parts: dict[str, int], available: int | None, what: str) -> None:
     raise InputError(
         f"{what} needs about {_gb(parts['total'])} of memory (inputs {_gb(parts['inputs'])}, working "
         f"{_gb(parts['working'])}) but only {_gb(available)} is available; compare fewer items, store inputs as "
-        f".npy (memory-mapped), or drop explicit CKA --permutations"
+        f".npy (memory-mapped), select fewer layers, or drop explicit CKA --permutations"
     )
 
 

@@ -156,7 +156,18 @@ def mknn_null(knn_a: np.ndarray, knn_b: np.ndarray) -> tuple[float, float]:
     if knn_b.shape != knn_a.shape:
         raise ValueError(f"knn_a has shape {knn_a.shape} but knn_b has shape {knn_b.shape}")
     _check_knn(knn_b, "knn_b")
-    ca, cb = _graph_counts(knn_a), _graph_counts(knn_b)
+    return mknn_null_from_counts(_graph_counts(knn_a), _graph_counts(knn_b), n, k)
+
+
+def graph_counts(knn: np.ndarray) -> dict[str, int]:
+    """The pattern counts of one k-NN graph (validated), so that a sweep computes them once per layer."""
+    knn = np.asarray(knn)
+    _check_knn(knn, "knn")
+    return _graph_counts(knn)
+
+
+def mknn_null_from_counts(ca: dict, cb: dict, n: int, k: int) -> tuple[float, float]:
+    """:func:`mknn_null` from the :func:`graph_counts` of both sides (same n and k)."""
     by_blocks = {
         2: ("same", "reversed"),
         3: ("out_out", "in_in", "out_in", "out_in"),  # out_in twice: patterns i=m and j=l

@@ -66,9 +66,72 @@ def _shape(info: InputInfo) -> str:
 
 def _params(m: MetricResult) -> str:
     p = m.params
-    if "k" in p:
-        return f"k={p['k']}, {p['distance']}"
-    return ", ".join(str(v) for v in p.values())
+    text = f"k={p['k']}, {p['distance']}" if "k" in p else \
+        ", ".join(str(v) for key, v in p.items() if not key.startswith("layer_"))
+    layers = [f"{side} layer {p[f'layer_{side}']}" for side in ("a", "b") if f"layer_{side}" in p]
+    return text + (f"; best pair: {', '.join(layers)}" if layers else "")
+
+
+def _layers_of(info: InputInfo) -> str:
+    return "" if info.layers is None else f" ({len(info.layers)} layers)"
+
+
+def heatmap(result: ComparisonResult, metric: str):
+    """A rich table of one metric over all layer pairs; cells keep their numbers and are coloured by value."""
+    from rich.table import Table
+
+    sw = result.sweep
+    m = result.metric(metric)
+    lo, hi = m.range
+    best = sw.best[metric]
+    t = Table(show_edge=False, header_style="bold", pad_edge=False, padding=(0, 1))
+    t.add_column("a \\ b", no_wrap=True, style="bold")
+    for label in sw.layers_b:
+        t.add_column(_short(label), justify="right", no_wrap=True)
+    for i, row in enumerate(sw.cells[metric]):
+        cells = []
+        for j, c in enumerate(row):
+            mark = "*" if best == (i, j) else " "
+            if c.value is None:
+                cells.append("—")
+                continue
+            share = 0.0 if hi <= lo else min(max((c.value - lo) / (hi - lo), 0.0), 1.0)
+            cells.append(f"[{_colour(share)}]{c.value:.3f}{mark}[/]")
+        t.add_row(_short(sw.layers_a[i]), *cells)
+    return t
+
+
+def _short(label: str, width: int = 12) -> str:
+    """Layer labels from globs can be long keys; keep their informative end."""
+    return label if len(label) <= width else "…" + label[-(width - 1):]
+
+
+def _colour(share: float) -> str:
+    """A background from dark blue (low) to yellow (high), with readable text."""
+    stops = [(0.0, (49, 54, 149)), (0.5, (116, 173, 209)), (1.0, (254, 224, 144))]
+    for (s0, c0), (s1, c1) in zip(stops, stops[1:]):
+        if share <= s1:
+            f = 0.0 if s1 == s0 else (share - s0) / (s1 - s0)
+            r, g, b = (round(x0 + f * (x1 - x0)) for x0, x1 in zip(c0, c1))
+            break
+    text = "black" if share > 0.35 else "white"
+    return f"{text} on rgb({r},{g},{b})"
+
+
+def sweep_lines(result: ComparisonResult) -> list[str]:
+    """For each metric: the best layer of b for every layer of a, and the other way round."""
+    sw = result.sweep
+    lines = []
+    for metric in sw.cells:
+        rb = sw.row_best(metric)
+        cb = sw.col_best(metric)
+        a = ", ".join(f"{sw.layers_a[i]}→{sw.layers_b[j]}" for i, j in enumerate(rb) if j is not None)
+        b = ", ".join(f"{sw.layers_b[j]}→{sw.layers_a[i]}" for j, i in enumerate(cb) if i is not None)
+        if len(sw.layers_b) > 1:
+            lines.append(f"{metric}: best layer of b for each layer of a: {a}")
+        if len(sw.layers_a) > 1:
+            lines.append(f"{metric}: best layer of a for each layer of b: {b}")
+    return lines
 
 
 def _notes(result: ComparisonResult) -> list[str]:
@@ -114,6 +177,11 @@ def explain_lines(result: ComparisonResult) -> list[str]:
         if m.name == "mknn" and m.chance is not None and m.chance > 0.05:
             text += (f" Warning: k is large for n (chance level {m.chance:.3f}); mknn is only comparable"
                      " between runs with the same n and k.")
+        if result.sweep is not None and result.sweep.best.get(m.name) is not None:
+            pairs = len(result.sweep.layers_a) * len(result.sweep.layers_b)
+            text += (f" This is the best of {pairs} layer pairs: the max is inflated by choosing it, so its interval"
+                     f" is widened to hold for all {pairs} pairs at once and its p-value compares it with the max"
+                     " over all pairs under each permutation; chance and z are those of the chosen pair alone.")
         if m.name == "cka" and m.chance is not None and m.chance > 0.05:
             text += (f" Warning: d is comparable to n, so biased CKA is inflated (unrelated data would score"
                      f" {m.chance:.3f} on average); cka-unbiased does not have this bias.")
@@ -131,8 +199,40 @@ CSV_COLUMNS = ["metric", "value", "ci_low", "ci_high", "ci_method", "chance", "n
                "confidence", "resamples", "seed", "check", "baseline", "diff", "reason"]
 
 
+SWEEP_CSV_COLUMNS = ["layer_a", "layer_b", "metric", "value", "chance", "null_sd", "z", "best", "ci_low", "ci_high",
+                     "ci_method", "p_value", "calibrated", "k", "distance", "estimator", "n", "a", "b",
+                     "preprocessing", "check"]
+
+
+def _sweep_csv(result: ComparisonResult) -> str:
+    """Long form: one row per (layer of a, layer of b, metric); the best pair's row carries its interval."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SWEEP_CSV_COLUMNS)
+    a, b = result.inputs
+    sw = result.sweep
+
+    def cell(x):
+        return "" if x is None else repr(x) if isinstance(x, float) else x
+
+    for m in result.metrics:
+        best = sw.best[m.name]
+        for i, row in enumerate(sw.cells[m.name]):
+            for j, c in enumerate(row):
+                top = m if best == (i, j) else None
+                w.writerow([sw.layers_a[i], sw.layers_b[j], m.name, cell(c.value), cell(c.chance), cell(c.null_sd),
+                            cell(c.z), "true" if top else "false", cell(top and top.ci_low),
+                            cell(top and top.ci_high), cell(top and top.ci_method), cell(top and top.p_value),
+                            cell(top and top.calibrated), m.params.get("k", ""), m.params.get("distance", ""),
+                            m.params.get("estimator", ""), result.n, a.name, b.name,
+                            result.preprocessing.describe(), _check_mark(result, m.name).lower() if top else ""])
+    return buf.getvalue()
+
+
 def to_csv(result: ComparisonResult) -> str:
-    """One row per metric, full precision."""
+    """One row per metric, full precision; for a layer sweep, one row per layer pair and metric."""
+    if result.sweep is not None:
+        return _sweep_csv(result)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -183,6 +283,16 @@ def to_markdown(result: ComparisonResult) -> str:
             row += f" {'✅ pass' if mark == 'pass' else '❌ FAIL' if mark else ''} |"
         lines.append(row)
     lines += ["", f"_{CHANCE_NOTE}. {_uncertainty_line(result)}._"]
+    if result.sweep is not None:
+        sw = result.sweep
+        for name, grid in sw.cells.items():
+            best = sw.best[name]
+            lines += ["", f"**{name}** by layer pair (rows: a, columns: b; **bold** = best)", "",
+                      "| a \\ b | " + " | ".join(sw.layers_b) + " |", "|---|" + "---:|" * len(sw.layers_b)]
+            for i, row in enumerate(grid):
+                cells = [("—" if c.value is None else f"**{c.value:.3f}**" if best == (i, j) else f"{c.value:.3f}")
+                         for j, c in enumerate(row)]
+                lines.append(f"| {sw.layers_a[i]} | " + " | ".join(cells) + " |")
     lines += [f"- {'✅' if c.passed else '❌'} {c.message}" for c in result.checks]
     lines += [f"> {note}" for note in _notes(result)]
     return "\n".join(lines) + "\n"
@@ -199,7 +309,7 @@ def table(result: ComparisonResult, explain: bool = False):
     head.add_column()
     head.add_column(style="dim")
     for info in result.inputs:
-        head.add_row(info.label, info.name, _shape(info))
+        head.add_row(info.label, info.name, _shape(info) + _layers_of(info))
     head.add_row("n", f"{result.n} paired items", "")
     if result.pairing is not None and (result.pairing.by != "row" or result.pairing.max_rows is not None):
         head.add_row("pairs", result.pairing.describe(), "")
@@ -226,7 +336,13 @@ def table(result: ComparisonResult, explain: bool = False):
         if result.checks:
             cells.append(mark)
         t.add_row(*cells, style="bold red" if mark == "FAIL" else None)
-    parts = [head, Text(""), t, Text(CHANCE_NOTE + ".", style="dim")]
+    parts = [head, Text("")]
+    if result.sweep is not None:
+        for name in result.sweep.cells:
+            parts += [Text(f"{name} by layer pair (rows: layers of a, columns: layers of b; * = best)", style="bold"),
+                      heatmap(result, name), Text("")]
+        parts += [Text(line, style="dim") for line in sweep_lines(result)] + [Text("")]
+    parts += [t, Text(CHANCE_NOTE + ".", style="dim")]
     if result.uncertainty is not None:
         parts.append(Text(_uncertainty_line(result), style="dim"))
     # Undefined values are part of the result; other notes go to stderr as warnings (see cli).

@@ -26,6 +26,8 @@ class InputInfo:
     """Shape as stored."""
     dtype: str
     """Element type as stored."""
+    layers: tuple[str, ...] | None = None
+    """Labels of the layers used (n×L×d index or array key), or None for a single 2-D array."""
 
     @property
     def name(self) -> str:
@@ -36,11 +38,14 @@ class InputInfo:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "path": self.path, "key": self.key, "format": self.format,
-                "shape": list(self.shape), "dtype": self.dtype}
+                "shape": list(self.shape), "dtype": self.dtype,
+                "layers": None if self.layers is None else list(self.layers)}
 
     @classmethod
     def from_dict(cls, d: dict) -> InputInfo:
-        return cls(d["label"], d["path"], d["key"], d["format"], tuple(d["shape"]), d["dtype"])
+        layers = d.get("layers")
+        return cls(d["label"], d["path"], d["key"], d["format"], tuple(d["shape"]), d["dtype"],
+                   None if layers is None else tuple(layers))
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,68 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """Every (layer of a, layer of b) score of a layer sweep, per metric."""
+
+    layers_a: tuple[str, ...]
+    layers_b: tuple[str, ...]
+    cells: dict
+    """metric → La×Lb tuple of MetricResult (value, chance, null_sd, z of that pair alone)."""
+    best: dict
+    """metric → (i, j) of the best pair, or None when no pair has a value."""
+
+    def values(self, metric: str) -> list[list[float | None]]:
+        return [[c.value for c in row] for row in self.cells[metric]]
+
+    def row_best(self, metric: str) -> list[int | None]:
+        """For each layer of a, the index of its best layer of b."""
+        out = []
+        for row in self.cells[metric]:
+            vals = [(c.value, j) for j, c in enumerate(row) if c.value is not None]
+            out.append(max(vals, key=lambda t: (t[0], -t[1]))[1] if vals else None)
+        return out
+
+    def col_best(self, metric: str) -> list[int | None]:
+        """For each layer of b, the index of its best layer of a."""
+        out = []
+        for j in range(len(self.layers_b)):
+            vals = [(row[j].value, i) for i, row in enumerate(self.cells[metric]) if row[j].value is not None]
+            out.append(max(vals, key=lambda t: (t[0], -t[1]))[1] if vals else None)
+        return out
+
+    def to_dict(self) -> dict:
+        out = {}
+        for m, grid in self.cells.items():
+            at = self.best[m]
+            rb, cb = self.row_best(m), self.col_best(m)
+            out[m] = {
+                "value": [[c.value for c in row] for row in grid],
+                "chance": [[c.chance for c in row] for row in grid],
+                "null_sd": [[c.null_sd for c in row] for row in grid],
+                "z": [[c.z for c in row] for row in grid],
+                "best": None if at is None else {"layer_a": self.layers_a[at[0]], "layer_b": self.layers_b[at[1]],
+                                                 "value": grid[at[0]][at[1]].value},
+                "row_best": [None if j is None else {"layer_a": self.layers_a[i], "layer_b": self.layers_b[j],
+                                                     "value": grid[i][j].value} for i, j in enumerate(rb)],
+                "col_best": [None if i is None else {"layer_a": self.layers_a[i], "layer_b": self.layers_b[j],
+                                                     "value": grid[i][j].value} for j, i in enumerate(cb)],
+            }
+        return {"layers_a": list(self.layers_a), "layers_b": list(self.layers_b), "metrics": out}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Sweep:
+        la, lb = tuple(d["layers_a"]), tuple(d["layers_b"])
+        cells, best = {}, {}
+        for m, g in d["metrics"].items():
+            cells[m] = tuple(tuple(MetricResult(m, v, chance=c, null_sd=s, z=z)
+                                   for v, c, s, z in zip(*rows)) for rows in zip(g["value"], g["chance"],
+                                                                                   g["null_sd"], g["z"]))
+            b = g["best"]
+            best[m] = None if b is None else (la.index(b["layer_a"]), lb.index(b["layer_b"]))
+        return cls(la, lb, cells, best)
+
+
+@dataclass(frozen=True)
 class ComparisonResult:
     """Everything ``repalign compare`` found, ready for any renderer."""
 
@@ -205,6 +272,8 @@ class ComparisonResult:
     """Comparison with an earlier report, if one was given."""
     pairing: Pairing | None = None
     """How rows were matched (row order or ids) and subsampled."""
+    sweep: Sweep | None = None
+    """Every layer pair's scores when an input has several layers (``metrics`` then holds the best pair)."""
 
     @property
     def failed(self) -> bool:
@@ -229,6 +298,7 @@ class ComparisonResult:
             "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
             "checks": [c.to_dict() for c in self.checks],
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
+            "sweep": None if self.sweep is None else self.sweep.to_dict(),
             "notes": list(self.notes),
             "timing": dict(self.timing),
         }
@@ -249,4 +319,5 @@ class ComparisonResult:
             checks=tuple(Check.from_dict(c) for c in d.get("checks", ())),
             baseline=None if d.get("baseline") is None else Baseline.from_dict(d["baseline"]),
             pairing=None if d.get("pairing") is None else Pairing.from_dict(d["pairing"]),
+            sweep=None if d.get("sweep") is None else Sweep.from_dict(d["sweep"]),
         )

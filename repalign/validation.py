@@ -86,15 +86,16 @@ def check_finite(array: np.ndarray, label: str) -> float:
     return top
 
 
-def check_pair(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str) -> int:
-    """Both sides must hold the same items: equal row counts. Returns n."""
-    if a.shape[0] != b.shape[0]:
+def check_pair(a, b, label_a: str, label_b: str) -> int:
+    """Both sides (arrays, or their shapes) must hold the same items: equal row counts. Returns n."""
+    sa, sb = tuple(getattr(a, "shape", a)), tuple(getattr(b, "shape", b))
+    if sa[0] != sb[0]:
         raise InputError(
-            f"{label_a} has {a.shape[0]} rows (shape {a.shape}) but {label_b} has {b.shape[0]} rows"
-            f" (shape {b.shape}); row i of both files must be the same item, or pair items by an id column"
+            f"{label_a} has {sa[0]} rows (shape {sa}) but {label_b} has {sb[0]} rows"
+            f" (shape {sb}); row i of both files must be the same item, or pair items by an id column"
             " with --ids"
         )
-    return a.shape[0]
+    return sa[0]
 
 
 def check_k(k: int, n: int, metric: str, labels: tuple[str, str] = ("a", "b")) -> None:

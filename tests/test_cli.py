@@ -32,7 +32,7 @@ def test_json_output_matches_library(files, golden):
     vals = {m["name"]: m["value"] for m in doc["metrics"]}
     assert vals["mknn"] == pytest.approx(0.279, abs=1e-12) and round(vals["cka"], 5) == 0.55761
     assert doc["inputs"][0] == {"label": "a", "path": files[0], "key": None, "format": "npy",
-                                "shape": [100, 10], "dtype": "float64"}
+                                "shape": [100, 10], "dtype": "float64", "layers": None}
     assert doc["inputs"][1]["key"] == "emb" and doc["inputs"][1]["format"] == "hdf5"
     assert doc["metrics"][0]["params"] == {"k": 10, "distance": "cosine"}
     assert doc["metrics"][0]["chance"] == pytest.approx(10 / 99)
@@ -126,9 +126,9 @@ def test_wrong_dimensionality(write, files, shape):
     expect_input_error(["compare", p, files[0]], "bad.npy", "2-D", str(shape))
 
 
-def test_three_d_hint(write, files):
-    p = write.npy(np.ones((100, 3, 4)), "layers.npy")
-    expect_input_error(["compare", p, files[0]], "layers.npy", "layers")
+def test_four_d_refused(write, files):
+    p = write.npy(np.ones((100, 3, 4, 2)), "layers.npy")
+    expect_input_error(["compare", p, files[0]], "layers.npy", "2-D", "(100, 3, 4, 2)")
 
 
 @pytest.mark.parametrize("dtype,word", [(np.int64, "integer"), (np.bool_, "boolean"), (np.complex128, "complex")])

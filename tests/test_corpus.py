@@ -345,12 +345,19 @@ _H5_TYPES = {
     "compound": lambda c: np.zeros((100, 10), dtype=[("re", "f4"), ("im", "f4")]),
     "float128": lambda c: c.X.astype(np.longdouble),
     "1-d": lambda c: c.X[:, 0],
-    "3-d": lambda c: c.X.reshape(100, 5, 2),
     "scalar": lambda c: np.float64(1.5),
 }
 for _name, _make in _H5_TYPES.items():
     add(f"h5-dataset-{_name}",
         lambda c, m=_make: Setup([c.h5("t.h5", emb=m(c)) + ":emb", c.partner()], "t.h5"), "error")
+def five_layer_sweep(doc, stderr):
+    assert doc["sweep"]["layers_a"] == ["0", "1", "2", "3", "4"] and doc["inputs"][0]["layers"] == doc["sweep"]["layers_a"]
+    assert all(m["value"] is not None for m in doc["metrics"])
+
+
+# An n×L×d dataset is a stack of layers: a sweep, not an error.
+add("h5-dataset-3-d", lambda c: Setup([c.h5("t.h5", emb=c.X.reshape(100, 5, 2)) + ":emb", c.partner()]), "ok",
+    check=five_layer_sweep)
 add("h5-dataset-float16", lambda c: Setup([c.h5("half.h5", emb=c.X.astype(np.float16)), c.partner()]), "ok",
     check=float16_warning)
 add("h5-dataset-float32-big-endian", lambda c: Setup([c.h5("be.h5", emb=c.X.astype(">f4")), c.partner()]), "ok",

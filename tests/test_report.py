@@ -38,7 +38,7 @@ def test_json_round_trip():
                                   "permutations": 1000}
     assert ComparisonResult.from_dict(doc) == RESULT
     assert list(doc) == ["schema_version", "repalign_version", "inputs", "n", "pairing", "preprocessing", "metrics",
-                         "uncertainty", "checks", "baseline", "notes", "timing"]
+                         "uncertainty", "checks", "baseline", "sweep", "notes", "timing"]
     from test_checks import validate
 
     validate(doc)

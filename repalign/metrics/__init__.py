@@ -28,10 +28,14 @@ class PairData:
     """Two validated, preprocessed inputs and the work metrics share (computed once, on demand)."""
 
     def __init__(self, a: np.ndarray, b: np.ndarray, *, k: int, distance: str, labels: tuple[str, str],
-                 uncertainty: UncertaintySettings | None = None, progress: Callable[[str], None] | None = None):
+                 uncertainty: UncertaintySettings | None = None, progress: Callable[[str], None] | None = None,
+                 lists: dict | None = None, cross: _cka.CrossStats | None = None, counts: tuple | None = None,
+                 n: int | None = None):
+        # lists/cross/counts: work done already (a sweep computes it once per layer); a and b may then be
+        # None when neither intervals nor permutations need the arrays.
         self.a, self.b = a, b
         self.progress = progress or (lambda stage: None)
-        self.n = a.shape[0]
+        self.n = a.shape[0] if n is None else n
         self.k = k
         self.distance = distance
         self.labels = labels
@@ -41,8 +45,11 @@ class PairData:
         self.boot_seed, self.perm_seed = seq.spawn(2)
         # Bootstrap replicates read neighbours past k (formulas.md §6); without them k is enough.
         self.depth = min(self.n - 1, max(3 * k, k + 10) if self.u.resamples else k)
-        self._lists: dict = {}
+        self._lists: dict = dict(lists or {})
         self._norms: dict = {}
+        self.counts = counts
+        if cross is not None:
+            self.__dict__["cross"] = cross
         self.notes: list[str] = []
 
     def _side(self, side: str) -> tuple[np.ndarray, str]:
@@ -101,7 +108,10 @@ def _mknn(p: PairData) -> MetricResult:
     la, lb = p.neighbors("a"), p.neighbors("b")
     A, B = la[:, :k], lb[:, :k]
     value = _knn.mutual_knn(A, B)
-    mean, sd = _nulls.mknn_null(A, B)
+    if p.counts is not None:
+        mean, sd = _nulls.mknn_null_from_counts(*p.counts, p.n, k)
+    else:
+        mean, sd = _nulls.mknn_null(A, B)
     out = {"chance": mean, "null_sd": sd, "z": _nulls.z_score(value, mean, sd)}
     u = p.u
     if u.resamples > 0:

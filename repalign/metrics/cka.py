@@ -67,32 +67,58 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
             rows = {"qxy": np.einsum("ij,ij->i", K, L), "qxx": np.einsum("ij,ij->i", K, K),
                     "qyy": np.einsum("ij,ij->i", L, L), "Ka": K @ a, "Kb": K @ b, "La": L @ a, "Lb": L @ b}
         return CrossStats(n, float(np.vdot(K, L)), float(np.vdot(K, K)), float(np.vdot(L, L)), a, b, rows)
-    gxx = np.zeros((d1, d1))
-    gyy = np.zeros((d2, d2))
-    gxy = np.zeros((d1, d2))
+    lx, ly = layer_stats(X, mx), layer_stats(Y, my)
+    gxy = None if lx.constant or ly.constant else cross_product(X, mx, Y, my)
+    sxy = 0.0 if gxy is None else float(np.vdot(gxy, gxy))
+    st = CrossStats(n, sxy, lx.sxx, ly.sxx, lx.a, ly.a)
+    if per_row:
+        zero = np.zeros((d1, d2))
+        st.per_row = _per_row_feature(X, Y, mx, my, lx.gram, ly.gram, zero if gxy is None else gxy, lx.a, ly.a)
+    return st
+
+
+@dataclass
+class LayerStats:
+    """What linear CKA needs from one input alone: computed once per layer in a sweep."""
+
+    mean: np.ndarray
+    """Column means (float64)."""
+    a: np.ndarray
+    """Squared norms of the centred rows."""
+    sxx: float
+    """‖XcᵀXc‖²_F (or ⟨K, K⟩ via the Gram)."""
+    constant: bool
+    """All rows identical: CKA is undefined."""
+    gram: np.ndarray | None = None
+    """XcᵀXc (d×d), kept only when asked for (the jackknife needs it)."""
+
+
+def layer_stats(X: np.ndarray, mean: np.ndarray | None = None, keep_gram: bool = True) -> LayerStats:
+    """Column means, centred row norms and ‖XcᵀXc‖²_F of one input, blocked, in float64."""
+    n, d = X.shape
+    mx = _means(X) if mean is None else mean
+    gxx = np.zeros((d, d))
     a = np.empty(n)
-    b = np.empty(n)
     for s in range(0, n, _BLOCK_ROWS):
         xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
-        yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
         gxx += xc.T @ xc  # numpy runs A.T @ A as a symmetric rank-k update
-        gyy += yc.T @ yc
-        gxy += xc.T @ yc
         a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
-        b[s : s + yc.shape[0]] = np.einsum("ij,ij->i", yc, yc)
     # Centring identical rows leaves rounding residue, not variance: below this much, a side is constant.
-    if a.sum() <= _residue(n, mx):
+    constant = bool(a.sum() <= _residue(n, mx))
+    if constant:
         a[:] = 0.0
         gxx[:] = 0.0
-        gxy[:] = 0.0
-    if b.sum() <= _residue(n, my):
-        b[:] = 0.0
-        gyy[:] = 0.0
-        gxy[:] = 0.0
-    st = CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
-    if per_row:
-        st.per_row = _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b)
-    return st
+    return LayerStats(mx, a, float(np.vdot(gxx, gxx)), constant, gxx if keep_gram else None)
+
+
+def cross_product(X: np.ndarray, mx: np.ndarray, Y: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """XcᵀYc (d1×d2) in float64, block by block; ‖·‖²_F of it is the CKA numerator."""
+    gxy = np.zeros((X.shape[1], Y.shape[1]))
+    for s in range(0, X.shape[0], _BLOCK_ROWS):
+        xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
+        yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
+        gxy += xc.T @ yc
+    return gxy
 
 
 def _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b) -> dict:

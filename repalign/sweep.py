@@ -1,0 +1,309 @@
+"""Layer sweeps and many-input matrices: neighbour lists and CKA statistics once per layer, reused by every pair."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+
+from repalign import nulls as _nulls
+from repalign import preprocess as _pre
+from repalign import stats as _stats
+from repalign.errors import InputError
+from repalign.io import LayerSet
+from repalign.metrics import COVERS, REGISTRY, PairData
+from repalign.metrics import cka as _cka
+from repalign.results import MetricResult, Sweep, UncertaintySettings
+from repalign.validation import as_embedding, check_k
+
+
+class ArrayLayers:
+    """An in-memory (n, d) or (n, L, d) array with the interface of :class:`~repalign.io.LayerSet`."""
+
+    def __init__(self, array: np.ndarray, name: str):
+        self.array = np.asanyarray(array)
+        self.name = name
+        self.layered = self.array.ndim == 3
+        count = self.array.shape[1] if self.layered else 1
+        self.labels = tuple(str(i) for i in range(count)) if self.layered else (name,)
+        self.indices = tuple(range(count)) if self.layered else (None,)
+        self.shape = tuple(self.array.shape)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def where(self) -> str:
+        return self.name
+
+    def layer_name(self, i: int) -> str:
+        return f"{self.name} layer {self.indices[i]}" if self.layered else self.name
+
+    def read(self, i: int) -> np.ndarray:
+        return self.array[:, self.indices[i], :] if self.layered else self.array
+
+    def select(self, spec: str | None) -> ArrayLayers:
+        from repalign.io import parse_layers
+
+        if spec is None:
+            return self
+        if not self.layered:
+            raise InputError(f"{self.name}: a single 2-D array has no layers to select (--layer {spec})")
+        out = ArrayLayers.__new__(ArrayLayers)
+        pick = parse_layers(spec, len(self), self.name)
+        out.array, out.name, out.layered, out.shape = self.array, self.name, True, self.shape
+        out.labels = tuple(self.labels[i] for i in pick)
+        out.indices = tuple(self.indices[i] for i in pick)
+        return out
+
+
+class Checked:
+    """A single-array source whose array has been read and validated already."""
+
+    def __init__(self, source, array: np.ndarray):
+        self.source, self.array = source, array
+        self.labels, self.layered, self.where = source.labels, False, source.where
+
+    def __len__(self) -> int:
+        return 1
+
+    def layer_name(self, i: int) -> str:
+        return self.source.layer_name(i)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.array
+
+
+class Representation:
+    """One input's selected layers, paired and preprocessed, with per-layer work computed once.
+
+    Layers are read one at a time; they stay in memory only when ``keep`` is
+    True (the caller decides from the memory there is), so a sweep over a
+    file larger than memory holds one layer pair plus the neighbour lists.
+    """
+
+    def __init__(self, source: LayerSet | ArrayLayers, label: str, rows: np.ndarray | None,
+                 pre: _pre.Preprocessing, keep: bool = True):
+        self.source = source
+        self.label = label
+        self.rows = rows
+        self.pre = pre
+        self.keep = keep
+        self.labels = tuple(source.labels)
+        self.notes: list[str] = []
+        self._layers: dict = {}
+        self._lists: dict = {}
+        self._counts: dict = {}
+        self._cka: dict = {}
+        self._shape: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def layered(self) -> bool:
+        return bool(self.source.layered)
+
+    def name(self, i: int) -> str:
+        return self.source.layer_name(i)
+
+    def layer(self, i: int) -> np.ndarray:
+        """Layer i, validated, with the paired rows and preprocessed."""
+        if i in self._layers:
+            return self._layers[i]
+        name = self.name(i)
+        array, notes = as_embedding(self.source.read(i), name)
+        for note in notes:
+            # One note per input, not one per layer.
+            note = note.replace(name, self.source.where, 1) if len(self) > 1 else note
+            if note not in self.notes:
+                self.notes.append(note)
+        if self._shape is None:
+            self._shape = (array.shape, name)
+        elif array.shape != self._shape[0]:
+            shape, first = self._shape
+            raise InputError(f"{self.source.where}: layers differ in shape: {first} is "
+                             f"{'×'.join(map(str, shape))} but {name} is {'×'.join(map(str, array.shape))}")
+        if self.rows is not None:
+            array = array[self.rows]
+        array = _pre.apply(array, self.pre, name)
+        if self.keep:
+            self._layers[i] = array
+        return array
+
+    def lists(self, i: int, depth: int, distance: str) -> np.ndarray:
+        from repalign.neighbors import knn
+
+        if i not in self._lists:
+            self._lists[i] = knn(self.layer(i), depth, distance, label=self.name(i))
+        return self._lists[i]
+
+    def counts(self, i: int, k: int, depth: int, distance: str) -> dict:
+        if i not in self._counts:
+            self._counts[i] = _nulls.graph_counts(self.lists(i, depth, distance)[:, :k])
+        return self._counts[i]
+
+    def cka(self, i: int) -> _cka.LayerStats:
+        if i not in self._cka:
+            self._cka[i] = _cka.layer_stats(self.layer(i), keep_gram=False)
+        return self._cka[i]
+
+
+def _cross(ra: Representation, i: int, rb: Representation, j: int, x=None, y=None) -> _cka.CrossStats:
+    """The CKA sums of one layer pair from the per-layer statistics and one cross-product."""
+    x = ra.layer(i) if x is None else x
+    y = rb.layer(j) if y is None else y
+    n = x.shape[0]
+    if x.shape[1] > n and y.shape[1] > n:  # the Gram route of cross_stats; n is small then
+        return _cka.cross_stats(x, y)
+    sa, sb = ra.cka(i), rb.cka(j)
+    if sa.constant or sb.constant:
+        sxy = 0.0
+    else:
+        g = _cka.cross_product(x, sa.mean, y, sb.mean)
+        sxy = float(np.vdot(g, g))
+    return _cka.CrossStats(n, sxy, sa.sxx, sb.sxx, sa.a, sb.a)
+
+
+def _best(cells: list[list[MetricResult]]) -> tuple[int, int] | None:
+    """Row-major first argmax of the defined values."""
+    best, where = None, None
+    for i, row in enumerate(cells):
+        for j, m in enumerate(row):
+            if m.value is not None and (best is None or m.value > best):
+                best, where = m.value, (i, j)
+    return where
+
+
+def run(ra: Representation, rb: Representation, names: list[str], *, k: int, distance: str,
+        u: UncertaintySettings, progress: Callable[[str], None] | None = None, timing: dict | None = None
+        ) -> tuple[tuple[MetricResult, ...], Sweep | None]:
+    """Score every (layer of a, layer of b) pair; full uncertainty for each metric's best pair.
+
+    Returns the best pair's result per metric and, when either side has
+    several layers, the whole matrix. With one layer on each side this is
+    exactly ``compare`` of the two arrays.
+    """
+    progress = progress or (lambda stage: None)
+    timing = {} if timing is None else timing
+    t = time.perf_counter()
+    La, Lb = len(ra), len(rb)
+    n = ra.layer(0).shape[0]
+    rb.layer(0)
+    timing["load_seconds"] = time.perf_counter() - t
+    knn_metrics = [m for m in names if REGISTRY[m].needs_neighbors]
+    cka_metrics = [m for m in names if not REGISTRY[m].needs_neighbors]
+    if knn_metrics:
+        check_k(k, n, knn_metrics[0], (ra.source.where, rb.source.where))
+    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k)
+
+    # One pass per layer: its neighbour lists and its own CKA statistics.
+    t = time.perf_counter()
+    for r, side in ((ra, "a"), (rb, "b")):
+        for i in range(len(r)):
+            if knn_metrics:
+                progress(f"{side}: layer {i + 1}/{len(r)}: {depth} nearest neighbours of {n} items")
+                r.counts(i, k, depth, distance)
+            if cka_metrics:
+                r.cka(i)
+
+    pairs = La * Lb
+    if pairs == 1:  # a plain comparison: no matrix, the full result is the only cell
+        results = []
+        for m in names:
+            t = time.perf_counter()
+            results.append(_full(m, ra, rb, (0, 0), k=k, distance=distance, u=u, depth=depth, pairs=1,
+                                 progress=progress))
+            timing[f"{m}_seconds"] = time.perf_counter() - t
+        return tuple(results), None
+    timing["layers_seconds"] = time.perf_counter() - t
+    t = time.perf_counter()
+    quiet = UncertaintySettings(resamples=0, permutations=0, seed=u.seed)
+    cells = {m: [[None] * Lb for _ in range(La)] for m in names}
+    for i in range(La):
+        x = ra.layer(i) if cka_metrics else None
+        for j in range(Lb):
+            if La * Lb > 1:
+                progress(f"scoring layer pair {i * Lb + j + 1}/{La * Lb}")
+            lists = {"a": ra.lists(i, depth, distance), "b": rb.lists(j, depth, distance)} if knn_metrics else {}
+            counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if knn_metrics else None
+            cross = _cross(ra, i, rb, j, x=x) if cka_metrics else None
+            pd = PairData(None, None, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=quiet,
+                          lists=lists, cross=cross, counts=counts, n=n)
+            for m in names:
+                cells[m][i][j] = REGISTRY[m].compute(pd)
+
+    timing["pairs_seconds"] = time.perf_counter() - t
+    best_results = []
+    best_at = {}
+    for m in names:
+        t = time.perf_counter()
+        at = _best(cells[m])
+        best_at[m] = at
+        if at is None:  # undefined everywhere: report the first pair's reason
+            best_results.append(cells[m][0][0])
+            continue
+        best_results.append(_full(m, ra, rb, at, k=k, distance=distance, u=u, depth=depth,
+                                  pairs=pairs, progress=progress))
+        timing[f"{m}_seconds"] = time.perf_counter() - t
+    sweep = None
+    if ra.layered or rb.layered:
+        sweep = Sweep(ra.labels, rb.labels, {m: tuple(tuple(row) for row in cells[m]) for m in names}, best_at)
+    return tuple(best_results), sweep
+
+
+def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *, k: int, distance: str,
+          u: UncertaintySettings, depth: int, pairs: int, progress) -> MetricResult:
+    """The best pair of one metric with its interval and its max-corrected p-value."""
+    i, j = at
+    # Bonferroni over all pairs: if every pair's interval covers at once (probability ≥ the level), the
+    # chosen pair's does too, whichever pair the data made best.
+    level = 1.0 - (1.0 - u.confidence) / pairs
+    ub = dataclasses.replace(u, confidence=level, permutations=0, permutations_explicit=False)
+    x, y = ra.layer(i), rb.layer(j)
+    lists = {"a": ra.lists(i, depth, distance), "b": rb.lists(j, depth, distance)} if m == "mknn" else {}
+    counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if m == "mknn" else None
+    pd = PairData(x, y, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=ub, progress=progress,
+                  lists=lists, counts=counts)
+    res = REGISTRY[m].compute(pd)
+    ra.notes.extend(note for note in pd.notes if note not in ra.notes)
+    changes: dict = {}
+    wants_perm = u.permutations > 0 and (REGISTRY[m].needs_neighbors or u.permutations_explicit)
+    if wants_perm and res.value is not None:
+        perm_seed = np.random.SeedSequence(u.seed).spawn(2)[1]  # the stream compare uses
+        perms = list(_stats.permutations(perm_seed, ra.layer(0).shape[0], u.permutations))
+        progress(f"{m}: {u.permutations} permutations over {pairs} layer pair{'s' if pairs > 1 else ''}")
+        if REGISTRY[m].needs_neighbors:
+            null = _stats.knn_max_permutation_null([ra.lists(a, depth, distance)[:, :k] for a in range(len(ra))],
+                                                   [rb.lists(b, depth, distance)[:, :k] for b in range(len(rb))],
+                                                   perms)
+        else:
+            null = _cka_max_null(m, ra, rb, perms)
+        changes.update(p_value=_stats.p_value(res.value, null), calibrated=_stats.calibrated_score(res.value, null),
+                       permutations=u.permutations)
+    if ra.layered or rb.layered:
+        params = dict(res.params)
+        if ra.layered:
+            params["layer_a"] = ra.labels[i]
+        if rb.layered:
+            params["layer_b"] = rb.labels[j]
+        changes["params"] = params
+    if pairs > 1 and res.ci_low is not None:
+        changes["ci_method"] = f"{res.ci_method}, Bonferroni over {pairs} layer pairs"
+        changes["ci_covers"] = (f"{COVERS[m]}, at the chosen layer pair; simultaneous over all {pairs} pairs, "
+                                "so it stays valid for the pair chosen as best")
+    return dataclasses.replace(res, **changes)
+
+
+def _cka_max_null(m: str, ra: Representation, rb: Representation, perms) -> np.ndarray:
+    """Max over all layer pairs of CKA with B's rows permuted, the same permutation for every pair."""
+    out = None
+    for i in range(len(ra)):
+        for j in range(len(rb)):
+            x, y = ra.layer(i), rb.layer(j)
+            st = _cka.cross_stats(x, y)
+            null = _stats.cka_permutation_null(x, y, st, perms, unbiased=m == "cka-unbiased")
+            out = null if out is None else np.maximum(out, null)
+    return out
