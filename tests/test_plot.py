@@ -1,0 +1,151 @@
+"""The heatmap writer: formats, sizes, undefined cells and a missing matplotlib."""
+
+import struct
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from repalign.errors import UsageError
+
+pytest.importorskip("matplotlib")
+
+from repalign.plot import PNG_DPI, _figure_size, _tick_labels, save_heatmaps
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_panels(rng, nrows=3, ncols=4):
+    """Two panels (a 0..1 metric and a -1..1 metric) over the same nrows x ncols layer grid."""
+    rows = [f"r{i}" for i in range(nrows)]
+    cols = [f"c{j}" for j in range(ncols)]
+    common = {"row_labels": rows, "col_labels": cols, "row_axis": "layer of a (a.h5:layers)",
+              "col_axis": "layer of b (b.h5:layers)"}
+    return [
+        dict(common, title="mknn", values=rng.uniform(0, 1, (nrows, ncols)).tolist(), vmin=0.0, vmax=1.0,
+             best=(1, 2), annotate=True),
+        dict(common, title="cka", values=rng.uniform(-1, 1, (nrows, ncols)), vmin=-1.0, vmax=1.0, best=None),
+    ]
+
+
+def png_size(path):
+    """Width and height in pixels from the IHDR chunk (bytes 16..24, two big-endian uint32)."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_png_has_the_size_of_the_figure_rule(rng, tmp_path):
+    panels = make_panels(rng)
+    out = tmp_path / "heat.png"
+    save_heatmaps(str(out), panels, title="a vs b")
+    w_in, h_in = _figure_size(panels, "a vs b")
+    # Sizes are multiples of 0.5 in, so size x 150 dpi is a whole number of pixels and the match is exact
+    # (no bbox_inches="tight", which would crop the canvas to its content).
+    assert (w_in * 2).is_integer() and (h_in * 2).is_integer()
+    assert png_size(out) == (round(w_in * PNG_DPI), round(h_in * PNG_DPI))
+
+
+def test_figure_grows_with_the_matrix_within_limits(rng):
+    small = _figure_size(make_panels(rng, 3, 4))
+    big = _figure_size(make_panels(rng, 30, 40))
+    huge = _figure_size(make_panels(rng, 500, 500))
+    assert big[0] > small[0] and big[1] > small[1]
+    assert huge[0] <= 48 and huge[1] <= 16
+    assert small[0] >= 4 and small[1] >= 2
+
+
+def test_svg_parses_and_keeps_titles_and_ticks_as_text(rng, tmp_path):
+    out = tmp_path / "heat.svg"
+    panels = make_panels(rng)
+    save_heatmaps(str(out), panels)
+    root = ET.parse(out).getroot()
+    assert root.tag.endswith("svg")
+    text = " ".join(t.strip() for t in root.itertext() if t.strip())
+    for word in ["mknn", "cka", "r0", "r2", "c0", "c3", "layer of a (a.h5:layers)"]:
+        assert word in text
+    assert f"{panels[0]['values'][0][0]:.2f}" in text  # mknn asks for annotated cells
+
+
+def test_svg_is_deterministic(rng, tmp_path):
+    panels = make_panels(rng)
+    save_heatmaps(str(tmp_path / "a.svg"), panels)
+    save_heatmaps(str(tmp_path / "b.svg"), panels)
+    assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+
+
+def test_pdf_is_written(rng, tmp_path):
+    out = tmp_path / "heat.PDF"
+    save_heatmaps(str(out), make_panels(rng))
+    assert out.read_bytes().startswith(b"%PDF")
+
+
+def test_undefined_cells_do_not_crash(rng, tmp_path):
+    panels = make_panels(rng)
+    panels[0]["values"][1][2] = None
+    panels[1]["values"] = [[None] * 4 for _ in range(3)]
+    out = tmp_path / "heat.png"
+    save_heatmaps(str(out), panels)
+    assert png_size(out)[0] > 0
+
+
+def test_many_long_labels(rng, tmp_path):
+    names = [f"/data/runs/experiment_{i}/embeddings_layer_{i}_final_checkpoint.h5" for i in range(50)]
+    panel = {"title": "mknn", "values": rng.uniform(0, 1, (50, 50)), "row_labels": names, "col_labels": names,
+             "row_axis": "file of a", "col_axis": "file of b", "vmin": 0, "vmax": 1, "best": (10, 20),
+             "annotate": True}
+    out = tmp_path / "big.svg"
+    save_heatmaps(str(out), [panel])
+    text = " ".join(ET.parse(out).getroot().itertext())
+    assert "experiment_49/embeddings_layer_49" in text
+
+
+def test_tick_labels_stay_short_and_distinct():
+    names = [f"/data/runs/experiment_{i}/embeddings_layer_{i}_final_checkpoint.h5" for i in range(3)]
+    short = _tick_labels(names, limit=36)
+    assert all(len(s) <= 36 for s in short)
+    assert len(set(short)) == 3
+    assert _tick_labels(["0", "1"]) == ["0", "1"]
+
+
+@pytest.mark.parametrize("name", ["heat.jpg", "heat", "heat.png.txt"])
+def test_unknown_suffix_is_a_usage_error(rng, tmp_path, name):
+    with pytest.raises(UsageError, match=r"--plot writes \.png, \.svg or \.pdf"):
+        save_heatmaps(str(tmp_path / name), make_panels(rng))
+
+
+def test_missing_directory_is_a_usage_error(rng, tmp_path):
+    path = tmp_path / "no" / "such" / "dir" / "heat.png"
+    with pytest.raises(UsageError, match="cannot write the plot") as info:
+        save_heatmaps(str(path), make_panels(rng))
+    assert "\n" not in str(info.value)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="cannot write the plot"):
+        save_heatmaps(str(blocker / "heat.png"), make_panels(rng))
+
+
+def test_mismatched_labels_are_rejected(rng, tmp_path):
+    panels = make_panels(rng)
+    panels[0]["row_labels"] = ["only one"]
+    with pytest.raises(ValueError, match="row and"):
+        save_heatmaps(str(tmp_path / "heat.png"), panels)
+    panels = make_panels(rng)
+    panels[1]["best"] = (3, 0)
+    with pytest.raises(ValueError, match="outside"):
+        save_heatmaps(str(tmp_path / "heat.png"), panels)
+    panels = make_panels(rng)
+    panels[0]["values"] = [1.0, 2.0]
+    with pytest.raises(ValueError, match="2-D"):
+        save_heatmaps(str(tmp_path / "heat.png"), panels)
+
+
+def test_missing_matplotlib_says_how_to_install(rng, tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(UsageError) as info:
+        save_heatmaps(str(tmp_path / "heat.png"), make_panels(rng))
+    assert "pip install 'repalign[plot]'" in str(info.value)
+    assert not (tmp_path / "heat.png").exists()
