@@ -16,7 +16,7 @@ from repalign import sweep as _sweep
 from repalign.errors import InputError, UsageError
 from repalign.metrics import REGISTRY, parse_metrics
 from repalign.neighbors import DISTANCES
-from repalign.results import ComparisonResult, InputInfo, UncertaintySettings
+from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResult, UncertaintySettings
 from repalign.validation import as_embedding, check_pair
 
 DEFAULT_K = 10
@@ -34,16 +34,22 @@ class _Side:
         return int(self.info.shape[0]) if self.info.shape else 0
 
 
-def _open_side(x, label: str, allow_external: bool = False, layers: str | None = None) -> _Side:
-    """A file selector or an array → its (selected) layers and its description; no values read yet."""
+def _open_side(x, label: str, allow_external: bool = False, layers: str | None = None,
+               only_layered: bool = False) -> _Side:
+    """A file selector or an array → its (selected) layers and its description; no values read yet.
+
+    ``only_layered``: apply ``layers`` to layered inputs and ignore it for single arrays (matrix --layers).
+    """
     from repalign.sweep import ArrayLayers
 
     if isinstance(x, (str, os.PathLike, _io.Selector)):
-        src = _io.open_layers(x, allow_external=allow_external).select(layers)
+        src = _io.open_layers(x, allow_external=allow_external)
+        src = src.select(layers) if src.layered or not only_layered else src
         info = InputInfo(label, src.selector.path, src.key, src.format, tuple(src.shape), src.stored_dtype,
                          src.labels if src.layered else None)
     else:
-        src = ArrayLayers(x, f"array {label}").select(layers)
+        src = ArrayLayers(x, f"array {label}")
+        src = src.select(layers) if src.layered or not only_layered else src
         info = InputInfo(label, None, None, "array", src.shape, str(src.array.dtype),
                          src.labels if src.layered else None)
     notes: list[str] = []
@@ -285,3 +291,125 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         uncertainty=u, pairing=pairing, sweep=sweep,
         version=__version__, timing={key: round(v, 6) for key, v in timing.items()},
     )
+
+
+def _pair_many(xs, sides: list[_Side], *, ids, require_all, max_rows, seed):
+    """Rows of every input for a matrix: by row order (equal counts) or joined on ids present in all."""
+    from repalign import pairing as _pairing
+
+    if require_all and ids is None:
+        raise UsageError("--require-all needs ids (--ids)")
+    if max_rows is not None and max_rows < 1:
+        raise UsageError(f"--max-rows must be at least 1 (got {max_rows})")
+    counts = tuple(s.n for s in sides)
+    if ids is not None:
+        if not all(_pairing.is_file(x) for x in xs):
+            raise UsageError("--ids needs every input to be a file")
+        sels = [x if isinstance(x, _io.Selector) else _io.parse_selector(x) for x in xs]
+        keys = [_pairing.find_ids(sel, None if ids == "auto" else ids) for sel in sels]
+        for sel, key in zip(sels, keys):
+            if key is None:
+                raise InputError(f"{sel.path}: no id array found (looked for {', '.join(_pairing.ID_NAMES)}); "
+                                 "name it with --ids")
+        id_arrays = [_pairing.read_ids(sel.path, key) for sel, key in zip(sels, keys)]
+        for arr, side, sel, key in zip(id_arrays, sides, sels, keys):
+            if arr.size != side.n:
+                raise InputError(f"{sel.path}:{key} has {arr.size} ids but {side.info.name} has {side.n} rows")
+        rows = _pairing.join_many(id_arrays, [f"{sel.path}:{key}" for sel, key in zip(sels, keys)],
+                                  require_all=require_all)
+        paired = int(rows[0].size)
+        if paired == 0:
+            raise InputError(f"{sels[0].path}:{keys[0]}: no id is present in every input")
+        pairing = _pairing.Pairing("id", tuple(keys), counts, paired, tuple(c - paired for c in counts))
+    else:
+        for side in sides[1:]:
+            check_pair(sides[0].info.shape, side.info.shape, sides[0].info.name, side.info.name)
+        rows = [None] * len(sides)
+        pairing = _pairing.Pairing("row", (None,) * len(sides), counts, counts[0], (0,) * len(sides))
+    if max_rows is not None and max_rows < pairing.paired:
+        pick = _pairing.subsample(pairing.paired, max_rows, seed)
+        rows = [pick if r is None else r[pick] for r in rows]
+        pairing = dataclasses.replace(pairing, max_rows=max_rows, subsample_seed=seed)
+    return pairing, rows
+
+
+def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distance: str = "cosine",
+           clip: float | None = None, normalize: bool | None = None, preset: str | None = None,
+           resamples: int = 1000, confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
+           permutations: int | None = None, allow_external: bool = False, ids: str | None = None,
+           require_all: bool = False, max_rows: int | None = None, layers: str | None = None,
+           progress=None) -> MatrixResult:
+    """Score every pair of several inputs (or each against a reference), each representation's work done once.
+
+    Parameters are those of :func:`compare`; ``inputs`` is a list of file
+    selectors or arrays (at least two, or one with ``reference``), ``layers``
+    selects layers of every layered input, and ``ids`` joins the items present
+    in every input. A pair of layered inputs scores its best layer pair (see
+    :func:`compare`). Every metric is symmetric, so each unordered pair is
+    computed once. Neighbour lists and CKA statistics are computed once per
+    layer of each input and reused by every pair it is in.
+
+    Returns
+    -------
+    MatrixResult
+    """
+    t0 = time.perf_counter()
+    inputs = list(inputs)
+    names = parse_metrics(metrics)
+    k, pre = resolve_options(k=k, clip=clip, normalize=normalize, preset=preset, distance=distance)
+    u = uncertainty_settings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
+                             permutations=permutations)
+    xs = ([reference] if reference is not None else []) + inputs
+    if len(xs) < 2:
+        raise UsageError("repalign matrix needs at least two inputs (or one and --reference)")
+    sides = [_open_side(x, str(i), allow_external, layers, only_layered=True) for i, x in enumerate(xs)]
+    keep = all(_plan_memory(sides[0], s, names=names, k=k, pre=pre, u=u) for s in sides[1:])
+    if keep:  # every input's layers at once, not only one pair's
+        keep = _fits_all(sides, pre)
+    pairing, rows = _pair_many(xs, sides, ids=ids, require_all=require_all, max_rows=max_rows, seed=u.seed)
+    n = pairing.max_rows or pairing.paired
+    reps = [_sweep.Representation(s.source, s.info.label, r, pre, keep=keep) for s, r in zip(sides, rows)]
+    if reference is not None:
+        todo = [(0, q) for q in range(1, len(reps))]
+    else:
+        todo = [(p, q) for p in range(len(reps)) for q in range(p + 1, len(reps))]
+    cells = []
+    for number, (p, q) in enumerate(todo, 1):
+        if progress:
+            progress(f"pair {number}/{len(todo)}: {sides[p].info.name} vs {sides[q].info.name}")
+        results, _ = _sweep.run(reps[p], reps[q], names, k=k, distance=distance, u=u, progress=progress)
+        cells.append(MatrixCell(p, q, results))
+    diagonal = ()
+    if reference is None:
+        diagonal = tuple(MatrixCell(p, p, _sweep.self_scores(reps[p], names, k=k, distance=distance, u=u))
+                         for p in range(len(reps)))
+    else:
+        first = names[0]
+        cells.sort(key=lambda c: (c.metric(first).value is None, -(c.metric(first).value or 0.0), c.b))
+    notes = []
+    for s, r in zip(sides, reps):
+        notes += [x for x in s.notes + r.notes if x not in notes]
+    if not keep:
+        notes.append("the inputs' layers did not all fit in memory; each was read again for every pair it is in")
+    timing = {"total_seconds": round(time.perf_counter() - t0, 6)}
+    return MatrixResult(tuple(s.info for s in sides), n, pre, tuple(names), tuple(cells), diagonal,
+                        0 if reference is not None else None, tuple(notes), u, __version__, timing,
+                        pairing=pairing)
+
+
+def _fits_all(sides: list[_Side], pre) -> bool:
+    """Whether every layer of every input fits in half the free memory."""
+    from repalign import memory
+
+    total = 0
+    for s in sides:
+        plan = _layer_plan(s)
+        if plan is None:
+            return True
+        (n, d), itemsize, _ = plan
+        total += len(s.source) * n * d * (8 if itemsize == 8 else 4)
+    avail = memory.available_bytes()
+    limit = memory.env_override()
+    if limit is not None:
+        avail = limit if avail is None else min(avail, limit)
+    return avail is None or total <= avail // 2

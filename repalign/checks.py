@@ -77,6 +77,39 @@ def _observed(m, on: str) -> float | None:
     return {"value": m.value, "ci-low": m.ci_low, "ci-high": m.ci_high}[on]
 
 
+def _bound_checks(lookup, fail_under: dict, fail_above: dict, on: str, where: str = "",
+                  pair: tuple[int, int] | None = None) -> list[Check]:
+    """--fail-under/--fail-above checks of the metrics ``lookup(name)`` returns; ``where`` names a matrix pair."""
+    checks = []
+    for kind, bounds, fails, word in (("fail-under", fail_under, lambda x, b: x < b, "under"),
+                                      ("fail-above", fail_above, lambda x, b: x > b, "above")):
+        for name, bound in bounds.items():
+            m = lookup(name)
+            x = _observed(m, on)
+            label = (name if on == "value" else f"{name} {on}") + where
+            if x is None:
+                why = m.reason or m.ci_reason or "not available"
+                checks.append(Check(name, kind, bound, on, None, False, f"{label} has no value ({why})", pair))
+            elif fails(x, bound):
+                checks.append(Check(name, kind, bound, on, x, False, f"{label} = {x:.4f} is {word} {bound:g}", pair))
+            else:
+                checks.append(Check(name, kind, bound, on, x, True, f"{label} = {x:.4f} is not {word} {bound:g}",
+                                    pair))
+    return checks
+
+
+def evaluate_matrix(result, *, fail_under=None, fail_above=None, on: str = "value"):
+    """Attach --fail-under/--fail-above checks for every pair of a matrix (the diagonal is not checked)."""
+    fail_under, fail_above = fail_under or {}, fail_above or {}
+    resamples = result.uncertainty.resamples if result.uncertainty is not None else 0
+    validate(list(result.metric_names), fail_under=fail_under, fail_above=fail_above, on=on, resamples=resamples)
+    checks = []
+    for c in result.cells:
+        where = f" ({result.inputs[c.a].name} vs {result.inputs[c.b].name})"
+        checks += _bound_checks(c.metric, fail_under, fail_above, on, where, (c.a, c.b))
+    return dataclasses.replace(result, checks=tuple(checks))
+
+
 def evaluate(result: ComparisonResult, *, fail_under=None, fail_above=None, on: str = "value",
              baseline: str | None = None, max_drop=None) -> ComparisonResult:
     """Attach checks (and the baseline comparison) to a result.
@@ -91,20 +124,7 @@ def evaluate(result: ComparisonResult, *, fail_under=None, fail_above=None, on: 
     validate([m.name for m in result.metrics], fail_under=fail_under, fail_above=fail_above, on=on,
              baseline=baseline, max_drop=max_drop, resamples=resamples)
 
-    checks = []
-    for kind, bounds, fails, word in (("fail-under", fail_under, lambda x, b: x < b, "under"),
-                                      ("fail-above", fail_above, lambda x, b: x > b, "above")):
-        for name, bound in bounds.items():
-            m = result.metric(name)
-            x = _observed(m, on)
-            label = name if on == "value" else f"{name} {on}"
-            if x is None:
-                why = m.reason or m.ci_reason or "not available"
-                checks.append(Check(name, kind, bound, on, None, False, f"{label} has no value ({why})"))
-            elif fails(x, bound):
-                checks.append(Check(name, kind, bound, on, x, False, f"{label} = {x:.4f} is {word} {bound:g}"))
-            else:
-                checks.append(Check(name, kind, bound, on, x, True, f"{label} = {x:.4f} is not {word} {bound:g}"))
+    checks = _bound_checks(result.metric, fail_under, fail_above, on)
 
     notes = list(result.notes)
     base = None

@@ -108,6 +108,30 @@ def _emit(text_or_renderable) -> None:
     console.print(text_or_renderable)
 
 
+def _check_plot_path(path: str | None) -> None:
+    """Refuse a --plot file we could not write before any work is done."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    from repalign.plot import FORMATS
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise RepalignError(f"{path}: --plot writes .png, .svg or .pdf (got '{suffix or '(none)'}')")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise RepalignError(f"{path}: cannot write the plot (no directory {folder})")
+
+
+def _save_plot(path: str, result) -> None:
+    from repalign import report
+    from repalign.plot import save_heatmaps
+
+    save_heatmaps(path, report.plot_panels(result), title=None)
+
+
 @app.command()
 @handled
 def compare(
@@ -189,6 +213,7 @@ def compare(
              "fail_above": checks.parse_bounds(fail_above, "--fail-above", known),
              "max_drop": checks.parse_bounds(max_drop, "--max-drop", known), "on": on, "baseline": baseline}
     checks.validate(parse_metrics(metric), resamples=resamples, **gates)
+    _check_plot_path(plot)
     progress = _Progress(enabled=sys.stderr.isatty() and not quiet)
     try:
         result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
@@ -204,11 +229,99 @@ def compare(
             typer.echo(f"warning: {note}", err=True)
     if output is not None:
         report.write(result, output)
+    if plot is not None:
+        if result.sweep is None:
+            raise RepalignError("--plot draws a layer sweep; both inputs have a single layer here (give an n×L×d "
+                                "array or a KEY glob, or use repalign matrix)")
+        _save_plot(plot, result)
     _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result))
     if explain and fmt != "table" and not quiet:
         # Keep stdout machine-readable; the explanation is for the person at the terminal.
         for line in report.explain_lines(result):
             typer.echo(line, err=True)
+    for c in result.checks:
+        if not c.passed:
+            typer.echo(f"FAIL: {c.message} (--{c.kind})", err=True)
+    if result.failed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+@handled
+def matrix(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Two or more embeddings: PATH or PATH:KEY."),
+    reference: Optional[str] = typer.Option(
+        None, "--reference", "-r", metavar="INPUT",
+        help="Compare every INPUT with this one only (results sorted best first) instead of every pair."),
+    metric: Optional[List[str]] = typer.Option(
+        None, "--metric", "-m", metavar="NAMES",
+        help="mknn, cka, cka-unbiased; repeatable or comma-separated [default: mknn,cka]."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", metavar="K", help="Neighbours per item for mknn [default: 10]."),
+    distance: str = typer.Option("cosine", "--distance", "-d", metavar="DIST", help="cosine, ip or l2."),
+    clip: Optional[float] = typer.Option(None, "--clip", metavar="Q", help="Clamp |values| at this quantile first."),
+    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
+                                             help="L2-normalise rows before every metric."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME", help="prh = the paper's pipeline."),
+    fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, json, csv or markdown."),
+    resamples: int = typer.Option(1000, "--resamples", "-B", metavar="B", help="Bootstrap replicates; 0: off."),
+    confidence: float = typer.Option(0.95, "--confidence", metavar="LEVEL", help="Two-sided confidence level."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="S", help="Seed for resamples and permutations."),
+    ci_method: str = typer.Option("auto", "--ci-method", metavar="METHOD",
+                                  help="auto, percentile, basic, bca or normal."),
+    permutations: Optional[int] = typer.Option(
+        None, "--permutations", "-P", metavar="P",
+        help="Permutations for p-values [default: 1000 for k-NN metrics; given explicitly, CKA too]."),
+    fail_under: Optional[List[str]] = typer.Option(
+        None, "--fail-under", metavar="METRIC=X", help="Exit 1 if any pair's metric is below X (repeatable)."),
+    fail_above: Optional[List[str]] = typer.Option(
+        None, "--fail-above", metavar="METRIC=X", help="Exit 1 if any pair's metric is above X (repeatable)."),
+    on: str = typer.Option("value", "--on", metavar="WHAT", help="Apply the bounds to: value, ci-low or ci-high."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
+                                         help="Also write the report to FILE (.json, .csv or .md by suffix)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings or notes on stderr; only the output."),
+    allow_external: bool = typer.Option(False, "--allow-external",
+                                        help="Follow HDF5 external links and virtual datasets."),
+    ids: Optional[str] = typer.Option(
+        None, "--ids", metavar="KEY",
+        help="Pair items by this id array in every file (auto: the one named id, ids, key or name)."),
+    require_all: bool = typer.Option(False, "--require-all", help="With ids: any item missing anywhere is an error."),
+    max_rows: Optional[int] = typer.Option(None, "--max-rows", metavar="N",
+                                           help="Evaluate on N randomly chosen paired items (--seed)."),
+    layers: Optional[str] = typer.Option(
+        None, "--layers", metavar="LAYERS",
+        help="Layers of every layered input: all, 3, -1, 0:12:2 or 1,5,9 [default: all; best pair per cell]."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="FILE",
+                                       help="Save the heatmap as .png, .svg or .pdf (needs matplotlib)."),
+):
+    """Alignment of every pair of several embeddings of the same items (or each against --reference)."""
+    from repalign import checks, report
+    from repalign.api import matrix as run
+    from repalign.metrics import REGISTRY, parse_metrics
+
+    if fmt not in report.FORMATS:
+        raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
+    known = list(REGISTRY)
+    gates = {"fail_under": checks.parse_bounds(fail_under, "--fail-under", known),
+             "fail_above": checks.parse_bounds(fail_above, "--fail-above", known), "on": on}
+    checks.validate(parse_metrics(metric), resamples=resamples, **gates)
+    _check_plot_path(plot)
+    progress = _Progress(enabled=sys.stderr.isatty() and not quiet)
+    try:
+        result = run(inputs, reference=reference, metrics=metric, k=k, distance=distance, clip=clip,
+                     normalize=normalize, preset=preset, resamples=resamples, confidence=confidence, seed=seed,
+                     ci_method=ci_method, permutations=permutations, allow_external=allow_external, ids=ids,
+                     require_all=require_all, max_rows=max_rows, layers=layers, progress=progress)
+    finally:
+        progress.close()
+    result = checks.evaluate_matrix(result, **gates)
+    if not quiet:
+        for note in result.notes:
+            typer.echo(f"warning: {note}", err=True)
+    if output is not None:
+        report.write(result, output)
+    if plot is not None:
+        _save_plot(plot, result)
+    _emit(report.table(result) if fmt == "table" else report.RENDERERS[fmt](result))
     for c in result.checks:
         if not c.passed:
             typer.echo(f"FAIL: {c.message} (--{c.kind})", err=True)

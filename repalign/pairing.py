@@ -148,3 +148,23 @@ def subsample(n: int, max_rows: int, seed: int) -> np.ndarray:
 
 def is_file(x) -> bool:
     return isinstance(x, (str, os.PathLike, _io.Selector))
+
+
+def join_many(ids: list[np.ndarray], wheres: list[str], require_all: bool = False) -> list[np.ndarray]:
+    """Row indices, one array per input, of the items every input has, in the first input's row order."""
+    rows = [np.arange(ids[0].size)]
+    common = ids[0]
+    for other, where in zip(ids[1:], wheres[1:]):
+        ia, _ = join(common, other, (wheres[0], where))
+        common = common[ia]
+        rows = [r[ia] for r in rows]
+    out = [rows[0]]
+    for other in ids[1:]:
+        order = np.argsort(other, kind="stable")
+        out.append(order[np.searchsorted(other, common, sorter=order)])
+    if require_all:
+        short = [f"{ids_i.size - common.size} of {where}" for ids_i, where in zip(ids, wheres)
+                 if ids_i.size > common.size]
+        if short:
+            raise InputError(f"--require-all: ids without a partner in every input: {', '.join(short)}")
+    return out

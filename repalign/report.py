@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from repalign.results import ComparisonResult, InputInfo, MetricResult
+from repalign.results import ComparisonResult, InputInfo, MatrixResult, MetricResult
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -143,8 +143,11 @@ def _uncertainty_line(result: ComparisonResult) -> str:
     u = result.uncertainty
     if u is None:
         return ""
-    methods = sorted({m.ci_method for m in result.metrics if m.ci_method})
+    metrics = [m for _, m in _pairs(result)] if isinstance(result, MatrixResult) else result.metrics
+    methods = sorted({m.ci_method.split(",")[0] for m in metrics if m.ci_method})
     ci = f"{u.resamples} resamples ({', '.join(methods)})" if u.resamples else "intervals off"
+    if any(m.ci_method and "Bonferroni" in m.ci_method for m in metrics):
+        ci += "; intervals of best layer pairs Bonferroni-widened over the pairs"
     return f"{ci}; {u.permutations} permutations; seed {u.seed}"
 
 
@@ -231,6 +234,8 @@ def _sweep_csv(result: ComparisonResult) -> str:
 
 def to_csv(result: ComparisonResult) -> str:
     """One row per metric, full precision; for a layer sweep, one row per layer pair and metric."""
+    if isinstance(result, MatrixResult):
+        return _matrix_csv(result)
     if result.sweep is not None:
         return _sweep_csv(result)
     buf = io.StringIO()
@@ -255,6 +260,8 @@ def to_csv(result: ComparisonResult) -> str:
 
 def to_markdown(result: ComparisonResult) -> str:
     """A table ready to paste into a pull request."""
+    if isinstance(result, MatrixResult):
+        return _matrix_markdown(result)
     a, b = result.inputs
     lines = [
         f"**repalign {result.version}** · n = {result.n} · preprocessing: {result.preprocessing.describe()}",
@@ -300,6 +307,8 @@ def to_markdown(result: ComparisonResult) -> str:
 
 def table(result: ComparisonResult, explain: bool = False):
     """A rich renderable for terminals."""
+    if isinstance(result, MatrixResult):
+        return _matrix_table(result, explain)
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -378,3 +387,178 @@ def write(result: ComparisonResult, path: str) -> str:
     except OSError as exc:
         raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
     return fmt
+
+
+def plot_panels(result) -> list[dict]:
+    """The heatmap panels of a sweep or a matrix, for :func:`repalign.plot.save_heatmaps`."""
+    from repalign.results import MatrixResult
+
+    panels = []
+    if isinstance(result, MatrixResult):
+        names = [i.name for i in result.inputs]
+        for metric in result.metric_names:
+            grid = result.grid(metric)
+            if result.reference is not None:
+                rows, cols = [names[result.reference]], [names[j] for j in result.order]
+                grid = [[grid[result.reference][j] for j in result.order]]
+            else:
+                rows = cols = names
+            rng = result.range(metric)
+            panels.append({"title": metric, "values": grid, "row_labels": rows, "col_labels": cols,
+                           "row_axis": "reference" if result.reference is not None else "input",
+                           "col_axis": "input", "vmin": rng[0], "vmax": rng[1], "annotate": True})
+        return panels
+    sw = result.sweep
+    a, b = result.inputs
+    for m in result.metrics:
+        panels.append({"title": m.name, "values": [[c.value for c in row] for row in sw.cells[m.name]],
+                       "row_labels": list(sw.layers_a), "col_labels": list(sw.layers_b),
+                       "row_axis": f"layer of a ({a.name})", "col_axis": f"layer of b ({b.name})",
+                       "vmin": m.range[0], "vmax": m.range[1], "best": sw.best[m.name], "annotate": True})
+    return panels
+
+
+# ---------------------------------------------------------------- matrix reports
+
+MATRIX_CSV_COLUMNS = ["a", "b", "metric", "value", "ci_low", "ci_high", "ci_method", "chance", "null_sd", "z",
+                      "p_value", "calibrated", "permutations", "layer_a", "layer_b", "k", "distance", "estimator",
+                      "n", "preprocessing", "check", "reason"]
+
+
+def _pairs(result: MatrixResult):
+    """(cell, metric result) in report order: the cells, then the diagonal."""
+    for c in result.cells + result.diagonal:
+        for m in c.metrics:
+            yield c, m
+
+
+def _cell_check(result: MatrixResult, c, name: str) -> str:
+    mine = [x for x in result.checks if x.metric == name and x.pair == (c.a, c.b)]
+    if not mine:
+        return ""
+    return "pass" if all(x.passed for x in mine) else "FAIL"
+
+
+def _matrix_csv(result: MatrixResult) -> str:
+    """Long form: one row per (input, input, metric)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(MATRIX_CSV_COLUMNS)
+
+    def cell(x):
+        return "" if x is None else repr(x) if isinstance(x, float) else x
+
+    for c, m in _pairs(result):
+        p = m.params
+        w.writerow([result.inputs[c.a].name, result.inputs[c.b].name, m.name, cell(m.value), cell(m.ci_low),
+                    cell(m.ci_high), cell(m.ci_method), cell(m.chance), cell(m.null_sd), cell(m.z), cell(m.p_value),
+                    cell(m.calibrated), m.permutations, p.get("layer_a", ""), p.get("layer_b", ""), p.get("k", ""),
+                    p.get("distance", ""), p.get("estimator", ""), result.n, result.preprocessing.describe(),
+                    _cell_check(result, c, m.name).lower(), m.reason or m.ci_reason or ""])
+    return buf.getvalue()
+
+
+def _matrix_rows(result: MatrixResult) -> list[tuple]:
+    """(a name, b name, metric result, check mark) for the pairs, in report order."""
+    return [(result.inputs[c.a].name, result.inputs[c.b].name, m, _cell_check(result, c, m.name))
+            for c in result.cells for m in c.metrics]
+
+
+def _matrix_markdown(result: MatrixResult) -> str:
+    lines = [f"**repalign {result.version}** · matrix of {len(result.inputs)} inputs · n = {result.n} · "
+             f"preprocessing: {result.preprocessing.describe()}", ""]
+    lines += [f"- {i.label}: `{i.name}` ({_shape(i)}{_layers_of(i)})" for i in result.inputs]
+    names = [i.name for i in result.inputs]
+    for metric in result.metric_names:
+        grid = result.grid(metric)
+        lines += ["", f"**{metric}**", ""]
+        if result.reference is not None:
+            lines += [f"| input | {metric} vs `{names[0]}` |", "|---|---:|"]
+            lines += [f"| `{names[j]}` | {_num(grid[0][j])} |" for j in result.order]
+        else:
+            lines += ["| | " + " | ".join(i.label for i in result.inputs) + " |",
+                      "|---|" + "---:|" * len(names)]
+            lines += [f"| {result.inputs[p].label} | " + " | ".join(_num(v, 3) for v in row) + " |"
+                      for p, row in enumerate(grid)]
+    head = f"| a | b | metric | score | {_level(result)} | chance ± sd | z | p | parameters |"
+    rule = "|---|---|---|---:|---|---:|---:|---:|---|"
+    if result.checks:
+        head += " check |"
+        rule += ":---:|"
+    lines += ["", head, rule]
+    for a, b, m, mark in _matrix_rows(result):
+        row = (f"| `{a}` | `{b}` | {m.name} | {_num(m.value)} | {_ci(m)} | {_chance(m)} | {_z(m)} | {_p(m)} | "
+               f"{_params(m)} |")
+        if result.checks:
+            row += f" {'✅ pass' if mark == 'pass' else '❌ FAIL' if mark else ''} |"
+        lines.append(row)
+    lines += ["", f"_{CHANCE_NOTE}. {_uncertainty_line(result)}._"]
+    lines += [f"- ❌ {c.message}" for c in result.checks if not c.passed]
+    lines += [f"> {note}" for note in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _matrix_heatmap(result: MatrixResult, metric: str):
+    from rich.table import Table
+
+    grid = result.grid(metric)
+    lo, hi = result.range(metric)
+    t = Table(show_edge=False, header_style="bold", pad_edge=False, padding=(0, 1))
+    t.add_column("", no_wrap=True, style="bold")
+    cols = result.order if result.reference is not None else range(len(result.inputs))
+    rows = [0] if result.reference is not None else range(len(result.inputs))
+    for j in cols:
+        t.add_column(result.inputs[j].label, justify="right", no_wrap=True)
+    for p in rows:
+        cells = []
+        for q in cols:
+            v = grid[p][q]
+            if v is None:
+                cells.append("—")
+            else:
+                share = 0.0 if hi <= lo else min(max((v - lo) / (hi - lo), 0.0), 1.0)
+                cells.append(f"[{_colour(share)}]{v:.3f}[/]")
+        t.add_row(result.inputs[p].label, *cells)
+    return t
+
+
+def _matrix_table(result: MatrixResult, explain: bool = False):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_column(style="dim")
+    for i, info in enumerate(result.inputs):
+        tag = " (reference)" if result.reference == i else ""
+        head.add_row(info.label, info.name + tag, _shape(info) + _layers_of(info))
+    head.add_row("n", f"{result.n} paired items", "")
+    if result.pairing is not None and (result.pairing.by != "row" or result.pairing.max_rows is not None):
+        text = f"by id: {result.pairing.paired} items present in every input"
+        if result.pairing.max_rows is not None:
+            text += f"; a random {result.pairing.max_rows} of them (seed {result.pairing.subsample_seed})"
+        head.add_row("pairs", text, "")
+    head.add_row("prep", result.preprocessing.describe(), "")
+    parts = [head, Text("")]
+    for metric in result.metric_names:
+        title = f"{metric} against input {result.inputs[0].label}, best first" if result.reference is not None \
+            else f"{metric} for every pair of inputs"
+        parts += [Text(title, style="bold"), _matrix_heatmap(result, metric), Text("")]
+    t = Table(show_edge=False, header_style="bold")
+    for col, just in (("a", "left"), ("b", "left"), ("metric", "left"), ("score", "right"), (_level(result), "left"),
+                      ("chance ± sd", "right"), ("z", "right"), ("p", "right"), ("parameters", "left")):
+        t.add_column(col, justify=just, no_wrap=True)
+    if result.checks:
+        t.add_column("check", no_wrap=True)
+    for c in result.cells:
+        for m in c.metrics:
+            mark = _cell_check(result, c, m.name)
+            cells = [result.inputs[c.a].label, result.inputs[c.b].label, m.name, _num(m.value), _ci(m), _chance(m),
+                     _z(m), _p(m), _params(m)] + ([mark] if result.checks else [])
+            t.add_row(*cells, style="bold red" if mark == "FAIL" else None)
+    parts += [t, Text(CHANCE_NOTE + ".", style="dim")]
+    if result.uncertainty is not None:
+        parts.append(Text(_uncertainty_line(result), style="dim"))
+    return Group(*parts)

@@ -143,14 +143,21 @@ class Check:
     passed: bool
     message: str
     """One line for people, e.g. 'mknn = 0.21 is under 0.30'."""
+    pair: tuple[int, int] | None = None
+    """In a matrix report: the indices of the two inputs the check is about."""
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "kind": self.kind, "bound": self.bound, "on": self.on,
-                "observed": self.observed, "passed": self.passed, "message": self.message}
+        d = {"metric": self.metric, "kind": self.kind, "bound": self.bound, "on": self.on,
+             "observed": self.observed, "passed": self.passed, "message": self.message}
+        if self.pair is not None:
+            d["pair"] = list(self.pair)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Check:
-        return cls(d["metric"], d["kind"], d["bound"], d["on"], d["observed"], d["passed"], d["message"])
+        pair = d.get("pair")
+        return cls(d["metric"], d["kind"], d["bound"], d["on"], d["observed"], d["passed"], d["message"],
+                   None if pair is None else tuple(pair))
 
 
 @dataclass(frozen=True)
@@ -320,4 +327,110 @@ class ComparisonResult:
             baseline=None if d.get("baseline") is None else Baseline.from_dict(d["baseline"]),
             pairing=None if d.get("pairing") is None else Pairing.from_dict(d["pairing"]),
             sweep=None if d.get("sweep") is None else Sweep.from_dict(d["sweep"]),
+        )
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    """One pair of inputs of a matrix: each metric's result (the best layer pair when inputs have layers)."""
+
+    a: int
+    b: int
+    metrics: tuple[MetricResult, ...]
+
+    def metric(self, name: str) -> MetricResult:
+        return next(m for m in self.metrics if m.name == name)
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "metrics": [m.to_dict() for m in self.metrics]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MatrixCell:
+        return cls(d["a"], d["b"], tuple(MetricResult.from_dict(m) for m in d["metrics"]))
+
+
+@dataclass(frozen=True)
+class MatrixResult:
+    """Everything ``repalign matrix`` found: every pair of inputs, or every input against a reference."""
+
+    inputs: tuple[InputInfo, ...]
+    n: int
+    preprocessing: Preprocessing
+    metric_names: tuple[str, ...]
+    cells: tuple[MatrixCell, ...]
+    """Each unordered pair once (a < b); with a reference, (reference, other) sorted best first."""
+    diagonal: tuple[MatrixCell, ...] = ()
+    """Each input against itself (no reference mode)."""
+    reference: int | None = None
+    """Index of the reference input, if --reference was given."""
+    notes: tuple[str, ...] = ()
+    uncertainty: UncertaintySettings | None = None
+    version: str = ""
+    timing: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    checks: tuple[Check, ...] = ()
+    pairing: Pairing | None = None
+
+    @property
+    def failed(self) -> bool:
+        return any(not c.passed for c in self.checks)
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """Reference mode: the other inputs, best first."""
+        return tuple(c.b for c in self.cells)
+
+    def cell(self, p: int, q: int) -> MatrixCell | None:
+        for c in self.cells + self.diagonal:
+            if (c.a, c.b) in ((p, q), (q, p)):
+                return c
+        return None
+
+    def grid(self, metric: str) -> list[list[float | None]]:
+        """m×m values; symmetric, since every metric here is."""
+        m = len(self.inputs)
+        out = [[None] * m for _ in range(m)]
+        for c in self.cells + self.diagonal:
+            v = c.metric(metric).value
+            out[c.a][c.b] = out[c.b][c.a] = v
+        return out
+
+    def range(self, metric: str) -> tuple[float, float]:
+        for c in self.cells + self.diagonal:
+            return c.metric(metric).range
+        return (0.0, 1.0)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "kind": "matrix",
+            "repalign_version": self.version,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "n": self.n,
+            "pairing": None if self.pairing is None else self.pairing.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "reference": self.reference,
+            "metrics": list(self.metric_names),
+            "matrix": {name: self.grid(name) for name in self.metric_names},
+            "cells": [c.to_dict() for c in self.cells],
+            "diagonal": [c.to_dict() for c in self.diagonal],
+            "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+            "notes": list(self.notes),
+            "timing": dict(self.timing),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MatrixResult:
+        return cls(
+            inputs=tuple(InputInfo.from_dict(x) for x in d["inputs"]), n=d["n"],
+            preprocessing=Preprocessing.from_dict(d["preprocessing"]), metric_names=tuple(d["metrics"]),
+            cells=tuple(MatrixCell.from_dict(c) for c in d["cells"]),
+            diagonal=tuple(MatrixCell.from_dict(c) for c in d.get("diagonal", ())), reference=d.get("reference"),
+            notes=tuple(d.get("notes", ())),
+            uncertainty=None if d.get("uncertainty") is None else UncertaintySettings.from_dict(d["uncertainty"]),
+            version=d.get("repalign_version", ""), timing=dict(d.get("timing", {})),
+            schema_version=d.get("schema_version", SCHEMA_VERSION),
+            checks=tuple(Check.from_dict(c) for c in d.get("checks", ())),
+            pairing=None if d.get("pairing") is None else Pairing.from_dict(d["pairing"]),
         )

@@ -307,3 +307,25 @@ def _cka_max_null(m: str, ra: Representation, rb: Representation, perms) -> np.n
             null = _stats.cka_permutation_null(x, y, st, perms, unbiased=m == "cka-unbiased")
             out = null if out is None else np.maximum(out, null)
     return out
+
+
+def self_scores(r: Representation, names: list[str], *, k: int, distance: str,
+                u: UncertaintySettings) -> tuple[MetricResult, ...]:
+    """An input against itself (a matrix diagonal): its first layer with itself, from the cached work."""
+    n = r.layer(0).shape[0]
+    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k)
+    knn = any(REGISTRY[m].needs_neighbors for m in names)
+    cka = any(not REGISTRY[m].needs_neighbors for m in names)
+    lists = counts = cross = None
+    if knn:
+        check_k(k, n, "mknn", (r.source.where, r.source.where))
+        lists = {"a": r.lists(0, depth, distance), "b": r.lists(0, depth, distance)}
+        counts = (r.counts(0, k, depth, distance),) * 2
+    if cka:
+        st = r.cka(0)
+        cross = _cka.CrossStats(n, st.sxx, st.sxx, st.sxx, st.a, st.a)
+    quiet = UncertaintySettings(resamples=0, permutations=0, seed=u.seed)
+    pd = PairData(None, None, k=k, distance=distance, labels=(r.name(0), r.name(0)), uncertainty=quiet,
+                  lists=lists, cross=cross, counts=counts, n=n)
+    return tuple(dataclasses.replace(REGISTRY[m].compute(pd), ci_reason="an input compared with itself")
+                 for m in names)
