@@ -217,6 +217,7 @@ def _compare_kwargs(variant: str) -> dict:
 
 def _task_mknn(spec: dict) -> dict:
     import faiss  # noqa: F401  (imported before the baseline: knn imports it lazily)
+
     import repalign
 
     X, Y = _load_inputs(spec)
@@ -235,6 +236,7 @@ def _task_mknn(spec: dict) -> dict:
 
 def _task_knn(spec: dict) -> dict:
     import faiss  # noqa: F401
+
     from repalign.neighbors import knn
 
     X, _ = _load_inputs(spec, both=False)
@@ -782,7 +784,7 @@ def main(argv=None) -> int:
         else:
             print(f"# data kept in {tmp}", file=sys.stderr)
 
-    print(f"## repalign core benchmark\n")
+    print("## repalign core benchmark\n")
     print(f"- date: {info['date']}")
     print(f"- machine: {info['cpu_model']}, {info['cores']} cores, {info['mem_total_gb']} GB RAM, "
           f"Linux {info['kernel']}")

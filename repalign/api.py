@@ -20,6 +20,9 @@ from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResu
 from repalign.validation import as_embedding, check_pair
 
 DEFAULT_K = 10
+# A sweep keeps its layers in memory only up to this size; larger inputs are read layer by layer again for
+# each pair, so memory stays at one layer pair plus the neighbour lists (issue: 13×13 layers at n=50,000).
+_LAYER_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -169,8 +172,8 @@ def _plan_memory(sa: _Side, sb: _Side, *, names, k, pre, u) -> bool:
     what += f", {layers[0]}×{layers[1]} layers)" if layers != (1, 1) else ")"
     memory.check(parts, avail, what)
     all_layers = sum(count * n * p[0][1] * w for count, p, w in zip(layers, plans, work))
-    room = (avail - parts["total"]) if avail is not None else 4 * 2**30
-    return all_layers <= room // 2
+    room = (avail - parts["total"]) if avail is not None else _LAYER_CACHE_BYTES
+    return all_layers <= min(room // 2, _LAYER_CACHE_BYTES)
 
 
 def resolve_options(*, k: int | None, clip: float | None, normalize: bool | None, preset: str | None,
@@ -412,4 +415,4 @@ def _fits_all(sides: list[_Side], pre) -> bool:
     limit = memory.env_override()
     if limit is not None:
         avail = limit if avail is None else min(avail, limit)
-    return avail is None or total <= avail // 2
+    return total <= _LAYER_CACHE_BYTES and (avail is None or total <= avail // 2)

@@ -562,7 +562,7 @@ def open_layers(selector: Selector | str | os.PathLike, allow_external: bool = F
     else:
         what = {"npz": "member", "hdf5": "dataset", "parquet": "column"}[fmt]
         info = _guard(path, fmt, lambda p: _choose(p, infos, key, what))
-    if info.layered:
+    if len(info.shape) == 3:  # a stack of layers (its dtype is checked layer by layer when read)
         count = info.shape[1]
         if count == 0:
             raise InputError(f"{path}{':' + info.name if info.name else ''}: has 0 layers (shape {info.shape})")

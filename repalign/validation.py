@@ -32,7 +32,7 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
     if array.ndim != 2:
         hint = ""
         if array.ndim == 3:
-            hint = " (a stack of layers; select one 2-D layer)"
+            hint = " (a stack of layers is read layer by layer from a file or through repalign.compare)"
         raise InputError(f"{label}: expected a 2-D array (n items × d dimensions), got shape {array.shape}{hint}")
     dtype = array.dtype
     if dtype.hasobject:

@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mutual {KNN_K}-NN (chance {chance:.4f}): minilm vs tfidf {mutual_knn(minilm, tfidf):.4f}; "
           f"linear CKA {linear_cka(minilm, tfidf):.4f}")
     per_layer = ", ".join(
-        f"{l}: {mutual_knn(layers[:, l], minilm):.3f}/{mutual_knn(layers[:, l], tfidf):.3f}" for l in range(layers.shape[1])
+        f"{i}: {mutual_knn(layers[:, i], minilm):.3f}/{mutual_knn(layers[:, i], tfidf):.3f}" for i in range(layers.shape[1])
     )
     print(f"mutual {KNN_K}-NN per layer vs final/tfidf: {per_layer}")
     total = 0

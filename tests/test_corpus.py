@@ -670,7 +670,6 @@ def _parquet_chunks(c: Ctx) -> str:
 
 
 def _two_cols(c: Ctx):
-    pa = _pa()
     t = c.fixed_list_table(c.X)
     return t.append_column("emb2", c.fixed_list_table(c.Y).column(0))
 
@@ -691,8 +690,62 @@ add("unicode-and-space-in-path-truncated",
     lambda c: Setup([truncated(c.npy("mein modell ü.npy", c.X), 0.5), c.partner()], "trunc_mein modell ü.npy"),
     "error")
 
+# Layers: selections that do not exist, stacks that do not line up, joins that leave too little.
+add("layer-index-out-of-range", lambda c: Setup([c.h5("l.h5", emb=c.X.reshape(100, 5, 2)) + ":emb", c.partner(),
+                                                 "--layer-a", "5"], "l.h5"), "error",
+    needles=("layer 5 is out of range", "5 layers"))
+add("layer-negative-out-of-range", lambda c: Setup([c.partner(), c.npy("l.npy", c.X.reshape(100, 2, 5)),
+                                                    "--layer-b", "-3"], "l.npy"), "error", needles=("2 layers",))
+add("layer-slice-empty", lambda c: Setup([c.npy("l.npy", c.X.reshape(100, 2, 5)), c.partner(), "--layer-a", "1:1"],
+                                         "l.npy"), "error", needles=("selects no layer",))
+add("layer-on-2-d", lambda c: Setup([c.partner(), c.npy("flat.npy", c.X), "--layer-b", "0"], "flat.npy"), "error",
+    needles=("no layers",))
+add("glob-matches-nothing", lambda c: Setup([c.h5("g.h5", layers__l0=c.X, layers__l1=c.X) + ":layer_*",
+                                             c.partner()], "g.h5"), "error", needles=("no array matches", "layers/l0"))
+add("glob-layers-differ-in-d", lambda c: Setup([c.h5("g.h5", l0=c.X, l1=c.X[:, :4]) + ":l*", c.partner()], "g.h5"),
+    "error", needles=("differ in shape", "l0", "l1"))
+add("glob-layers-differ-in-n", lambda c: Setup([c.npz("g.npz", l0=c.X, l1=c.X[:50]) + ":l*", c.partner()],
+                                               "g.npz"), "error", needles=("differ in shape",))
+add("glob-matches-ids", lambda c: Setup([c.h5("g.h5", l0=c.X, lid=np.arange(100)) + ":l*", c.partner()], "g.h5"),
+    "error", needles=("lid", "not a 2-D floating-point"))
+add("glob-parquet-ragged-layer",
+    lambda c: Setup([c.parquet("g.parquet", ragged_layers(c)) + ":layer_*", c.partner()], "g.parquet"), "error",
+    needles=("layer_1", "ragged"))
+add("layer-nan-in-one-layer", lambda c: Setup([c.npy("l.npy", nan_in_layer(c)), c.partner()], "l.npy"), "error",
+    needles=("layer 1", "NaN"))
+add("layer-int-stack", lambda c: Setup([c.h5("l.h5", emb=np.ones((100, 3, 4), dtype=np.int32)) + ":emb",
+                                        c.partner()], "l.h5"), "error", needles=("integer",))
+add("ids-join-leaves-too-few", lambda c: Setup([ids_table(c, "a.parquet", range(100)),
+                                                ids_table(c, "b.parquet", range(95, 195)), "--ids", "id"],
+                                               "a.parquet"), "error", needles=("5 items", "k+2"))
+
+
+def ragged_layers(c):
+    import pyarrow as pa
+
+    good = pa.FixedSizeListArray.from_arrays(pa.array(c.X.reshape(-1)), 10)
+    lengths = np.full(100, 10)
+    lengths[7] = 9
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    bad = pa.ListArray.from_arrays(offsets, pa.array(np.ones(int(lengths.sum()))))
+    return pa.table({"layer_0": good, "layer_1": bad})
+
+
+def nan_in_layer(c):
+    stack = np.stack([c.X, c.X, c.X], axis=1)
+    stack[4, 1, 2] = np.nan
+    return stack
+
+
+def ids_table(c, name, ids):
+    import pyarrow as pa
+
+    table = c.fixed_list_table(c.X).append_column("id", pa.array(list(ids)))
+    return c.parquet(name, table) + ":emb"
+
+
 # The number of cases, for the README to quote; test_case_count keeps it honest.
-N_CASES = 143
+N_CASES = 155
 
 
 # --------------------------------------------------------------------------- the tests

@@ -47,6 +47,11 @@ def test_every_compare_option_documented(option):
     assert option in README, option
 
 
-@pytest.mark.parametrize("command", ["compare", "inspect", "schema"])
+@pytest.mark.parametrize("option", _long_options("matrix"))
+def test_every_matrix_option_documented(option):
+    assert option in README, option
+
+
+@pytest.mark.parametrize("command", ["compare", "matrix", "inspect", "schema"])
 def test_every_command_documented(command):
     assert f"repalign {command}" in README

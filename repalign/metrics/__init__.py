@@ -68,7 +68,6 @@ class PairData:
     def full_list(self, side: str, i: int, depth: int) -> np.ndarray:
         """Row i's ordered list to a given depth, for the rare resample that exhausts the stored one."""
         from repalign.neighbors import exact_knn
-
         from repalign.validation import row_norms
 
         x, _ = self._side(side)
