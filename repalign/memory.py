@@ -58,6 +58,8 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
     if cka:
         d1, d2 = dims
         cka_bytes = (d1 * d1 + d2 * d2 + d1 * d2) * 8 + 2 * 8192 * (d1 + d2) * 8 + 8 * n * 8
+        if layers != (1, 1):
+            cka_bytes += n * d1 * 8  # a sweep centres each layer of a once, in float64
         if cka_permutations:
             cka_bytes += n * (d1 + d2) * 8 + (2 * n * n * 8 if n * 4 < d1 * d2 and n <= 8000 else 0)
         peaks.append(cka_bytes)

@@ -151,10 +151,13 @@ class Representation:
         return self._cka[i]
 
 
-def _cross(ra: Representation, i: int, rb: Representation, j: int, x=None, y=None) -> _cka.CrossStats:
-    """The CKA sums of one layer pair from the per-layer statistics and one cross-product."""
-    x = ra.layer(i) if x is None else x
-    y = rb.layer(j) if y is None else y
+def _cross(ra: Representation, i: int, rb: Representation, j: int, xc=None) -> _cka.CrossStats:
+    """The CKA sums of one layer pair from the per-layer statistics and one cross-product.
+
+    ``xc``: layer i of a, already centred in float64 (computed once for all the pairs it is in).
+    """
+    x = ra.layer(i)
+    y = rb.layer(j)
     n = x.shape[0]
     if x.shape[1] > n and y.shape[1] > n:  # the Gram route of cross_stats; n is small then
         return _cka.cross_stats(x, y)
@@ -162,7 +165,7 @@ def _cross(ra: Representation, i: int, rb: Representation, j: int, x=None, y=Non
     if sa.constant or sb.constant:
         sxy = 0.0
     else:
-        g = _cka.cross_product(x, sa.mean, y, sb.mean)
+        g = _cka.cross_product(x, sa.mean, y, sb.mean) if xc is None else _cka.cross_product(xc, None, y, sb.mean)
         sxy = float(np.vdot(g, g))
     return _cka.CrossStats(n, sxy, sa.sxx, sb.sxx, sa.a, sb.a)
 
@@ -223,13 +226,13 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
     quiet = UncertaintySettings(resamples=0, permutations=0, seed=u.seed)
     cells = {m: [[None] * Lb for _ in range(La)] for m in names}
     for i in range(La):
-        x = ra.layer(i) if cka_metrics else None
+        xc = _cka.centred(ra.layer(i), ra.cka(i).mean) if cka_metrics else None
         for j in range(Lb):
             if La * Lb > 1:
                 progress(f"scoring layer pair {i * Lb + j + 1}/{La * Lb}")
             lists = {"a": ra.lists(i, depth, distance), "b": rb.lists(j, depth, distance)} if knn_metrics else {}
             counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if knn_metrics else None
-            cross = _cross(ra, i, rb, j, x=x) if cka_metrics else None
+            cross = _cross(ra, i, rb, j, xc=xc) if cka_metrics else None
             pd = PairData(None, None, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=quiet,
                           lists=lists, cross=cross, counts=counts, n=n)
             for m in names:

@@ -111,11 +111,19 @@ def layer_stats(X: np.ndarray, mean: np.ndarray | None = None, keep_gram: bool =
     return LayerStats(mx, a, float(np.vdot(gxx, gxx)), constant, gxx if keep_gram else None)
 
 
-def cross_product(X: np.ndarray, mx: np.ndarray, Y: np.ndarray, my: np.ndarray) -> np.ndarray:
-    """XcᵀYc (d1×d2) in float64, block by block; ‖·‖²_F of it is the CKA numerator."""
+def centred(X: np.ndarray, mx: np.ndarray) -> np.ndarray:
+    """X − mx in float64 (n×d), for a layer that :func:`cross_product` meets many times in a sweep."""
+    return np.asarray(X, dtype=np.float64) - mx
+
+
+def cross_product(X: np.ndarray, mx: np.ndarray | None, Y: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """XcᵀYc (d1×d2) in float64, block by block; ‖·‖²_F of it is the CKA numerator.
+
+    ``mx`` None: X is already :func:`centred` (the same numbers, computed once).
+    """
     gxy = np.zeros((X.shape[1], Y.shape[1]))
     for s in range(0, X.shape[0], _BLOCK_ROWS):
-        xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
+        xc = X[s : s + _BLOCK_ROWS] if mx is None else np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
         yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
         gxy += xc.T @ yc
     return gxy
