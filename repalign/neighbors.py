@@ -109,7 +109,7 @@ def exact_knn(X: np.ndarray, k: int, distance: str = "cosine", rows: np.ndarray 
 
 
 def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | None = None,
-        label: str = "input") -> np.ndarray:
+        label: str = "input", ordered: bool = True) -> np.ndarray:
     """Ordered k-nearest-neighbour lists of every row of ``X`` among the other rows.
 
     Parameters
@@ -120,6 +120,11 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
         inner product) or ``l2`` (Euclidean).
     norms : optional precomputed float64 row norms.
     label : how error messages name this input.
+    ordered : when False, only the *set* of each row's k neighbours is
+        certified exact (what mutual k-NN, its null and its permutations
+        use); within the set the order is FAISS's float32 order. Rows whose
+        k-th and (k+1)-th scores are far apart then skip the float64
+        rescoring even when they hold near-ties inside the set.
 
     Returns
     -------
@@ -182,7 +187,10 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     top = min(k + 1, depth - 1)
     margin = 2 * eps[:, None]
     with np.errstate(invalid="ignore"):  # −inf − (−inf) in a broken row is NaN, which settles nothing
-        settled = np.all(s32[:, : top - 1] - s32[:, 1:top] > margin, axis=1)
+        if ordered:
+            settled = np.all(s32[:, : top - 1] - s32[:, 1:top] > margin, axis=1)
+        else:  # the set is settled when rank k is safely above rank k+1 (and, below, everything left out)
+            settled = s32[:, k - 1] - s32[:, top - 1] > margin[:, 0] if top > k else np.ones(n, dtype=bool)
         if depth < n:
             settled &= s32[:, k - 1] - worst32 > margin[:, 0]
     settled &= ~broken

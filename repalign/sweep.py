@@ -133,16 +133,17 @@ class Representation:
             self._layers[i] = array
         return array
 
-    def lists(self, i: int, depth: int, distance: str) -> np.ndarray:
+    def lists(self, i: int, depth: int, distance: str, k: int) -> np.ndarray:
+        """Neighbour lists of layer i; ordered exactly when deeper than k (resamples read the order)."""
         from repalign.neighbors import knn
 
         if i not in self._lists:
-            self._lists[i] = knn(self.layer(i), depth, distance, label=self.name(i))
+            self._lists[i] = knn(self.layer(i), depth, distance, label=self.name(i), ordered=depth > k)
         return self._lists[i]
 
     def counts(self, i: int, k: int, depth: int, distance: str) -> dict:
         if i not in self._counts:
-            self._counts[i] = _nulls.graph_counts(self.lists(i, depth, distance)[:, :k])
+            self._counts[i] = _nulls.graph_counts(self.lists(i, depth, distance, k)[:, :k])
         return self._counts[i]
 
     def cka(self, i: int) -> _cka.LayerStats:
@@ -230,7 +231,8 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
         for j in range(Lb):
             if La * Lb > 1:
                 progress(f"scoring layer pair {i * Lb + j + 1}/{La * Lb}")
-            lists = {"a": ra.lists(i, depth, distance), "b": rb.lists(j, depth, distance)} if knn_metrics else {}
+            lists = {"a": ra.lists(i, depth, distance, k),
+                     "b": rb.lists(j, depth, distance, k)} if knn_metrics else {}
             counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if knn_metrics else None
             cross = _cross(ra, i, rb, j, xc=xc) if cka_metrics else None
             pd = PairData(None, None, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=quiet,
@@ -266,7 +268,7 @@ def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *
     level = 1.0 - (1.0 - u.confidence) / pairs
     ub = dataclasses.replace(u, confidence=level, permutations=0, permutations_explicit=False)
     x, y = ra.layer(i), rb.layer(j)
-    lists = {"a": ra.lists(i, depth, distance), "b": rb.lists(j, depth, distance)} if m == "mknn" else {}
+    lists = {"a": ra.lists(i, depth, distance, k), "b": rb.lists(j, depth, distance, k)} if m == "mknn" else {}
     counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if m == "mknn" else None
     pd = PairData(x, y, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=ub, progress=progress,
                   lists=lists, counts=counts)
@@ -279,9 +281,9 @@ def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *
         perms = list(_stats.permutations(perm_seed, ra.layer(0).shape[0], u.permutations))
         progress(f"{m}: {u.permutations} permutations over {pairs} layer pair{'s' if pairs > 1 else ''}")
         if REGISTRY[m].needs_neighbors:
-            null = _stats.knn_max_permutation_null([ra.lists(a, depth, distance)[:, :k] for a in range(len(ra))],
-                                                   [rb.lists(b, depth, distance)[:, :k] for b in range(len(rb))],
-                                                   perms)
+            null = _stats.knn_max_permutation_null(
+                [ra.lists(a, depth, distance, k)[:, :k] for a in range(len(ra))],
+                [rb.lists(b, depth, distance, k)[:, :k] for b in range(len(rb))], perms)
         else:
             null = _cka_max_null(m, ra, rb, perms)
         changes.update(p_value=_stats.p_value(res.value, null), calibrated=_stats.calibrated_score(res.value, null),
@@ -322,7 +324,7 @@ def self_scores(r: Representation, names: list[str], *, k: int, distance: str,
     lists = counts = cross = None
     if knn:
         check_k(k, n, "mknn", (r.source.where, r.source.where))
-        lists = {"a": r.lists(0, depth, distance), "b": r.lists(0, depth, distance)}
+        lists = {"a": r.lists(0, depth, distance, k), "b": r.lists(0, depth, distance, k)}
         counts = (r.counts(0, k, depth, distance),) * 2
     if cka:
         st = r.cka(0)

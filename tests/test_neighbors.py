@@ -90,3 +90,33 @@ def test_bad_arguments(rng):
     X[4] = 0
     with pytest.raises(InputError, match="row 4"):
         neighbors.knn(X, 2, "cosine", label="x.npy")
+
+
+def _sets(lists):
+    return [set(row) for row in np.asarray(lists).tolist()]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "ip", "l2"])
+def test_unordered_lists_have_the_exact_sets(rng, distance):
+    """ordered=False certifies only each row's set of k: it must equal the definition's set, ties included."""
+    near = np.repeat(rng.standard_normal((40, 16)), 5, axis=0) + rng.standard_normal((200, 16)) * 1e-6
+    for X in (rng.standard_normal((400, 20)).astype(np.float32), tied_data(rng, distance), near):
+        for k in (1, 6, 12):
+            got = neighbors.knn(X, k, distance, ordered=False)
+            assert _sets(got) == _sets(ref.dense_knn(X, k, distance))
+            assert not (got == np.arange(X.shape[0])[:, None]).any()
+
+
+def test_unordered_skips_rescoring_of_in_set_near_ties(rng, monkeypatch):
+    """Near-ties inside the set need no float64 work when only the set matters (the point of ordered=False)."""
+    # Triplets of near-copies, far apart: each row's 2 neighbours are its siblings (a near-tie float32
+    # cannot order), and the next row is far away, so the set is certain from the float32 scores alone.
+    X = np.repeat(rng.standard_normal((100, 16)) * 10, 3, axis=0) + rng.standard_normal((300, 16)) * 1e-7
+    calls = []
+    original = neighbors._pair_scores
+    monkeypatch.setattr(neighbors, "_pair_scores", lambda *a: calls.append(len(a[2])) or original(*a))
+    unordered = neighbors.knn(X, 2, "l2", ordered=False)
+    assert sum(calls) == 0
+    ordered = neighbors.knn(X, 2, "l2", ordered=True)
+    assert sum(calls) > 0 and np.array_equal(ordered, ref.dense_knn(X, 2, "l2"))
+    assert _sets(unordered) == _sets(ordered)

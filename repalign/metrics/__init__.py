@@ -62,7 +62,8 @@ class PairData:
         if side not in self._lists:
             x, label = self._side(side)
             self.progress(f"searching {self.depth} nearest neighbours of {self.n} items in {label}")
-            self._lists[side] = knn(x, self.depth, self.distance, label=label)
+            # Without resamples only the set of k neighbours matters, and only the set is certified.
+            self._lists[side] = knn(x, self.depth, self.distance, label=label, ordered=self.depth > self.k)
         return self._lists[side]
 
     def full_list(self, side: str, i: int, depth: int) -> np.ndarray:
