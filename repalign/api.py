@@ -273,6 +273,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
                              permutations=permutations)
     sa = _open_side(a, "a", allow_external, layer_a)
     sb = _open_side(b, "b", allow_external, layer_b)
+    if permutations is None and len(sa.source) * len(sb.source) > 1:
+        u = dataclasses.replace(u, permutations=_sweep.SWEEP_PERMUTATIONS)
     keep = _plan_memory(sa, sb, names=names, k=k, pre=pre, u=u)
     if progress:
         progress("reading inputs")
@@ -369,6 +371,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     keep = all(_plan_memory(sides[0], s, names=names, k=k, pre=pre, u=u) for s in sides[1:])
     if keep:  # every input's layers at once, not only one pair's
         keep = _fits_all(sides, pre)
+
     pairing, rows = _pair_many(xs, sides, ids=ids, require_all=require_all, max_rows=max_rows, seed=u.seed)
     n = pairing.max_rows or pairing.paired
     reps = [_sweep.Representation(s.source, s.info.label, r, pre, keep=keep) for s, r in zip(sides, rows)]

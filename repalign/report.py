@@ -148,7 +148,9 @@ def _uncertainty_line(result: ComparisonResult) -> str:
     ci = f"{u.resamples} resamples ({', '.join(methods)})" if u.resamples else "intervals off"
     if any(m.ci_method and "Bonferroni" in m.ci_method for m in metrics):
         ci += "; intervals of best layer pairs Bonferroni-widened over the pairs"
-    return f"{ci}; {u.permutations} permutations; seed {u.seed}"
+    used = sorted({m.permutations for m in metrics if m.permutations}, reverse=True)
+    perms = " or ".join(str(x) for x in used) if used else str(u.permutations if not metrics else 0)
+    return f"{ci}; {perms} permutations; seed {u.seed}"
 
 
 def explain_lines(result: ComparisonResult) -> list[str]:

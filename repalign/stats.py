@@ -307,48 +307,65 @@ def knn_max_permutation_null(lists_a: list, lists_b: list, perms) -> np.ndarray:
     With one layer on each side it equals :func:`knn_permutation_null`.
     """
     n, k = lists_a[0].shape
-    rows = np.repeat(np.arange(n, dtype=np.int64), k)
-    lists_a = [np.asarray(A, dtype=np.int64) for A in lists_a]
-    tables = []
-    for start in range(0, len(lists_b), 64):
-        chunk = lists_b[start : start + 64]
-        mtype = np.uint8 if len(chunk) <= 8 else np.uint16 if len(chunk) <= 16 else \
-            np.uint32 if len(chunk) <= 32 else np.uint64
-        codes = [rows * n + np.asarray(B, dtype=np.int64).ravel() for B in chunk]
-        bits = [np.full(c.size, 1 << m, dtype=mtype) for m, c in enumerate(codes)]
-        if n * n * np.dtype(mtype).itemsize <= _DENSE_TABLE_BYTES:
-            table = np.zeros(n * n, dtype=mtype)
-            for c, b in zip(codes, bits):
-                table[c] |= b
-            tables.append(("dense", table, None, len(chunk)))
-        else:
-            keys, inverse = np.unique(np.concatenate(codes), return_inverse=True)
-            masks = np.zeros(keys.size, dtype=mtype)
-            np.bitwise_or.at(masks, inverse, np.concatenate(bits))
-            tables.append(("sorted", keys, masks, len(chunk)))
+    La = len(lists_a)
+    tables = _edge_tables(lists_b, n, k)
+    stacked = np.stack([np.asarray(A, dtype=np.int64) for A in lists_a], axis=1)  # (n, La, k)
+    # Codes row·n + column < n² fit int32 whenever n ≤ 46340.
+    itype = np.int32 if n * n < 2**31 else np.int64
+    row_codes = (np.repeat(np.arange(n, dtype=np.int64), La * k) * n).astype(itype)
+    layer_of = np.tile(np.repeat(np.arange(La, dtype=np.int64), k), n)  # the A layer of each code
+    code = np.empty(n * La * k, dtype=itype)
     out = []
     for perm in perms:
         perm = np.asarray(perm, dtype=np.int64)
         inv = np.empty(n, dtype=np.int64)
         inv[perm] = np.arange(n)
+        # Edge (i, j) of an A layer counts for B layer m iff (π(i), π(j)) is an edge of m. Visiting B's rows
+        # in order (row r = π(i) holds i = π⁻¹(r)), every A layer at once, reads the table row after row.
+        np.add(row_codes, perm.astype(itype)[stacked[inv]].ravel(), out=code)
         best = 0
-        for A in lists_a:
-            # Visit B's rows in order (row r = π(i) holds i = π⁻¹(r)): the table is then read row after
-            # row instead of at random, which is several times faster for a large n.
-            code = rows * n + perm[A[inv]].ravel()
-            for kind, t, masks, count in tables:
-                if kind == "dense":
-                    m = t[code]
-                else:
-                    pos = np.minimum(np.searchsorted(t, code), t.size - 1)
-                    m = np.where(t[pos] == code, masks[pos], 0).astype(masks.dtype)
-                # Count, for every layer bit, the edges that carry it.
-                if count <= 16:
-                    hist = np.bincount(m, minlength=1 << count).astype(np.float64)
-                    bitcounts = hist @ _bit_matrix(count)  # exact: integers far below 2^53
-                else:
-                    bitcounts = np.array([np.count_nonzero(m & mtype_one << b) for b, mtype_one in
-                                          ((b, m.dtype.type(1)) for b in range(count))])
-                best = max(best, int(round(float(bitcounts.max()))))
+        for lookup, count in tables:
+            best = max(best, _most_shared(lookup(code), layer_of, La, count))
         out.append(best / (n * k))
     return np.asarray(out)
+
+
+def _edge_tables(lists_b: list, n: int, k: int) -> list:
+    """Every B edge once, with a bit mask of the B layers holding it (64 layers per table)."""
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    tables = []
+    for start in range(0, len(lists_b), 64):
+        chunk = lists_b[start : start + 64]
+        mtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if np.dtype(t).itemsize * 8 >= len(chunk))
+        codes = [rows * n + np.asarray(B, dtype=np.int64).ravel() for B in chunk]
+        if n * n * np.dtype(mtype).itemsize <= _DENSE_TABLE_BYTES:
+            table = np.zeros(n * n, dtype=mtype)
+            for m, c in enumerate(codes):
+                table[c] |= mtype(1 << m)
+            tables.append((table.__getitem__, len(chunk)))
+        else:
+            keys, inverse = np.unique(np.concatenate(codes), return_inverse=True)
+            masks = np.zeros(keys.size, dtype=mtype)
+            np.bitwise_or.at(masks, inverse, np.concatenate([np.full(c.size, 1 << m, dtype=mtype)
+                                                             for m, c in enumerate(codes)]))
+
+            def lookup(code, keys=keys, masks=masks):
+                pos = np.minimum(np.searchsorted(keys, code), keys.size - 1)
+                return np.where(keys[pos] == code, masks[pos], 0).astype(masks.dtype)
+
+            tables.append((lookup, len(chunk)))
+    return tables
+
+
+def _most_shared(masks: np.ndarray, layer_of: np.ndarray, La: int, count: int) -> int:
+    """max over (A layer l, B layer m) of #{edges of l whose mask has bit m}."""
+    if count <= 16:
+        # One histogram of (A layer, mask) gives every pair at once.
+        hist = np.bincount(np.add(masks, layer_of << count, dtype=np.int64), minlength=La << count)
+        counts = hist.reshape(La, 1 << count).astype(np.float64) @ _bit_matrix(count)  # exact: < 2^53
+        return int(round(float(counts.max())))
+    best = 0
+    for m in range(count):
+        has = (masks >> masks.dtype.type(m)) & masks.dtype.type(1)
+        best = max(best, int(np.bincount(layer_of, weights=has, minlength=La).max()))
+    return best

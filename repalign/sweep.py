@@ -171,6 +171,64 @@ def _cross(ra: Representation, i: int, rb: Representation, j: int, xc=None) -> _
     return _cka.CrossStats(n, sxy, sa.sxx, sb.sxx, sa.a, sb.a)
 
 
+# Default permutations behind a best-over-layers p-value: each costs La·n·k table lookups (about 20 ms for
+# 13×13 layers at n = 5000), so 1000 would cost more than the sweep's searches; 200 resolve p down to 0.005.
+SWEEP_PERMUTATIONS = 200
+
+# Rows per block of the blocked Gram products (two blocks of every layer are in memory at once).
+_GRAM_BLOCK = 1024
+
+
+def _gram_route_pays(ra: Representation, rb: Representation, n: int) -> bool:
+    """Whether all-pairs CKA numerators are cheaper through n×n Grams than through La·Lb cross-products.
+
+    Cross-products cost La·Lb·2n·d1·d2 flops; the Grams n²·(La·d1 + Lb·d2) (half of each, by symmetry),
+    after which every pair is one inner product. The Gram route needs every layer in memory.
+    """
+    La, Lb = len(ra), len(rb)
+    if La * Lb == 1 or not (ra.keep and rb.keep):
+        return False
+    d1, d2 = ra.layer(0).shape[1], rb.layer(0).shape[1]
+    if d1 > n and d2 > n:
+        return False  # cross_stats takes its own Gram route then
+    return n * n * (La * d1 + Lb * d2) < 0.8 * La * Lb * 2 * n * d1 * d2
+
+
+def _gram_numerators(ra: Representation, rb: Representation, progress) -> np.ndarray:
+    """(La, Lb) array of ⟨Kc_i, Lc_j⟩ = ‖XcᵢᵀYcⱼ‖²_F for every layer pair, from blocked centred Grams.
+
+    The Grams are symmetric, so only blocks (r, c) with r ≤ c are formed, off-diagonal ones counted
+    twice; a block of every layer's Gram is stacked so that all pairs' inner products are one GEMM.
+    Exact in float64 like the cross-product route (the sums run in another order).
+    """
+    La, Lb = len(ra), len(rb)
+    n = ra.layer(0).shape[0]
+    means = ([ra.cka(i).mean for i in range(La)], [rb.cka(j).mean for j in range(Lb)])
+    out = np.zeros((La, Lb))
+    starts = list(range(0, n, _GRAM_BLOCK))
+
+    def block(r: Representation, mean, i: int, rows: slice) -> np.ndarray:
+        return np.asarray(r.layer(i)[rows], dtype=np.float64) - mean
+
+    done, total = 0, len(starts) * (len(starts) + 1) // 2
+    for bi, r0 in enumerate(starts):
+        rs = slice(r0, r0 + _GRAM_BLOCK)
+        left = ([block(ra, means[0][i], i, rs) for i in range(La)], [block(rb, means[1][j], j, rs) for j in range(Lb)])
+        for c0 in starts[bi:]:
+            done += 1
+            progress(f"CKA Gram blocks {done}/{total}")
+            cs = slice(c0, c0 + _GRAM_BLOCK)
+            right = left if c0 == r0 else ([block(ra, means[0][i], i, cs) for i in range(La)],
+                                           [block(rb, means[1][j], j, cs) for j in range(Lb)])
+            shape = (left[0][0].shape[0], right[0][0].shape[0])
+            ga, gb = np.empty((La,) + shape), np.empty((Lb,) + shape)
+            for g, lhs, rhs in ((ga, left[0], right[0]), (gb, left[1], right[1])):
+                for i, (x, y) in enumerate(zip(lhs, rhs)):
+                    np.matmul(x, y.T, out=g[i])  # x is y on a diagonal block: numpy then runs a SYRK
+            out += (1.0 if c0 == r0 else 2.0) * (ga.reshape(La, -1) @ gb.reshape(Lb, -1).T)
+    return out
+
+
 def _best(cells: list[list[MetricResult]]) -> tuple[int, int] | None:
     """Row-major first argmax of the defined values."""
     best, where = None, None
@@ -226,15 +284,23 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
     t = time.perf_counter()
     quiet = UncertaintySettings(resamples=0, permutations=0, seed=u.seed)
     cells = {m: [[None] * Lb for _ in range(La)] for m in names}
+    grams = _gram_numerators(ra, rb, progress) if cka_metrics and _gram_route_pays(ra, rb, n) else None
     for i in range(La):
-        xc = _cka.centred(ra.layer(i), ra.cka(i).mean) if cka_metrics else None
+        xc = _cka.centred(ra.layer(i), ra.cka(i).mean) if cka_metrics and grams is None else None
         for j in range(Lb):
             if La * Lb > 1:
                 progress(f"scoring layer pair {i * Lb + j + 1}/{La * Lb}")
             lists = {"a": ra.lists(i, depth, distance, k),
                      "b": rb.lists(j, depth, distance, k)} if knn_metrics else {}
             counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if knn_metrics else None
-            cross = _cross(ra, i, rb, j, xc=xc) if cka_metrics else None
+            if not cka_metrics:
+                cross = None
+            elif grams is not None:
+                sa, sb = ra.cka(i), rb.cka(j)
+                sxy = 0.0 if sa.constant or sb.constant else float(grams[i, j])
+                cross = _cka.CrossStats(n, sxy, sa.sxx, sb.sxx, sa.a, sb.a)
+            else:
+                cross = _cross(ra, i, rb, j, xc=xc)
             pd = PairData(None, None, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=quiet,
                           lists=lists, cross=cross, counts=counts, n=n)
             for m in names:
@@ -276,10 +342,11 @@ def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *
     ra.notes.extend(note for note in pd.notes if note not in ra.notes)
     changes: dict = {}
     wants_perm = u.permutations > 0 and (REGISTRY[m].needs_neighbors or u.permutations_explicit)
+    count = u.permutations if u.permutations_explicit or pairs == 1 else min(u.permutations, SWEEP_PERMUTATIONS)
     if wants_perm and res.value is not None:
         perm_seed = np.random.SeedSequence(u.seed).spawn(2)[1]  # the stream compare uses
-        perms = list(_stats.permutations(perm_seed, ra.layer(0).shape[0], u.permutations))
-        progress(f"{m}: {u.permutations} permutations over {pairs} layer pair{'s' if pairs > 1 else ''}")
+        perms = list(_stats.permutations(perm_seed, ra.layer(0).shape[0], count))
+        progress(f"{m}: {count} permutations over {pairs} layer pair{'s' if pairs > 1 else ''}")
         if REGISTRY[m].needs_neighbors:
             null = _stats.knn_max_permutation_null(
                 [ra.lists(a, depth, distance, k)[:, :k] for a in range(len(ra))],
@@ -287,7 +354,7 @@ def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *
         else:
             null = _cka_max_null(m, ra, rb, perms)
         changes.update(p_value=_stats.p_value(res.value, null), calibrated=_stats.calibrated_score(res.value, null),
-                       permutations=u.permutations)
+                       permutations=count)
     if ra.layered or rb.layered:
         params = dict(res.params)
         if ra.layered:

@@ -154,7 +154,8 @@ def test_best_pair_interval_is_bonferroni_and_p_value_uses_the_max(stacks):
                                                unbiased=False) for j in range(4)] for i in range(3)], axis=(0, 1))
     assert ck.p_value == (1 + np.count_nonzero(null >= ck.value)) / 201
     default = repalign.compare(A, B, metrics="mknn,cka", resamples=0, seed=11)
-    assert default.metric("cka").p_value is None and default.metric("mknn").permutations == 1000
+    assert default.metric("cka").p_value is None and default.metric("mknn").permutations == 200
+    assert default.uncertainty.permutations == 200  # the sweep default, reported as such
 
 
 def test_single_layer_selection_is_a_plain_compare(stacks):
@@ -345,3 +346,27 @@ def test_cli_layer_errors(stack_files, write, rng):
     flat = write.npy(rng.standard_normal((60, 4)), "flat.npy")
     expect_input_error(["compare", flat, stack_files[1], "--layer-a", "0"], "flat.npy", "no layers to select")
     expect_input_error(["compare", stack_files[0].replace(":emb", ":lay*"), flat], "a.h5", "no array matches")
+
+
+def test_gram_route_equals_cross_products(rng, monkeypatch):
+    """Many wide layers and few items: all-pairs CKA through blocked Grams, equal to the pair-by-pair values."""
+    from repalign import sweep
+
+    z = rng.standard_normal((70, 3))
+    A, B = layered(rng, n=70, layers=5, d=40, shared=z), layered(rng, n=70, layers=6, d=30, shared=z)
+    B[:, 2] = 1.0  # a constant layer: CKA undefined there, through either route
+    used = []
+    monkeypatch.setattr(sweep, "_GRAM_BLOCK", 16)  # several blocks, off-diagonal ones counted twice
+    original = sweep._gram_numerators
+    monkeypatch.setattr(sweep, "_gram_numerators", lambda *a: used.append(1) or original(*a))
+    r = repalign.compare(A, B, metrics="cka,cka-unbiased", **FAST)
+    assert used
+    for i in range(5):
+        for j in range(6):
+            for name in ("cka", "cka-unbiased"):
+                got = r.sweep.cells[name][i][j].value
+                if j == 2:
+                    assert got is None
+                else:
+                    assert got == pytest.approx(ref.cka(A[:, i], B[:, j], unbiased=name == "cka-unbiased"),
+                                                rel=1e-12, abs=1e-13)
