@@ -7,5 +7,6 @@ from repalign.errors import InputError, RepalignError, UsageError  # noqa: E402
 from repalign.io import inspect  # noqa: E402
 from repalign.results import ComparisonResult, InputInfo, MatrixResult, MetricResult  # noqa: E402
 
-__all__ = ["compare", "matrix", "inspect", "ComparisonResult", "MatrixResult", "InputInfo", "MetricResult", "RepalignError",
+__all__ = ["compare", "matrix", "inspect", "ComparisonResult", "MatrixResult", "InputInfo", "MetricResult",
+           "RepalignError",
            "InputError", "UsageError", "__version__"]

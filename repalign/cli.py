@@ -224,15 +224,22 @@ def compare(
     finally:
         progress.close()
     result = checks.evaluate(result, **gates)
+    if plot is not None and result.sweep is None:
+        raise RepalignError("--plot draws a layer sweep; both inputs have a single layer here (give an n×L×d "
+                            "array or a KEY glob, or use repalign matrix)")
+    _finish(result, fmt=fmt, output=output, plot=plot, quiet=quiet, explain=explain)
+
+
+def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bool, explain: bool = False) -> None:
+    """Warnings, report file, plot, the output itself, failed checks, and exit 1 if any check failed."""
+    from repalign import report
+
     if not quiet:
         for note in result.notes:
             typer.echo(f"warning: {note}", err=True)
     if output is not None:
         report.write(result, output)
     if plot is not None:
-        if result.sweep is None:
-            raise RepalignError("--plot draws a layer sweep; both inputs have a single layer here (give an n×L×d "
-                                "array or a KEY glob, or use repalign matrix)")
         _save_plot(plot, result)
     _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result))
     if explain and fmt != "table" and not quiet:
@@ -314,19 +321,7 @@ def matrix(
     finally:
         progress.close()
     result = checks.evaluate_matrix(result, **gates)
-    if not quiet:
-        for note in result.notes:
-            typer.echo(f"warning: {note}", err=True)
-    if output is not None:
-        report.write(result, output)
-    if plot is not None:
-        _save_plot(plot, result)
-    _emit(report.table(result) if fmt == "table" else report.RENDERERS[fmt](result))
-    for c in result.checks:
-        if not c.passed:
-            typer.echo(f"FAIL: {c.message} (--{c.kind})", err=True)
-    if result.failed:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    _finish(result, fmt=fmt, output=output, plot=plot, quiet=quiet)
 
 
 @app.command()

@@ -55,9 +55,14 @@ def _baseline_cells(result: ComparisonResult, name: str) -> tuple[str, str]:
     return _num(row.old), "—" if row.diff is None else f"{row.diff:+.4f}"
 
 
-def _baseline_raw(result: ComparisonResult, name: str, cell) -> tuple:
+def _cell(x):
+    """A CSV cell: empty for None, full precision for floats."""
+    return "" if x is None else repr(x) if isinstance(x, float) else x
+
+
+def _baseline_raw(result: ComparisonResult, name: str) -> tuple:
     row = next((r for r in result.baseline.rows if r.metric == name), None) if result.baseline else None
-    return ("", "") if row is None else (cell(row.old), cell(row.diff))
+    return ("", "") if row is None else (_cell(row.old), _cell(row.diff))
 
 
 def _shape(info: InputInfo) -> str:
@@ -217,18 +222,15 @@ def _sweep_csv(result: ComparisonResult) -> str:
     a, b = result.inputs
     sw = result.sweep
 
-    def cell(x):
-        return "" if x is None else repr(x) if isinstance(x, float) else x
-
     for m in result.metrics:
         best = sw.best[m.name]
         for i, row in enumerate(sw.cells[m.name]):
             for j, c in enumerate(row):
                 top = m if best == (i, j) else None
-                w.writerow([sw.layers_a[i], sw.layers_b[j], m.name, cell(c.value), cell(c.chance), cell(c.null_sd),
-                            cell(c.z), "true" if top else "false", cell(top and top.ci_low),
-                            cell(top and top.ci_high), cell(top and top.ci_method), cell(top and top.p_value),
-                            cell(top and top.calibrated), m.params.get("k", ""), m.params.get("distance", ""),
+                w.writerow([sw.layers_a[i], sw.layers_b[j], m.name, _cell(c.value), _cell(c.chance), _cell(c.null_sd),
+                            _cell(c.z), "true" if top else "false", _cell(top and top.ci_low),
+                            _cell(top and top.ci_high), _cell(top and top.ci_method), _cell(top and top.p_value),
+                            _cell(top and top.calibrated), m.params.get("k", ""), m.params.get("distance", ""),
                             m.params.get("estimator", ""), result.n, a.name, b.name,
                             result.preprocessing.describe(), _check_mark(result, m.name).lower() if top else ""])
     return buf.getvalue()
@@ -246,17 +248,14 @@ def to_csv(result: ComparisonResult) -> str:
     a, b = result.inputs
     u = result.uncertainty
 
-    def cell(x):
-        return "" if x is None else repr(x) if isinstance(x, float) else x
-
     for m in result.metrics:
-        w.writerow([m.name, cell(m.value), cell(m.ci_low), cell(m.ci_high), cell(m.ci_method), cell(m.chance),
-                    cell(m.null_sd), cell(m.z), cell(m.p_value), cell(m.calibrated), m.permutations,
+        w.writerow([m.name, _cell(m.value), _cell(m.ci_low), _cell(m.ci_high), _cell(m.ci_method), _cell(m.chance),
+                    _cell(m.null_sd), _cell(m.z), _cell(m.p_value), _cell(m.calibrated), m.permutations,
                     m.params.get("k", ""), m.params.get("distance", ""), m.params.get("estimator", ""),
                     result.n, a.name, b.name, result.preprocessing.describe(),
                     "" if u is None else u.confidence, "" if u is None else u.resamples,
                     "" if u is None else u.seed, _check_mark(result, m.name).lower(),
-                    *_baseline_raw(result, m.name, cell), m.reason or m.ci_reason or ""])
+                    *_baseline_raw(result, m.name), m.reason or m.ci_reason or ""])
     return buf.getvalue()
 
 
@@ -447,14 +446,12 @@ def _matrix_csv(result: MatrixResult) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(MATRIX_CSV_COLUMNS)
 
-    def cell(x):
-        return "" if x is None else repr(x) if isinstance(x, float) else x
-
     for c, m in _pairs(result):
         p = m.params
-        w.writerow([result.inputs[c.a].name, result.inputs[c.b].name, m.name, cell(m.value), cell(m.ci_low),
-                    cell(m.ci_high), cell(m.ci_method), cell(m.chance), cell(m.null_sd), cell(m.z), cell(m.p_value),
-                    cell(m.calibrated), m.permutations, p.get("layer_a", ""), p.get("layer_b", ""), p.get("k", ""),
+        w.writerow([result.inputs[c.a].name, result.inputs[c.b].name, m.name, _cell(m.value), _cell(m.ci_low),
+                    _cell(m.ci_high), _cell(m.ci_method), _cell(m.chance), _cell(m.null_sd), _cell(m.z),
+                    _cell(m.p_value),
+                    _cell(m.calibrated), m.permutations, p.get("layer_a", ""), p.get("layer_b", ""), p.get("k", ""),
                     p.get("distance", ""), p.get("estimator", ""), result.n, result.preprocessing.describe(),
                     _cell_check(result, c, m.name).lower(), m.reason or m.ci_reason or ""])
     return buf.getvalue()

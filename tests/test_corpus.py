@@ -351,7 +351,8 @@ for _name, _make in _H5_TYPES.items():
     add(f"h5-dataset-{_name}",
         lambda c, m=_make: Setup([c.h5("t.h5", emb=m(c)) + ":emb", c.partner()], "t.h5"), "error")
 def five_layer_sweep(doc, stderr):
-    assert doc["sweep"]["layers_a"] == ["0", "1", "2", "3", "4"] and doc["inputs"][0]["layers"] == doc["sweep"]["layers_a"]
+    layers = doc["sweep"]["layers_a"]
+    assert layers == ["0", "1", "2", "3", "4"] and doc["inputs"][0]["layers"] == layers
     assert all(m["value"] is not None for m in doc["metrics"])
 
 
@@ -539,7 +540,8 @@ add("identical-rows-exact-values",
 add("identical-rows-inexact-values",
     lambda c: Setup([c.npy("same.npy", _identical(np.full(10, 0.1))), c.partner(), "-m", "mknn,cka,cka-unbiased"]),
     "ok", check=chain(mknn_defined, cka_null_with_reason))
-add("identical-rows-ip", lambda c: Setup([c.npy("same.npy", _identical(np.arange(1.0, 11.0))), c.partner(), "-d", "ip"]),
+add("identical-rows-ip",
+    lambda c: Setup([c.npy("same.npy", _identical(np.arange(1.0, 11.0))), c.partner(), "-d", "ip"]),
     "ok", check=chain(mknn_defined, cka_null_with_reason))
 add("identical-rows-l2-both-sides",
     lambda c: Setup([c.npy("same.npy", _identical(np.arange(1.0, 11.0))), c.npy("same2.npy", _identical(np.ones(3))),

@@ -154,7 +154,8 @@ def test_default_interval_covers_the_truth(study, metric):
     covered = (ivs[:, 0] <= truth) & (truth <= ivs[:, 1])
     coverage = covered.mean()
     width_ratio = np.mean(ivs[:, 1] - ivs[:, 0]) / (2 * 1.959964 * study["true_sd"][metric])
-    detail = (f"{metric} ({next(iter(study['methods'][metric]))}) in the {study['name']} setting: coverage {coverage:.3f} "
+    detail = (f"{metric} ({next(iter(study['methods'][metric]))}) in the {study['name']} setting: "
+              f"coverage {coverage:.3f} "
               f"of truth {truth:.5f}, width ratio {width_ratio:.2f}, misses below/above "
               f"{np.sum(ivs[:, 1] < truth)}/{np.sum(ivs[:, 0] > truth)}")
     assert coverage >= MIN_COVERAGE, detail
