@@ -146,10 +146,12 @@ class Representation:
             self._counts[i] = _nulls.graph_counts(self.lists(i, depth, distance, k)[:, :k])
         return self._counts[i]
 
-    def cka(self, i: int) -> _cka.LayerStats:
-        if i not in self._cka:
-            self._cka[i] = _cka.layer_stats(self.layer(i), keep_gram=False)
-        return self._cka[i]
+    def cka(self, i: int, with_sxx: bool = True) -> _cka.LayerStats:
+        """Layer i's CKA statistics; ``with_sxx`` False when the Gram route will supply ‖XcᵀXc‖²_F."""
+        st = self._cka.get(i)
+        if st is None or (with_sxx and np.isnan(st.sxx)):
+            st = self._cka[i] = _cka.layer_stats(self.layer(i), keep_gram=False, with_sxx=with_sxx)
+        return st
 
 
 def _cross(ra: Representation, i: int, rb: Representation, j: int, xc=None) -> _cka.CrossStats:
@@ -194,8 +196,9 @@ def _gram_route_pays(ra: Representation, rb: Representation, n: int) -> bool:
     return n * n * (La * d1 + Lb * d2) < 0.8 * La * Lb * 2 * n * d1 * d2
 
 
-def _gram_numerators(ra: Representation, rb: Representation, progress) -> np.ndarray:
-    """(La, Lb) array of ⟨Kc_i, Lc_j⟩ = ‖XcᵢᵀYcⱼ‖²_F for every layer pair, from blocked centred Grams.
+def _gram_numerators(ra: Representation, rb: Representation, progress) -> tuple:
+    """⟨Kc_i, Lc_j⟩ = ‖XcᵢᵀYcⱼ‖²_F for every layer pair (La×Lb), and ⟨Kc_i, Kc_i⟩ (La), ⟨Lc_j, Lc_j⟩ (Lb),
+    from blocked centred Grams.
 
     The Grams are symmetric, so only blocks (r, c) with r ≤ c are formed, off-diagonal ones counted
     twice; a block of every layer's Gram is stacked so that all pairs' inner products are one GEMM.
@@ -203,8 +206,10 @@ def _gram_numerators(ra: Representation, rb: Representation, progress) -> np.nda
     """
     La, Lb = len(ra), len(rb)
     n = ra.layer(0).shape[0]
-    means = ([ra.cka(i).mean for i in range(La)], [rb.cka(j).mean for j in range(Lb)])
+    means = ([ra.cka(i, with_sxx=False).mean for i in range(La)], [rb.cka(j, with_sxx=False).mean for j in range(Lb)])
     out = np.zeros((La, Lb))
+    self_a, self_b = np.zeros(La), np.zeros(Lb)
+    buffers: dict = {}
     starts = list(range(0, n, _GRAM_BLOCK))
 
     def block(r: Representation, mean, i: int, rows: slice) -> np.ndarray:
@@ -221,12 +226,18 @@ def _gram_numerators(ra: Representation, rb: Representation, progress) -> np.nda
             right = left if c0 == r0 else ([block(ra, means[0][i], i, cs) for i in range(La)],
                                            [block(rb, means[1][j], j, cs) for j in range(Lb)])
             shape = (left[0][0].shape[0], right[0][0].shape[0])
-            ga, gb = np.empty((La,) + shape), np.empty((Lb,) + shape)
+            if shape not in buffers:  # at most three shapes (full and last blocks); reused, not reallocated
+                buffers[shape] = (np.empty((La,) + shape), np.empty((Lb,) + shape))
+            ga, gb = buffers[shape]
             for g, lhs, rhs in ((ga, left[0], right[0]), (gb, left[1], right[1])):
                 for i, (x, y) in enumerate(zip(lhs, rhs)):
                     np.matmul(x, y.T, out=g[i])  # x is y on a diagonal block: numpy then runs a SYRK
-            out += (1.0 if c0 == r0 else 2.0) * (ga.reshape(La, -1) @ gb.reshape(Lb, -1).T)
-    return out
+            w = 1.0 if c0 == r0 else 2.0
+            fa, fb = ga.reshape(La, -1), gb.reshape(Lb, -1)
+            out += w * (fa @ fb.T)
+            self_a += w * np.einsum("ij,ij->i", fa, fa)
+            self_b += w * np.einsum("ij,ij->i", fb, fb)
+    return out, self_a, self_b
 
 
 def _best(cells: list[list[MetricResult]]) -> tuple[int, int] | None:
@@ -263,13 +274,14 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
 
     # One pass per layer: its neighbour lists and its own CKA statistics.
     t = time.perf_counter()
+    gram = bool(cka_metrics) and _gram_route_pays(ra, rb, n)
     for r, side in ((ra, "a"), (rb, "b")):
         for i in range(len(r)):
             if knn_metrics:
                 progress(f"{side}: layer {i + 1}/{len(r)}: {depth} nearest neighbours of {n} items")
                 r.counts(i, k, depth, distance)
             if cka_metrics:
-                r.cka(i)
+                r.cka(i, with_sxx=not gram)
 
     pairs = La * Lb
     if pairs == 1:  # a plain comparison: no matrix, the full result is the only cell
@@ -284,7 +296,7 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
     t = time.perf_counter()
     quiet = UncertaintySettings(resamples=0, permutations=0, seed=u.seed)
     cells = {m: [[None] * Lb for _ in range(La)] for m in names}
-    grams = _gram_numerators(ra, rb, progress) if cka_metrics and _gram_route_pays(ra, rb, n) else None
+    grams = _gram_numerators(ra, rb, progress) if gram else None
     for i in range(La):
         xc = _cka.centred(ra.layer(i), ra.cka(i).mean) if cka_metrics and grams is None else None
         for j in range(Lb):
@@ -296,9 +308,11 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
             if not cka_metrics:
                 cross = None
             elif grams is not None:
-                sa, sb = ra.cka(i), rb.cka(j)
-                sxy = 0.0 if sa.constant or sb.constant else float(grams[i, j])
-                cross = _cka.CrossStats(n, sxy, sa.sxx, sb.sxx, sa.a, sb.a)
+                sa, sb = ra.cka(i, with_sxx=False), rb.cka(j, with_sxx=False)
+                sxy = 0.0 if sa.constant or sb.constant else float(grams[0][i, j])
+                sxx = 0.0 if sa.constant else float(grams[1][i])
+                syy = 0.0 if sb.constant else float(grams[2][j])
+                cross = _cka.CrossStats(n, sxy, sxx, syy, sa.a, sb.a)
             else:
                 cross = _cross(ra, i, rb, j, xc=xc)
             pd = PairData(None, None, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=quiet,

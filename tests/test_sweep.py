@@ -370,3 +370,16 @@ def test_gram_route_equals_cross_products(rng, monkeypatch):
                 else:
                     assert got == pytest.approx(ref.cka(A[:, i], B[:, j], unbiased=name == "cka-unbiased"),
                                                 rel=1e-12, abs=1e-13)
+
+
+def test_same_seed_same_json(stack_files, write, trio):
+    files = [write.npy(t[:60], f"d{i}.npy") for i, t in enumerate(trio)]
+    for args in (["compare", *stack_files], ["matrix", *files, stack_files[0]]):
+        docs = []
+        for _ in range(2):
+            r = run(*args, "-B", "100", "-P", "30", "--seed", "9", "-f", "json")
+            assert r.exit_code == 0, r.stderr
+            doc = json.loads(r.stdout)
+            doc.pop("timing")
+            docs.append(doc)
+        assert docs[0] == docs[1]

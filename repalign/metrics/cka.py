@@ -93,22 +93,30 @@ class LayerStats:
     """XcᵀXc (d×d), kept only when asked for (the jackknife needs it)."""
 
 
-def layer_stats(X: np.ndarray, mean: np.ndarray | None = None, keep_gram: bool = True) -> LayerStats:
-    """Column means, centred row norms and ‖XcᵀXc‖²_F of one input, blocked, in float64."""
+def layer_stats(X: np.ndarray, mean: np.ndarray | None = None, keep_gram: bool = True,
+                with_sxx: bool = True) -> LayerStats:
+    """Column means, centred row norms and ‖XcᵀXc‖²_F of one input, blocked, in float64.
+
+    ``with_sxx`` False skips the d×d product (O(n·d²)) and leaves ``sxx`` NaN, for a caller that gets
+    ‖XcᵀXc‖²_F = ⟨Kc, Kc⟩ from its own Grams.
+    """
     n, d = X.shape
     mx = _means(X) if mean is None else mean
-    gxx = np.zeros((d, d))
+    gxx = np.zeros((d, d)) if with_sxx else None
     a = np.empty(n)
     for s in range(0, n, _BLOCK_ROWS):
         xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
-        gxx += xc.T @ xc  # numpy runs A.T @ A as a symmetric rank-k update
+        if with_sxx:
+            gxx += xc.T @ xc  # numpy runs A.T @ A as a symmetric rank-k update
         a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
     # Centring identical rows leaves rounding residue, not variance: below this much, a side is constant.
     constant = bool(a.sum() <= _residue(n, mx))
     if constant:
         a[:] = 0.0
-        gxx[:] = 0.0
-    return LayerStats(mx, a, float(np.vdot(gxx, gxx)), constant, gxx if keep_gram else None)
+        if with_sxx:
+            gxx[:] = 0.0
+    sxx = float(np.vdot(gxx, gxx)) if with_sxx else float("nan")
+    return LayerStats(mx, a, sxx, constant, gxx if keep_gram and with_sxx else None)
 
 
 def centred(X: np.ndarray, mx: np.ndarray) -> np.ndarray:
