@@ -163,8 +163,8 @@ def compare(
         help="auto, percentile, basic, bca or normal; auto = each metric's validated default."),
     permutations: Optional[int] = typer.Option(
         None, "--permutations", "-P", metavar="P",
-        help="Permutations for p-values and calibrated scores [default: 1000 for k-NN metrics; "
-             "given explicitly, CKA too]."),
+        help="Permutations for p-values and calibrated scores [default: 1000 for k-NN metrics, 200 for a "
+             "best-over-layers p-value; given explicitly, CKA too]."),
     explain: bool = typer.Option(False, "--explain", help="Add one plain-language line per metric."),
     fail_under: Optional[List[str]] = typer.Option(
         None, "--fail-under", metavar="METRIC=X", help="Exit 1 if the metric is below X (repeatable)."),
@@ -277,7 +277,8 @@ def matrix(
                                   help="auto, percentile, basic, bca or normal."),
     permutations: Optional[int] = typer.Option(
         None, "--permutations", "-P", metavar="P",
-        help="Permutations for p-values [default: 1000 for k-NN metrics; given explicitly, CKA too]."),
+        help="Permutations for p-values [default: 1000 for k-NN metrics, 200 for a best-over-layers p-value; "
+             "given explicitly, CKA too]."),
     fail_under: Optional[List[str]] = typer.Option(
         None, "--fail-under", metavar="METRIC=X", help="Exit 1 if any pair's metric is below X (repeatable)."),
     fail_above: Optional[List[str]] = typer.Option(

@@ -120,3 +120,16 @@ def test_unordered_skips_rescoring_of_in_set_near_ties(rng, monkeypatch):
     ordered = neighbors.knn(X, 2, "l2", ordered=True)
     assert sum(calls) > 0 and np.array_equal(ordered, ref.dense_knn(X, 2, "l2"))
     assert _sets(unordered) == _sets(ordered)
+
+
+def test_rows_of_wildly_different_norms(rng):
+    """A row near float32 underflow next to ordinary rows: still the exact lists (float64 normalisation path)."""
+    X = rng.standard_normal((120, 8))
+    X[5] *= 1e-70
+    X[9] *= 1e-70
+    for ordered in (True, False):
+        got = neighbors.knn(X, 6, "cosine", ordered=ordered)
+        want = ref.dense_knn(X, 6, "cosine")
+        assert [set(r) for r in got.tolist()] == [set(r) for r in want.tolist()]
+        if ordered:
+            assert np.array_equal(got, want)
