@@ -114,7 +114,10 @@ class Representation:
         if i in self._layers:
             return self._layers[i]
         name = self.name(i)
-        array, notes = as_embedding(self.source.read(i), name)
+        if isinstance(self.source, Checked):  # validated when it was opened
+            array, notes = self.source.read(i), []
+        else:
+            array, notes = as_embedding(self.source.read(i), name)
         for note in notes:
             # One note per input, not one per layer.
             note = note.replace(name, self.source.where, 1) if len(self) > 1 else note
@@ -280,16 +283,17 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
             if knn_metrics:
                 progress(f"{side}: layer {i + 1}/{len(r)}: {depth} nearest neighbours of {n} items")
                 r.counts(i, k, depth, distance)
-            if cka_metrics:
+            if cka_metrics and La * Lb > 1:  # a single pair computes its CKA sums in one pass (cross_stats)
                 r.cka(i, with_sxx=not gram)
 
     pairs = La * Lb
+    shared: dict = {}
     if pairs == 1:  # a plain comparison: no matrix, the full result is the only cell
         results = []
         for m in names:
             t = time.perf_counter()
             results.append(_full(m, ra, rb, (0, 0), k=k, distance=distance, u=u, depth=depth, pairs=1,
-                                 progress=progress))
+                                 progress=progress, shared=shared, neighbors=bool(knn_metrics)))
             timing[f"{m}_seconds"] = time.perf_counter() - t
         return tuple(results), None
     timing["layers_seconds"] = time.perf_counter() - t
@@ -331,7 +335,7 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
             best_results.append(cells[m][0][0])
             continue
         best_results.append(_full(m, ra, rb, at, k=k, distance=distance, u=u, depth=depth,
-                                  pairs=pairs, progress=progress))
+                                  pairs=pairs, progress=progress, shared=shared, neighbors=bool(knn_metrics)))
         timing[f"{m}_seconds"] = time.perf_counter() - t
     sweep = None
     if ra.layered or rb.layered:
@@ -340,18 +344,23 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
 
 
 def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *, k: int, distance: str,
-          u: UncertaintySettings, depth: int, pairs: int, progress) -> MetricResult:
-    """The best pair of one metric with its interval and its max-corrected p-value."""
+          u: UncertaintySettings, depth: int, pairs: int, progress, shared: dict, neighbors: bool) -> MetricResult:
+    """The best pair of one metric with its interval and its max-corrected p-value.
+
+    ``shared`` keeps one PairData per layer pair, so metrics whose best pair is the same share its work
+    (both CKA estimators come from one pass of cross-products); ``neighbors``: some metric uses k-NN lists.
+    """
     i, j = at
-    # Bonferroni over all pairs: if every pair's interval covers at once (probability ≥ the level), the
-    # chosen pair's does too, whichever pair the data made best.
-    level = 1.0 - (1.0 - u.confidence) / pairs
-    ub = dataclasses.replace(u, confidence=level, permutations=0, permutations_explicit=False)
-    x, y = ra.layer(i), rb.layer(j)
-    lists = {"a": ra.lists(i, depth, distance, k), "b": rb.lists(j, depth, distance, k)} if m == "mknn" else {}
-    counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if m == "mknn" else None
-    pd = PairData(x, y, k=k, distance=distance, labels=(ra.name(i), rb.name(j)), uncertainty=ub, progress=progress,
-                  lists=lists, counts=counts)
+    pd = shared.get(at)
+    if pd is None:
+        # Bonferroni over all pairs: if every pair's interval covers at once (probability ≥ the level), the
+        # chosen pair's does too, whichever pair the data made best.
+        level = 1.0 - (1.0 - u.confidence) / pairs
+        ub = dataclasses.replace(u, confidence=level, permutations=0, permutations_explicit=False)
+        lists = {"a": ra.lists(i, depth, distance, k), "b": rb.lists(j, depth, distance, k)} if neighbors else {}
+        counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if neighbors else None
+        pd = shared[at] = PairData(ra.layer(i), rb.layer(j), k=k, distance=distance, labels=(ra.name(i), rb.name(j)),
+                                   uncertainty=ub, progress=progress, lists=lists, counts=counts)
     res = REGISTRY[m].compute(pd)
     ra.notes.extend(note for note in pd.notes if note not in ra.notes)
     changes: dict = {}
