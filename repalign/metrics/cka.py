@@ -67,13 +67,27 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
             rows = {"qxy": np.einsum("ij,ij->i", K, L), "qxx": np.einsum("ij,ij->i", K, K),
                     "qyy": np.einsum("ij,ij->i", L, L), "Ka": K @ a, "Kb": K @ b, "La": L @ a, "Lb": L @ b}
         return CrossStats(n, float(np.vdot(K, L)), float(np.vdot(K, K)), float(np.vdot(L, L)), a, b, rows)
-    lx, ly = layer_stats(X, mx), layer_stats(Y, my)
-    gxy = None if lx.constant or ly.constant else cross_product(X, mx, Y, my)
-    sxy = 0.0 if gxy is None else float(np.vdot(gxy, gxy))
-    st = CrossStats(n, sxy, lx.sxx, ly.sxx, lx.a, ly.a)
+    # One pass over both inputs. Each sum takes the same block products in the same order as
+    # layer_stats() and cross_product(), which a layer sweep uses, so both give identical numbers.
+    gxx, gyy, gxy = np.zeros((d1, d1)), np.zeros((d2, d2)), np.zeros((d1, d2))
+    a, b = np.empty(n), np.empty(n)
+    for s in range(0, n, _BLOCK_ROWS):
+        xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
+        yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
+        gxx += xc.T @ xc  # numpy runs A.T @ A as a symmetric rank-k update
+        gyy += yc.T @ yc
+        gxy += xc.T @ yc
+        a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
+        b[s : s + yc.shape[0]] = np.einsum("ij,ij->i", yc, yc)
+    # Centring identical rows leaves rounding residue, not variance: below this much, a side is constant.
+    for g, norms, mean in ((gxx, a, mx), (gyy, b, my)):
+        if norms.sum() <= _residue(n, mean):
+            norms[:] = 0.0
+            g[:] = 0.0
+            gxy[:] = 0.0
+    st = CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
     if per_row:
-        zero = np.zeros((d1, d2))
-        st.per_row = _per_row_feature(X, Y, mx, my, lx.gram, ly.gram, zero if gxy is None else gxy, lx.a, ly.a)
+        st.per_row = _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b)
     return st
 
 
