@@ -383,3 +383,19 @@ def test_same_seed_same_json(stack_files, write, trio):
             doc.pop("timing")
             docs.append(doc)
         assert docs[0] == docs[1]
+
+
+def test_layers_with_id_pairing(write, stacks, rng):
+    """Layers stored as parquet columns, rows shuffled and keyed by id: the sweep of the aligned arrays."""
+    A, B = stacks
+    ids = [f"item{i}" for i in range(60)]
+    order = rng.permutation(60)
+    cols = {f"layer_{i}": A[order, i] for i in range(3)}
+    a = write.parquet(name="a.parquet", ids=[ids[i] for i in order], **cols)
+    b = write.parquet(name="b.parquet", ids=ids, emb=B[:, 1])
+    r = repalign.compare(f"{a}:layer_*", f"{b}:emb", ids="auto", metrics="mknn,cka", **FAST)
+    aligned = repalign.compare(A, B[:, 1], metrics="mknn,cka", **FAST)
+    assert r.pairing.by == "id" and r.sweep.layers_a == ("layer_0", "layer_1", "layer_2")
+    for name in ("mknn", "cka"):
+        np.testing.assert_allclose(np.array(r.sweep.values(name), dtype=float),
+                                   np.array(aligned.sweep.values(name), dtype=float), rtol=0, atol=1e-12)
