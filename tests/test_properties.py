@@ -383,3 +383,66 @@ def test_scaling_changes_nothing(workdir, seed, n, e, distance, dtype):
             assert m1["value"] is None, (m0, m1)
         else:
             assert m1["value"] == pytest.approx(m0["value"], abs=1e-6), (m0, m1)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@st.composite
+def layered_side(draw, n: int):
+    """(format, n×L×d stack, stored as one 3-D array or as separate 2-D arrays matched by a glob, layer spec)"""
+    base = draw(embedding(n))
+    count = draw(st.integers(1, 3))
+    stack = np.stack([np.roll(base, shift, axis=0) for shift in range(count)], axis=1)
+    glob = draw(st.booleans())
+    fmt = draw(st.sampled_from(("npz", "h5", "parquet") if glob else ("npy", "npz", "h5")))
+    spec = draw(st.sampled_from([None, "all", "0", "-1", str(count), "0:2", "1:1", "::-1", "0,-1"]))
+    return fmt, stack, glob, spec
+
+
+def _write_layers(d: Path, fmt: str, stack: np.ndarray, glob: bool, name: str) -> tuple[str, str]:
+    path = d / f"{name}.{fmt}"
+    layers = {f"layer_{i}": stack[:, i] for i in range(stack.shape[1])}
+    if fmt == "npy":
+        np.save(path, stack)
+    elif fmt == "npz":
+        np.savez(path, **(layers if glob else {"emb": stack}))
+    elif fmt == "h5":
+        import h5py
+
+        with h5py.File(path, "w") as f:
+            for key, arr in (layers.items() if glob else [("emb", stack)]):
+                f.create_dataset(key, data=arr)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = {}
+        for key, arr in layers.items():
+            flat = pa.array(arr.reshape(-1))
+            offsets = pa.array(np.arange(arr.shape[0] + 1, dtype=np.int32) * arr.shape[1])
+            cols[key] = pa.ListArray.from_arrays(offsets, flat)
+        pq.write_table(pa.table(cols), path)
+    key = "layer_*" if glob else ("emb" if fmt != "npy" else None)
+    return str(path), str(path) if key is None else f"{path}:{key}"
+
+
+@_settings(80)
+@given(data=st.data())
+def test_random_layer_stacks(workdir, data):
+    """Sweeps over random stacks and random layer selections keep the contract; every cell is finite or null."""
+    n = data.draw(st.one_of(st.integers(0, 5), st.integers(6, 24)))
+    fmt, stack, glob, spec = data.draw(layered_side(n))
+    other = data.draw(side(n))
+    opts = data.draw(options(n))
+    with Scratch(workdir) as d:
+        pa_, sel_a = _write_layers(d, fmt, stack, glob, "a")
+        pb_, sel_b = _materialise(d, other, "b")
+        argv = ["compare", sel_a, sel_b, *FAST, *opts] + (["--layer-a", spec] if spec else [])
+        note(f"a: {fmt} {stack.dtype} {stack.shape} glob={glob} spec={spec}  b: {other[0]} {other[1].shape} {opts}")
+        r = runner.invoke(app, argv)
+        doc = check_contract(r, [pa_, pb_])
+        if doc is not None and doc.get("sweep"):
+            for name, grids in doc["sweep"]["metrics"].items():
+                for row in grids["value"]:
+                    assert all(v is None or math.isfinite(v) for v in row), (name, row)
