@@ -334,8 +334,10 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
         if at is None:  # undefined everywhere: report the first pair's reason
             best_results.append(cells[m][0][0])
             continue
+        defined = {(i, j) for i, row in enumerate(cells[m]) for j, c in enumerate(row) if c.value is not None}
         best_results.append(_full(m, ra, rb, at, k=k, distance=distance, u=u, depth=depth,
-                                  pairs=pairs, progress=progress, shared=shared, neighbors=bool(knn_metrics)))
+                                  pairs=pairs, progress=progress, shared=shared, neighbors=bool(knn_metrics),
+                                  defined=defined))
         timing[f"{m}_seconds"] = time.perf_counter() - t
     sweep = None
     if ra.layered or rb.layered:
@@ -344,11 +346,13 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
 
 
 def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *, k: int, distance: str,
-          u: UncertaintySettings, depth: int, pairs: int, progress, shared: dict, neighbors: bool) -> MetricResult:
+          u: UncertaintySettings, depth: int, pairs: int, progress, shared: dict, neighbors: bool,
+          defined: set | None = None) -> MetricResult:
     """The best pair of one metric with its interval and its max-corrected p-value.
 
     ``shared`` keeps one PairData per layer pair, so metrics whose best pair is the same share its work
-    (both CKA estimators come from one pass of cross-products); ``neighbors``: some metric uses k-NN lists.
+    (both CKA estimators come from one pass of cross-products); ``neighbors``: some metric uses k-NN lists;
+    ``defined``: the layer pairs where this metric has a value (None: all), the pairs its max is taken over.
     """
     i, j = at
     pd = shared.get(at)
@@ -375,7 +379,7 @@ def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *
                 [ra.lists(a, depth, distance, k)[:, :k] for a in range(len(ra))],
                 [rb.lists(b, depth, distance, k)[:, :k] for b in range(len(rb))], perms)
         else:
-            null = _cka_max_null(m, ra, rb, perms)
+            null = _cka_max_null(m, ra, rb, perms, defined)
         changes.update(p_value=_stats.p_value(res.value, null), calibrated=_stats.calibrated_score(res.value, null),
                        permutations=count)
     if ra.layered or rb.layered:
@@ -392,11 +396,16 @@ def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *
     return dataclasses.replace(res, **changes)
 
 
-def _cka_max_null(m: str, ra: Representation, rb: Representation, perms) -> np.ndarray:
-    """Max over all layer pairs of CKA with B's rows permuted, the same permutation for every pair."""
+def _cka_max_null(m: str, ra: Representation, rb: Representation, perms, defined: set | None) -> np.ndarray:
+    """Max over the layer pairs where CKA is defined of CKA with B's rows permuted, one permutation for all.
+
+    Pairs without a value (a layer without variance) are left out, as they are of the observed max.
+    """
     out = None
     for i in range(len(ra)):
         for j in range(len(rb)):
+            if defined is not None and (i, j) not in defined:
+                continue
             x, y = ra.layer(i), rb.layer(j)
             st = _cka.cross_stats(x, y)
             null = _stats.cka_permutation_null(x, y, st, perms, unbiased=m == "cka-unbiased")

@@ -399,3 +399,23 @@ def test_layers_with_id_pairing(write, stacks, rng):
     for name in ("mknn", "cka"):
         np.testing.assert_allclose(np.array(r.sweep.values(name), dtype=float),
                                    np.array(aligned.sweep.values(name), dtype=float), rtol=0, atol=1e-12)
+
+
+def test_cka_max_null_skips_undefined_pairs(stacks):
+    """A constant layer has no CKA: the max-over-pairs null must leave it out (not turn into NaN)."""
+    A, B = stacks
+    A = A.copy()
+    A[:, 1] = 2.0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NaN division would raise here
+        r = repalign.compare(A, B, metrics="cka", resamples=0, permutations=60, seed=4)
+    m = r.metric("cka")
+    assert all(c.value is None for c in r.sweep.cells["cka"][1])
+    perms = list(stats.permutations(np.random.SeedSequence(4).spawn(2)[1], 60, 60))
+    from repalign.metrics.cka import cross_stats
+
+    null = np.max([[stats.cka_permutation_null(A[:, i], B[:, j], cross_stats(A[:, i], B[:, j]), perms,
+                                               unbiased=False) for j in range(4)] for i in (0, 2)], axis=(0, 1))
+    assert np.isfinite(null).all() and m.p_value == (1 + np.count_nonzero(null >= m.value)) / 61
