@@ -397,6 +397,8 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
         notes += [x for x in s.notes + r.notes if x not in notes]
     if not keep:
         notes.append("the inputs' layers did not all fit in memory; each was read again for every pair it is in")
+    if layers is not None and not any(s.info.layers is not None for s in sides):
+        notes.append(f"--layers {layers} selected nothing: no input has layers")
     timing = {"total_seconds": round(time.perf_counter() - t0, 6)}
     return MatrixResult(tuple(s.info for s in sides), n, pre, tuple(names), tuple(cells), diagonal,
                         0 if reference is not None else None, tuple(notes), u, __version__, timing,
