@@ -340,8 +340,8 @@ def inspect(
         raise RepalignError(f"unknown --format '{fmt}' for inspect (choose from table, json)")
     infos = run(path)
     if fmt == "json":
-        rows = [{"key": i.name, "shape": list(i.shape), "dtype": i.dtype, "embedding": i.embedding_like}
-                for i in infos]
+        rows = [{"key": i.name, "shape": list(i.shape), "dtype": i.dtype, "embedding": i.embedding_like,
+                 "layers": i.shape[1] if i.layered else None} for i in infos]
         _emit(json.dumps({"path": path, "arrays": rows}, indent=2) + "\n")
         return
     from rich.table import Table
@@ -353,7 +353,8 @@ def inspect(
     t.add_column("usable")
     for i in infos:
         shape = "×".join("?" if s is None else str(s) for s in i.shape)
-        t.add_row(i.name or "(whole file)", shape, i.dtype, "yes" if i.embedding_like else "")
+        usable = "yes" if i.embedding_like else f"{i.shape[1]} layers" if i.layered else ""
+        t.add_row(i.name or "(whole file)", shape, i.dtype, usable)
     _emit(t)
 
 

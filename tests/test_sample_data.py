@@ -1,5 +1,6 @@
 """The shipped sample data: every format holds the same arrays, and repalign reads them all."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +35,14 @@ def test_real_data_matches_dense_reference(minilm):
     assert r.metric("cka-unbiased").value == pytest.approx(ref.cka(minilm, tfidf, unbiased=True), abs=1e-9)
     # Far above chance on real, related representations.
     assert r.metric("mknn").value > 10 * r.metric("mknn").chance
+
+
+def test_inspect_marks_the_layer_stack():
+    from typer.testing import CliRunner
+
+    from repalign.cli import app
+
+    r = CliRunner().invoke(app, ["inspect", str(DATA / "embeddings.h5"), "-f", "json"])
+    arrays = {a["key"]: a for a in json.loads(r.stdout)["arrays"]}
+    assert arrays["minilm/layers"]["layers"] == 7 and not arrays["minilm/layers"]["embedding"]
+    assert arrays["tfidf/final"]["embedding"] and arrays["tfidf/final"]["layers"] is None
