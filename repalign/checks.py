@@ -48,6 +48,8 @@ def load_baseline(path: str) -> dict:
         raise InputError(f"{path}: not a JSON report ({' '.join(str(exc).split())})") from None
     if not isinstance(doc, dict) or "metrics" not in doc or "schema_version" not in doc:
         raise InputError(f"{path}: not a repalign JSON report (no schema_version/metrics)")
+    if doc.get("kind") == "matrix":
+        raise InputError(f"{path}: a repalign matrix report; --baseline takes a report of repalign compare")
     if doc["schema_version"] != SCHEMA_VERSION:
         raise InputError(f"{path}: written with report schema version {doc['schema_version']}, but this repalign "
                          f"reads version {SCHEMA_VERSION}; regenerate the baseline with this version")

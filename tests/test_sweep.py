@@ -419,3 +419,10 @@ def test_cka_max_null_skips_undefined_pairs(stacks):
     null = np.max([[stats.cka_permutation_null(A[:, i], B[:, j], cross_stats(A[:, i], B[:, j]), perms,
                                                unbiased=False) for j in range(4)] for i in (0, 2)], axis=(0, 1))
     assert np.isfinite(null).all() and m.p_value == (1 + np.count_nonzero(null >= m.value)) / 61
+
+
+def test_matrix_report_is_not_a_baseline(write, trio, tmp_path):
+    files = [write.npy(t, f"b{i}.npy") for i, t in enumerate(trio)]
+    out = tmp_path / "m.json"
+    assert run("matrix", *files, "-B", "0", "-P", "0", "-o", out, "-q").exit_code == 0
+    expect_input_error(["compare", *files[:2], "-B", "0", "--baseline", out], "m.json", "matrix report")
