@@ -62,7 +62,7 @@ def _cell(x):
 
 def _baseline_raw(result: ComparisonResult, name: str) -> tuple:
     row = next((r for r in result.baseline.rows if r.metric == name), None) if result.baseline else None
-    return ("", "") if row is None else (_cell(row.old), _cell(row.diff))
+    return (None, None) if row is None else (row.old, row.diff)
 
 
 def _shape(info: InputInfo) -> str:
@@ -214,26 +214,31 @@ SWEEP_CSV_COLUMNS = ["layer_a", "layer_b", "metric", "value", "chance", "null_sd
                      "preprocessing", "check"]
 
 
-def _sweep_csv(result: ComparisonResult) -> str:
-    """Long form: one row per (layer of a, layer of b, metric); the best pair's row carries its interval."""
+def _csv(columns: list[str], rows) -> str:
+    """CSV text with a header; None is an empty cell and floats keep full precision."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(SWEEP_CSV_COLUMNS)
+    w.writerow(columns)
+    w.writerows([_cell(x) for x in row] for row in rows)
+    return buf.getvalue()
+
+
+def _sweep_csv(result: ComparisonResult) -> str:
+    """Long form: one row per (layer of a, layer of b, metric); the best pair's row carries its interval."""
     a, b = result.inputs
     sw = result.sweep
-
+    rows = []
     for m in result.metrics:
         best = sw.best[m.name]
         for i, row in enumerate(sw.cells[m.name]):
             for j, c in enumerate(row):
-                top = m if best == (i, j) else None
-                w.writerow([sw.layers_a[i], sw.layers_b[j], m.name, _cell(c.value), _cell(c.chance), _cell(c.null_sd),
-                            _cell(c.z), "true" if top else "false", _cell(top and top.ci_low),
-                            _cell(top and top.ci_high), _cell(top and top.ci_method), _cell(top and top.p_value),
-                            _cell(top and top.calibrated), m.params.get("k", ""), m.params.get("distance", ""),
-                            m.params.get("estimator", ""), result.n, a.name, b.name,
-                            result.preprocessing.describe(), _check_mark(result, m.name).lower() if top else ""])
-    return buf.getvalue()
+                top = best == (i, j)
+                extra = [m.ci_low, m.ci_high, m.ci_method, m.p_value, m.calibrated] if top else [None] * 5
+                rows.append([sw.layers_a[i], sw.layers_b[j], m.name, c.value, c.chance, c.null_sd, c.z,
+                             "true" if top else "false", *extra, m.params.get("k"), m.params.get("distance"),
+                             m.params.get("estimator"), result.n, a.name, b.name, result.preprocessing.describe(),
+                             _check_mark(result, m.name).lower() if top else None])
+    return _csv(SWEEP_CSV_COLUMNS, rows)
 
 
 def to_csv(result: ComparisonResult) -> str:
@@ -242,21 +247,15 @@ def to_csv(result: ComparisonResult) -> str:
         return _matrix_csv(result)
     if result.sweep is not None:
         return _sweep_csv(result)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
     a, b = result.inputs
     u = result.uncertainty
-
-    for m in result.metrics:
-        w.writerow([m.name, _cell(m.value), _cell(m.ci_low), _cell(m.ci_high), _cell(m.ci_method), _cell(m.chance),
-                    _cell(m.null_sd), _cell(m.z), _cell(m.p_value), _cell(m.calibrated), m.permutations,
-                    m.params.get("k", ""), m.params.get("distance", ""), m.params.get("estimator", ""),
-                    result.n, a.name, b.name, result.preprocessing.describe(),
-                    "" if u is None else u.confidence, "" if u is None else u.resamples,
-                    "" if u is None else u.seed, _check_mark(result, m.name).lower(),
-                    *_baseline_raw(result, m.name), m.reason or m.ci_reason or ""])
-    return buf.getvalue()
+    rows = [[m.name, m.value, m.ci_low, m.ci_high, m.ci_method, m.chance, m.null_sd, m.z, m.p_value, m.calibrated,
+             m.permutations, m.params.get("k"), m.params.get("distance"), m.params.get("estimator"), result.n,
+             a.name, b.name, result.preprocessing.describe(), None if u is None else u.confidence,
+             None if u is None else u.resamples, None if u is None else u.seed,
+             _check_mark(result, m.name).lower(), *_baseline_raw(result, m.name), m.reason or m.ci_reason]
+            for m in result.metrics]
+    return _csv(CSV_COLUMNS, rows)
 
 
 def to_markdown(result: ComparisonResult) -> str:
@@ -442,19 +441,13 @@ def _cell_check(result: MatrixResult, c, name: str) -> str:
 
 def _matrix_csv(result: MatrixResult) -> str:
     """Long form: one row per (input, input, metric)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(MATRIX_CSV_COLUMNS)
-
-    for c, m in _pairs(result):
-        p = m.params
-        w.writerow([result.inputs[c.a].name, result.inputs[c.b].name, m.name, _cell(m.value), _cell(m.ci_low),
-                    _cell(m.ci_high), _cell(m.ci_method), _cell(m.chance), _cell(m.null_sd), _cell(m.z),
-                    _cell(m.p_value),
-                    _cell(m.calibrated), m.permutations, p.get("layer_a", ""), p.get("layer_b", ""), p.get("k", ""),
-                    p.get("distance", ""), p.get("estimator", ""), result.n, result.preprocessing.describe(),
-                    _cell_check(result, c, m.name).lower(), m.reason or m.ci_reason or ""])
-    return buf.getvalue()
+    rows = [[result.inputs[c.a].name, result.inputs[c.b].name, m.name, m.value, m.ci_low, m.ci_high, m.ci_method,
+             m.chance, m.null_sd, m.z, m.p_value, m.calibrated, m.permutations, m.params.get("layer_a"),
+             m.params.get("layer_b"), m.params.get("k"), m.params.get("distance"), m.params.get("estimator"),
+             result.n, result.preprocessing.describe(), _cell_check(result, c, m.name).lower(),
+             m.reason or m.ci_reason]
+            for c, m in _pairs(result)]
+    return _csv(MATRIX_CSV_COLUMNS, rows)
 
 
 def _matrix_rows(result: MatrixResult) -> list[tuple]:
