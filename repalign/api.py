@@ -14,7 +14,7 @@ from repalign import io as _io
 from repalign import preprocess as _pre
 from repalign import sweep as _sweep
 from repalign.errors import InputError, UsageError
-from repalign.metrics import REGISTRY, parse_metrics
+from repalign.metrics import REGISTRY, list_depth, parse_metrics
 from repalign.neighbors import DISTANCES
 from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResult, UncertaintySettings
 from repalign.validation import as_embedding, check_pair
@@ -157,7 +157,7 @@ def _plan_memory(sa: _Side, sb: _Side, *, names, k, pre, u) -> bool:
     n = plans[0][0][0]
     layers = (len(sa.source), len(sb.source))
     neighbors = any(REGISTRY[m].needs_neighbors for m in names)
-    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k)
+    depth = list_depth(n, k, u.resamples)
     work = tuple(8 if p[1] == 8 else 4 for p in plans)
     parts = memory.estimate(
         n, (plans[0][0][1], plans[1][0][1]), resident=(plans[0][2], plans[1][2]),

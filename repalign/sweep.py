@@ -13,7 +13,7 @@ from repalign import preprocess as _pre
 from repalign import stats as _stats
 from repalign.errors import InputError
 from repalign.io import LayerSet
-from repalign.metrics import COVERS, REGISTRY, PairData
+from repalign.metrics import COVERS, REGISTRY, PairData, list_depth
 from repalign.metrics import cka as _cka
 from repalign.results import MetricResult, Sweep, UncertaintySettings
 from repalign.validation import as_embedding, check_k
@@ -273,7 +273,7 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
     cka_metrics = [m for m in names if not REGISTRY[m].needs_neighbors]
     if knn_metrics:
         check_k(k, n, knn_metrics[0], (ra.source.where, rb.source.where))
-    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k)
+    depth = list_depth(n, k, u.resamples)
 
     # One pass per layer: its neighbour lists and its own CKA statistics.
     t = time.perf_counter()
@@ -304,8 +304,7 @@ def run(ra: Representation, rb: Representation, names: list[str], *, k: int, dis
     for i in range(La):
         xc = _cka.centred(ra.layer(i), ra.cka(i).mean) if cka_metrics and grams is None else None
         for j in range(Lb):
-            if La * Lb > 1:
-                progress(f"scoring layer pair {i * Lb + j + 1}/{La * Lb}")
+            progress(f"scoring layer pair {i * Lb + j + 1}/{pairs}")
             lists = {"a": ra.lists(i, depth, distance, k),
                      "b": rb.lists(j, depth, distance, k)} if knn_metrics else {}
             counts = (ra.counts(i, k, depth, distance), rb.counts(j, k, depth, distance)) if knn_metrics else None
@@ -417,7 +416,7 @@ def self_scores(r: Representation, names: list[str], *, k: int, distance: str,
                 u: UncertaintySettings) -> tuple[MetricResult, ...]:
     """An input against itself (a matrix diagonal): its first layer with itself, from the cached work."""
     n = r.layer(0).shape[0]
-    depth = min(n - 1, max(3 * k, k + 10) if u.resamples else k)
+    depth = list_depth(n, k, u.resamples)
     knn = any(REGISTRY[m].needs_neighbors for m in names)
     cka = any(not REGISTRY[m].needs_neighbors for m in names)
     lists = counts = cross = None

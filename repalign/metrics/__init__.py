@@ -24,6 +24,11 @@ COVERS = {
 CI_METHODS = ("auto", "percentile", "basic", "bca", "normal")
 
 
+def list_depth(n: int, k: int, resamples: int) -> int:
+    """Neighbours to store per item: k, or deeper when bootstrap replicates read past k (formulas.md §6)."""
+    return min(n - 1, max(3 * k, k + 10) if resamples else k)
+
+
 class PairData:
     """Two validated, preprocessed inputs and the work metrics share (computed once, on demand)."""
 
@@ -43,8 +48,7 @@ class PairData:
         seq = np.random.SeedSequence(self.u.seed)
         # One stream for resamples and one for permutations, shared by every metric.
         self.boot_seed, self.perm_seed = seq.spawn(2)
-        # Bootstrap replicates read neighbours past k (formulas.md §6); without them k is enough.
-        self.depth = min(self.n - 1, max(3 * k, k + 10) if self.u.resamples else k)
+        self.depth = list_depth(self.n, k, self.u.resamples)
         self._lists: dict = dict(lists or {})
         self._norms: dict = {}
         self.counts = counts
