@@ -43,23 +43,14 @@ import sys
 import tempfile
 import time
 
+from _procstats import cpu_seconds, machine_busy_seconds, status_kb
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 # --------------------------------------------------------------------------------------------
 # memory helpers (worker side)
 # --------------------------------------------------------------------------------------------
-
-
-def _status_kb() -> dict[str, int]:
-    """VmRSS / VmHWM of this process in KB, from /proc/self/status."""
-    out = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, val = line.split(":", 1)
-                out[key] = int(val.split()[0])
-    return out
 
 
 def _reset_peak() -> bool:
@@ -72,22 +63,6 @@ def _reset_peak() -> bool:
         return False
 
 
-def _cpu_seconds() -> float:
-    import resource
-
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _system_busy_seconds() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        f = [int(x) for x in fh.readline().split()[1:]]
-    hz = os.sysconf("SC_CLK_TCK")
-    user, nice, system, idle, iowait, irq, softirq, steal = (f + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / hz, steal / hz
-
-
 class _Measure:
     """Wall time, CPU time and peak RSS of one block of code, relative to the RSS when it starts."""
 
@@ -95,13 +70,13 @@ class _Measure:
         import resource
 
         self.reset_ok = _reset_peak()
-        st = _status_kb()
+        st = status_kb()
         self.rss_before_kb = st["VmRSS"]
         self.hwm_before_kb = st["VmHWM"]
         self.ru_maxrss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.load_before = os.getloadavg()[0]
-        self.cpu0 = _cpu_seconds()
-        self.sys0 = _system_busy_seconds()
+        self.cpu0 = cpu_seconds()
+        self.sys0 = machine_busy_seconds()
         self.t0 = time.perf_counter()
         return self
 
@@ -109,12 +84,12 @@ class _Measure:
         import resource
 
         self.wall = time.perf_counter() - self.t0
-        self.cpu = _cpu_seconds() - self.cpu0
-        busy, steal = _system_busy_seconds()
+        self.cpu = cpu_seconds() - self.cpu0
+        busy, steal = machine_busy_seconds()
         # CPU seconds that other processes (and the hypervisor, as steal) took while we measured.
         self.other_cpu = max(0.0, busy - self.sys0[0] - self.cpu)
         self.steal = steal - self.sys0[1]
-        st = _status_kb()
+        st = status_kb()
         self.peak_kb = st["VmHWM"]
         self.rss_after_kb = st["VmRSS"]
         self.ru_maxrss_after_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -185,15 +160,15 @@ def _gemm_blocked(X, block: int) -> dict:
     np.matmul(X[:256], X[:256].T)  # start the BLAS thread pool
     XT = X.T
     total = 0.0
-    cpu0, sys0 = _cpu_seconds(), _system_busy_seconds()[0]
+    cpu0, sys0 = cpu_seconds(), machine_busy_seconds()[0]
     for s in range(0, n, block):
         m = min(block, n - s)
         out = buf[:m]
         t = time.perf_counter()
         np.matmul(X[s : s + m], XT, out=out)
         total += time.perf_counter() - t
-    cpu = _cpu_seconds() - cpu0
-    other = max(0.0, _system_busy_seconds()[0] - sys0 - cpu)
+    cpu = cpu_seconds() - cpu0
+    other = max(0.0, machine_busy_seconds()[0] - sys0 - cpu)
     return {"gemm_s": total, "gemm_cpu_s": cpu, "gemm_other_processes_cpu_s": other, "gemm_block_rows": block,
             "gemm_blocks": -(-n // block), "gemm_buffer_mb": buf.nbytes / 2**20}
 
@@ -479,9 +454,9 @@ def wait_for_idle(max_wait: float, threshold: float = 0.25, window: float = 3.0)
     """Wait (at most ``max_wait`` s) until other processes use under ``threshold`` cores; return the wait."""
     t0 = time.perf_counter()
     while max_wait > 0:
-        b0 = _system_busy_seconds()[0]
+        b0 = machine_busy_seconds()[0]
         time.sleep(window)
-        busy = (_system_busy_seconds()[0] - b0) / window
+        busy = (machine_busy_seconds()[0] - b0) / window
         if busy < threshold or time.perf_counter() - t0 >= max_wait:
             break
     return time.perf_counter() - t0

@@ -106,6 +106,8 @@ import sys
 import tempfile
 import time
 
+from _procstats import cpu_seconds, machine_busy_seconds, status_kb
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 KEY = "emb"
@@ -125,38 +127,6 @@ def _log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _status_kb() -> dict[str, int]:
-    """VmRSS / VmHWM of this process in KB (Linux)."""
-    out = {}
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, val = line.split(":", 1)
-                    out[key] = int(val.split()[0])
-    except OSError:
-        pass
-    return out
-
-
-def _busy_seconds() -> float:
-    """CPU seconds the whole machine has been busy since boot (from /proc/stat), or 0 if unknown."""
-    try:
-        with open("/proc/stat") as fh:
-            f = [int(x) for x in fh.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (f + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds() -> float:
-    import resource
-
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 def _import_all() -> int:
     """Import everything a measurement uses, so the baseline includes it; return the RSS (KB) after."""
     import faiss  # noqa: F401
@@ -171,7 +141,7 @@ def _import_all() -> int:
     import repalign.pairing
     import repalign.sweep  # noqa: F401
 
-    return _status_kb().get("VmRSS", 0)
+    return status_kb().get("VmRSS", 0)
 
 
 class _Measure:
@@ -181,8 +151,8 @@ class _Measure:
         self.rss_imports_kb = rss_imports_kb
 
     def __enter__(self):
-        self.cpu0 = _cpu_seconds()
-        self.busy0 = _busy_seconds()
+        self.cpu0 = cpu_seconds()
+        self.busy0 = machine_busy_seconds()[0]
         self.t0 = time.perf_counter()
         return self
 
@@ -190,10 +160,10 @@ class _Measure:
         import resource
 
         self.wall = time.perf_counter() - self.t0
-        self.cpu = _cpu_seconds() - self.cpu0
-        self.others = max(0.0, _busy_seconds() - self.busy0 - self.cpu)
+        self.cpu = cpu_seconds() - self.cpu0
+        self.others = max(0.0, machine_busy_seconds()[0] - self.busy0 - self.cpu)
         self.ru_maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
-        self.status = _status_kb()
+        self.status = status_kb()
         return False
 
     def as_dict(self) -> dict:
@@ -504,9 +474,9 @@ def wait_for_idle(max_wait: float, threshold: float = 0.25, window: float = 3.0)
     """Wait (at most ``max_wait`` s) until other processes use under ``threshold`` cores; return the wait."""
     t0 = time.perf_counter()
     while max_wait > 0:
-        b0 = _busy_seconds()
+        b0 = machine_busy_seconds()[0]
         time.sleep(window)
-        if (_busy_seconds() - b0) / window < threshold or time.perf_counter() - t0 >= max_wait:
+        if (machine_busy_seconds()[0] - b0) / window < threshold or time.perf_counter() - t0 >= max_wait:
             break
     return time.perf_counter() - t0
 
