@@ -230,22 +230,32 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
 def ci_task(args):
     """Intervals of interval datasets j0..j1−1."""
     import repalign
+    from repalign import stats
+    from repalign.metrics import _clamp, cka
 
-    n, d, signal, j0, j1, seed, resamples, confidence, n_check = args
+    n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn = args
     A, B = population(d, signal, seed)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     out = []
     for j in range(j0, j1):
         X, Y = draw(np.random.default_rng(data_seed(n, d, signal, j, seed)), A, B, n)
         s = compare_seed(n, d, signal, j, seed)
         t0 = time.perf_counter()
-        rec = {"kind": "ci", "key": key(n, d, signal), "j": j, "seed": s,
-               "mknn": mknn_intervals(X, Y, s, resamples, confidence, check=j < n_check)}
+        rec = {"kind": "ci", "key": key(n, d, signal), "j": j, "seed": s}
+        if not skip_mknn:
+            rec["mknn"] = mknn_intervals(X, Y, s, resamples, confidence, check=j < n_check)
         t1 = time.perf_counter()
+        # The default (second-order corrected jackknife) through the public API; the plain jackknife-normal
+        # interval (--ci-method jackknife) from the same leave-one-out values.
         r = repalign.compare(X, Y, metrics=",".join(CKA_METRICS), k=K, resamples=resamples, seed=s,
                              ci_method="auto", permutations=0, confidence=confidence)
-        for name in CKA_METRICS:
+        loo = cka.jackknife(X, Y)
+        for e, name in enumerate(CKA_METRICS):
             m = r.metric(name)
-            rec[name] = {"value": m.value, "intervals": {"jackknife-normal": [m.ci_low, m.ci_high]},
+            se = stats.jackknife_se(loo[e])
+            plain = _clamp(m.value - z * se, m.value + z * se, (0.0, 1.0) if name == "cka" else (-1.0, 1.0))
+            rec[name] = {"value": m.value, "intervals": {m.ci_method: [m.ci_low, m.ci_high],
+                                                         "jackknife-normal": list(plain)},
                          "ci_method": m.ci_method}
         rec["seconds"] = {"mknn": t1 - t0, "cka": time.perf_counter() - t1}
         out.append(rec)
@@ -333,7 +343,7 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
         A, B = population(d, signal, seed)
         s = {"n": n, "d": d, "signal": signal, "s": SIGNALS[signal], "truth_datasets": len(tr), "datasets": len(ci),
              "chance_mknn": K / (n - 1), "metrics": {}}
-        for name in ("mknn",) + CKA_METRICS:
+        for name in [x for x in ("mknn",) + CKA_METRICS if x in ci[0]]:
             fresh = np.array([r[name] for r in tr])
             sd = float(fresh.std(ddof=1))
             truth = population_cka(A, B) if name == "cka-unbiased" else float(fresh.mean())
@@ -369,9 +379,13 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                 m["compare_checks"] = len(checks)
                 m["compare_mismatches"] = sum(not c["match"] for c in checks)
             else:
-                lo = np.array([r[name]["intervals"]["jackknife-normal"][0] for r in ci])
-                hi = np.array([r[name]["intervals"]["jackknife-normal"][1] for r in ci])
-                m["jack_se_ratio"] = float(((hi - lo) / (2 * z)).mean() / sd) if sd > 0 else None
+                for meth, label in (("jackknife-normal", "jack_se_ratio"),
+                                    ("jackknife-corrected-normal", "corrected_se_ratio")):
+                    if meth not in ci[0][name]["intervals"]:
+                        continue
+                    lo = np.array([r[name]["intervals"][meth][0] for r in ci])
+                    hi = np.array([r[name]["intervals"][meth][1] for r in ci])
+                    m[label] = float(((hi - lo) / (2 * z)).mean() / sd) if sd > 0 else None
                 m["ci_methods"] = sorted({r[name]["ci_method"] for r in ci})
             s["metrics"][name] = m
         s["seconds_per_dataset"] = float(np.mean([r["seconds"]["mknn"] + r["seconds"]["cka"] for r in ci]))
@@ -398,46 +412,52 @@ def markdown(summary: dict, confidence: float) -> str:
         wflag = "!" if mm["width_ratio"] is not None and mm["width_ratio"] > 1.3 else ""
         return f"{mm['coverage']:.3f}{flag} ({_f(mm['width_ratio'], 2)}{wflag})"
 
-    lines.append("### mknn (k = 10): coverage (width ratio)\n")
-    lines.append("percentile, basic, bca, normal (bootstrap SD) are repalign's methods; normal-jack = estimate ± "
-                 "z·jackknife SE from repalign's jackknife; normal-iid and normal-infl are not in repalign "
-                 "(SE from the per-item overlaps, see EXPLORATORY in coverage.py).\n")
-    lines.append("| n | d | signal | truth | chance | true SD | " + " | ".join(MKNN_METHODS) + " |")
-    lines.append("|---|---|---|---|---|---|" + "---|" * len(MKNN_METHODS))
-    for s in rows:
-        m = s["metrics"]["mknn"]
-        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {m['truth']:.4f} | {s['chance_mknn']:.4f} | "
-                     f"{m['true_sd']:.4f} | " + " | ".join(cell(m["methods"][x]) for x in MKNN_METHODS) + " |")
-    lines.append("")
-    lines.append("### mknn diagnostics (in units of the true SD unless said otherwise)\n")
-    lines.append("centre bias = (mean estimate − truth)/true SD; miss low = interval entirely below the truth, "
-                 "miss high = entirely above; fallback rows = distinct rows whose stored lists a resample "
-                 "exhausted, summed over datasets.\n")
-    lines.append("| n | d | signal | centre bias | boot mean − est | (boot mean − est)/boot SD | boot SD / true SD | "
-                 "jack SE / true SD | iid SE / true SD | infl SE / true SD | miss low/high percentile | miss low/high basic | miss low/high normal | "
-                 "fallback rows | compare() checks (mismatches) |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for s in rows:
-        m = s["metrics"]["mknn"]
-        mm = m["methods"]
-        ml = " | ".join(f"{mm[x]['miss_low']:.3f}/{mm[x]['miss_high']:.3f}" for x in ("percentile", "basic", "normal"))
-        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {_f(m['centre_bias'], 2)} | {_f(m['boot_bias'], 2)} | "
-                     f"{_f(m['boot_bias_over_boot_sd'], 2)} | {_f(m['boot_sd_ratio'], 2)} | {_f(m['jack_se_ratio'], 2)} | "
-                     f"{_f(m['iid_se_ratio'], 2)} | {_f(m['infl_se_ratio'], 2)} | "
-                     f"{ml} | {m['fallback_rows']} | {m['compare_checks']} ({m['compare_mismatches']}) |")
-    lines.append("")
-    lines.append("### CKA, jackknife-normal (the only method)\n")
-    lines.append("| n | d | signal | cka truth (mean at n) | cka true SD | cka coverage (width) | cka centre bias | "
-                 "cka miss low/high | cka-unb. truth (population) | cka-unb. mean est. | cka-unb. true SD | "
-                 "cka-unb. coverage (width) | cka-unb. centre bias | cka-unb. miss low/high |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if "mknn" in rows[0]["metrics"]:
+        lines.append("### mknn (k = 10): coverage (width ratio)\n")
+        lines.append("percentile, basic, bca, normal (bootstrap SD) are repalign's methods; normal-jack = estimate ± "
+                     "z·jackknife SE from repalign's jackknife; normal-iid and normal-infl are not in repalign "
+                     "(SE from the per-item overlaps, see EXPLORATORY in coverage.py).\n")
+        lines.append("| n | d | signal | truth | chance | true SD | " + " | ".join(MKNN_METHODS) + " |")
+        lines.append("|---|---|---|---|---|---|" + "---|" * len(MKNN_METHODS))
+        for s in rows:
+            m = s["metrics"]["mknn"]
+            lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {m['truth']:.4f} | {s['chance_mknn']:.4f} | "
+                         f"{m['true_sd']:.4f} | " + " | ".join(cell(m["methods"][x]) for x in MKNN_METHODS) + " |")
+        lines.append("")
+        lines.append("### mknn diagnostics (in units of the true SD unless said otherwise)\n")
+        lines.append("centre bias = (mean estimate − truth)/true SD; miss low = interval entirely below the truth, "
+                     "miss high = entirely above; fallback rows = distinct rows whose stored lists a resample "
+                     "exhausted, summed over datasets.\n")
+        lines.append("| n | d | signal | centre bias | boot mean − est | (boot mean − est)/boot SD | boot SD / true SD | "
+                     "jack SE / true SD | iid SE / true SD | infl SE / true SD | miss low/high percentile | miss low/high basic | miss low/high normal | "
+                     "fallback rows | compare() checks (mismatches) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for s in rows:
+            m = s["metrics"]["mknn"]
+            mm = m["methods"]
+            ml = " | ".join(f"{mm[x]['miss_low']:.3f}/{mm[x]['miss_high']:.3f}" for x in ("percentile", "basic", "normal"))
+            lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {_f(m['centre_bias'], 2)} | {_f(m['boot_bias'], 2)} | "
+                         f"{_f(m['boot_bias_over_boot_sd'], 2)} | {_f(m['boot_sd_ratio'], 2)} | {_f(m['jack_se_ratio'], 2)} | "
+                         f"{_f(m['iid_se_ratio'], 2)} | {_f(m['infl_se_ratio'], 2)} | "
+                         f"{ml} | {m['fallback_rows']} | {m['compare_checks']} ({m['compare_mismatches']}) |")
+        lines.append("")
+    lines.append("### CKA: jackknife-corrected-normal (default) and plain jackknife-normal (--ci-method jackknife)\n")
+    lines.append("Coverage (width ratio); SE ratio = mean half-width / (z·true SD). Truth: biased CKA, the mean at n; "
+                 "unbiased CKA, the population value.\n")
+    lines.append("| n | d | signal | cka truth | cka true SD | cka corrected | cka plain | cka centre bias | "
+                 "cka-unb. truth | cka-unb. true SD | cka-unb. corrected | cka-unb. plain | cka-unb. centre bias |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in rows:
         c, u = s["metrics"]["cka"], s["metrics"]["cka-unbiased"]
-        cm, um = c["methods"]["jackknife-normal"], u["methods"]["jackknife-normal"]
-        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {c['truth']:.4f} | {c['true_sd']:.4f} | {cell(cm)} | "
-                     f"{_f(c['centre_bias'], 2)} | {cm['miss_low']:.3f}/{cm['miss_high']:.3f} | {u['truth']:.4f} | "
-                     f"{u['mean_estimate']:.4f} | {u['true_sd']:.4f} | {cell(um)} | {_f(u['centre_bias'], 2)} | "
-                     f"{um['miss_low']:.3f}/{um['miss_high']:.3f} |")
+
+        def two(x):
+            mm = x["methods"]
+            cor = mm.get("jackknife-corrected-normal")
+            return f"{cell(cor) if cor else '–'} | {cell(mm['jackknife-normal'])}"
+
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {c['truth']:.4f} | {c['true_sd']:.4f} | {two(c)} | "
+                     f"{_f(c['centre_bias'], 2)} | {u['truth']:.4f} | {u['true_sd']:.4f} | {two(u)} | "
+                     f"{_f(u['centre_bias'], 2)} |")
     lines.append("")
     lines.append("| n | d | signal | truth datasets | interval datasets | truth SE / true SD | s / dataset |")
     lines.append("|---|---|---|---|---|---|---|")
@@ -484,6 +504,8 @@ def main(argv=None) -> int:
     ap.add_argument("--decompose", type=int, default=0, metavar="DATASETS",
                     help="also split the bootstrap variance of mknn (weights vs. neighbour sets) on this many "
                          "datasets per setting, in units of the true variance")
+    ap.add_argument("--skip-mknn", action="store_true",
+                    help="CKA intervals only (mknn point values are still drawn for the truth)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=10, help="datasets per task")
     ap.add_argument("--partial", default=None, help="directory for per-dataset records (resumable)")
@@ -500,7 +522,7 @@ def main(argv=None) -> int:
     records = []
     if args.partial:
         os.makedirs(args.partial, exist_ok=True)
-        tag = f"seed{args.seed}_B{args.resamples}_conf{args.confidence}"
+        tag = f"seed{args.seed}_B{args.resamples}_conf{args.confidence}" + ("_cka" if args.skip_mknn else "")
         partial = os.path.join(args.partial, f"records_{tag}.jsonl")
         records = [r for r in _load_partial(partial) if r.get("kind") in ("truth", "ci")]
     done = {(r["kind"], r["key"], r["j"]) for r in records}
@@ -515,7 +537,8 @@ def main(argv=None) -> int:
         for j0 in range(0, args.datasets, args.chunk):
             j1 = min(j0 + args.chunk, args.datasets)
             if any(("ci", kk, j) not in done for j in range(j0, j1)):
-                tasks.append(("ci", (n, d, s, j0, j1, args.seed, args.resamples, args.confidence, args.check_compare)))
+                tasks.append(("ci", (n, d, s, j0, j1, args.seed, args.resamples, args.confidence, args.check_compare,
+                                     args.skip_mknn)))
     # Largest problems first, so the two workers finish together.
     tasks.sort(key=lambda t: (t[0] != "truth", -t[1][0] * t[1][1]))
 
@@ -568,7 +591,7 @@ def main(argv=None) -> int:
         for p in pop:
             text += (f"| {p['d']} | {p['signal']} | {p['closed_form']:.5f} | {p['n']} | "
                      + ", ".join(f"{v:.5f}" for v in p["large_n"]) + " |\n")
-    if args.decompose:
+    if args.decompose and not args.skip_mknn:
         sd = {kk: v["metrics"]["mknn"]["true_sd"] for kk, v in summary.items()}
         text += decompose([st for st in settings if key(*st) in sd], sd, args.decompose, args.resamples, args.seed,
                           args.jobs)

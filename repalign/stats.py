@@ -172,16 +172,19 @@ def jackknife_se(values: np.ndarray) -> float:
 
 
 def interval(estimate: float, method: str, confidence: float, *, replicates: np.ndarray | None = None,
-             jack: np.ndarray | None = None) -> tuple[float, float]:
+             jack: np.ndarray | None = None, se: float | None = None) -> tuple[float, float]:
     """A two-sided interval (Efron & Tibshirani 1993).
 
     ``percentile``: quantiles of the replicates. ``basic``: 2θ̂ minus them.
     ``bca``: bias-corrected and accelerated (z₀ from the share of replicates
     below θ̂, acceleration from the jackknife). ``normal``: θ̂ ± z·SE with the
-    SE from the bootstrap replicates, or from the jackknife when there are none.
+    SE from the bootstrap replicates, or from the jackknife when there are none, or ``se`` when given.
     """
     alpha = 1.0 - confidence
     lo_q, hi_q = alpha / 2, 1 - alpha / 2
+    if method == "normal" and se is not None:
+        z = _z(hi_q)
+        return estimate - z * se, estimate + z * se
     if method == "normal":
         se = float(np.std(replicates, ddof=1)) if replicates is not None and replicates.size > 1 else jackknife_se(jack)
         z = _z(hi_q)

@@ -46,7 +46,7 @@ def test_interval_fields(files, golden):
         x = m[name]
         assert x["ci_low"] <= x["value"] <= x["ci_high"], name
         assert x["ci_covers"] and x["ci_method"] and x["null_sd"] > 0 and x["z"] > 0
-    assert m["mknn"]["ci_method"] == "bootstrap-normal" and m["cka"]["ci_method"] == "jackknife-normal"
+    assert m["mknn"]["ci_method"] == "bootstrap-normal" and m["cka"]["ci_method"] == "jackknife-corrected-normal"
     assert m["mknn"]["p_value"] == pytest.approx(1 / 1001) and m["mknn"]["permutations"] == 1000
     assert 0 < m["mknn"]["calibrated"] <= 1
     # CKA permutations only when asked for explicitly.
@@ -76,7 +76,7 @@ def test_explicit_permutations_cover_cka(files, golden):
 
 def test_ci_method_override(files):
     d = doc(*files, "-m", "mknn,cka", "--ci-method", "basic", "--seed", "5")
-    assert [m["ci_method"] for m in d["metrics"]] == ["bootstrap-basic", "jackknife-normal"]
+    assert [m["ci_method"] for m in d["metrics"]] == ["bootstrap-basic", "jackknife-corrected-normal"]
 
 
 def test_too_few_rows_for_an_interval_says_why(write, rng):

@@ -65,7 +65,8 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
         rows = None
         if per_row:
             rows = {"qxy": np.einsum("ij,ij->i", K, L), "qxx": np.einsum("ij,ij->i", K, K),
-                    "qyy": np.einsum("ij,ij->i", L, L), "Ka": K @ a, "Kb": K @ b, "La": L @ a, "Lb": L @ b}
+                    "qyy": np.einsum("ij,ij->i", L, L), "Ka": K @ a, "Kb": K @ b, "La": L @ a, "Lb": L @ b,
+                    "K": K, "L": L}
         return CrossStats(n, float(np.vdot(K, L)), float(np.vdot(K, K)), float(np.vdot(L, L)), a, b, rows)
     # One pass over both inputs. Each sum takes the same block products in the same order as
     # layer_stats() and cross_product(), which a layer sweep uses, so both give identical numbers.
@@ -88,6 +89,7 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
     st = CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
     if per_row:
         st.per_row = _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b)
+        st.per_row.update(gxy=gxy, gxx=gxx, gyy=gyy, mx=mx, my=my)
     return st
 
 
@@ -289,3 +291,123 @@ def permutation_mean(st: CrossStats) -> float | None:
     beta_x = float(st.a.sum()) ** 2 / st.sxx
     beta_y = float(st.b.sum()) ** 2 / st.syy
     return float(np.sqrt(beta_x * beta_y) / (st.n - 1))
+
+
+# Rows whose pairs the delete-2 sum covers: all rows up to this many, else a random subset of this size
+# (all pairs within it, ~10⁶). Rows per block of that work.
+_PAIR_ROWS = 1448
+_PAIR_BLOCK = 256
+
+
+def _delete2_terms(n, F, S, P, ai, aj, bi, bj, qi, qj, Mij, Mji, Kij, Lij, La_i, La_j, Kb_i, Kb_j):
+    """(m(m−3)·HSIC₁ numerator, ‖C‖²_F) of the data with rows i and j deleted, for arrays of pairs.
+
+    Rows are centred over all n items. With D = {i, j} and m = n − 2 the centred
+    cross-product of the rest is C − Σ_{p,q∈D} c_pq x_p y_qᵀ with c = I + 11ᵀ/m, so
+    ‖·‖²_F = F − 2⟨c, M_D⟩ + ⟨c K_D c, L_D⟩, where M_pq = x_pᵀ C y_q, K_D and L_D the
+    2×2 kernels of the deleted rows. The remaining rows move by (x_i + x_j)/m, which
+    changes their squared norms; the unbiased correction sums are expanded in the
+    same quantities. a, b: centred squared row norms; S = (Σa, Σb); P = a·b;
+    La_p = Σ_r a_r (y_r·y_p) and Kb_p = Σ_r b_r (x_r·x_p), as in the jackknife.
+    """
+    m = n - 2
+    c1, c0 = 1 + 1 / m, 1 / m
+    # Biased part.
+    k00, k01 = c1 * ai + c0 * Kij, c1 * Kij + c0 * aj
+    k10, k11 = c0 * ai + c1 * Kij, c0 * Kij + c1 * aj
+    ckc00 = k00 * c1 + k01 * c0
+    ckc01 = k00 * c0 + k01 * c1
+    ckc10 = k10 * c1 + k11 * c0
+    ckc11 = k10 * c0 + k11 * c1
+    Fb = F - 2 * (c1 * (qi + qj) + c0 * (Mij + Mji)) + ckc00 * bi + (ckc01 + ckc10) * Lij + ckc11 * bj
+    # Unbiased part: norms of the re-centred rows u_r = a_r + 2α_r/m + ε/m² (α_r = x_r·δx, δx = x_i + x_j).
+    eps = ai + aj + 2 * Kij
+    eta = bi + bj + 2 * Lij
+    al_i, al_j = ai + Kij, aj + Kij
+    be_i, be_j = bi + Lij, bj + Lij
+    A, B = S
+    sa, sb = A - ai - aj, B - bi - bj
+    s_ab = P - ai * bi - aj * bj
+    s_abeta = La_i + La_j - ai * be_i - aj * be_j
+    s_balpha = Kb_i + Kb_j - bi * al_i - bj * al_j
+    s_alphabeta = qi + qj + Mij + Mji - al_i * be_i - al_j * be_j
+    uv = (s_ab + 2 / m * (s_abeta + s_balpha) + 4 / m**2 * s_alphabeta + (eps * sb + eta * sa) / m**2
+          - 3 * eps * eta / m**3)
+    U = sa - eps / m
+    V = sb - eta / m
+    unb = Fb - m / (m - 2) * uv + U * V / ((m - 1) * (m - 2))
+    return unb, Fb
+
+
+def _pair_forms(X, Y, st: CrossStats, R: np.ndarray):
+    """Per-block provider of K, L and the x_pᵀ·C·y_q forms for rows R × R, from feature space or Grams."""
+    r = st.per_row
+    if "K" in r:  # Gram route: K, L are the centred n×n kernels
+        K, L = r["K"], r["L"]
+        KR, LR = K[:, R], L[:, R]
+
+        def block(rows_i):
+            Ki, Li = K[R[rows_i]], L[R[rows_i]]
+            return Ki[:, R], Li[:, R], Ki @ LR, Li @ KR, Ki @ KR, Li @ LR
+
+        return block
+    x = np.asarray(X[R], dtype=np.float64) - r["mx"]
+    y = np.asarray(Y[R], dtype=np.float64) - r["my"]
+
+    def block(rows_i):
+        xi, yi = x[rows_i], y[rows_i]
+        return (xi @ x.T, yi @ y.T, (xi @ r["gxy"]) @ y.T, (yi @ r["gxy"].T) @ x.T,
+                (xi @ r["gxx"]) @ x.T, (yi @ r["gyy"]) @ y.T)
+
+    return block
+
+
+def second_order(X: np.ndarray, Y: np.ndarray, st: CrossStats, values: tuple[float, float],
+                 loo: tuple[np.ndarray, np.ndarray], seed, rows: int = _PAIR_ROWS) -> tuple[float, float, bool]:
+    """Σ_{i<j} g_ij² for biased and unbiased linear CKA, g_ij = T − T₍ᵢ₎ − T₍ⱼ₎ + T₍ᵢⱼ₎.
+
+    The jackknife variance overstates a statistic's variance by about its
+    second-order (degenerate) part, which is all of it when the two sides are
+    unrelated (Efron & Stein 1981). This sum of squared delete-2 interactions
+    estimates that part, so jackknife variance − sum is the corrected variance.
+    T₍ᵢⱼ₎ comes from :func:`_delete2_terms` in O(d) per pair after O(rows·d²)
+    set-up. Every pair is used when n ≤ ``rows``; otherwise all pairs among
+    ``rows`` rows drawn at random with ``seed`` (every pair equally likely), the
+    mean scaled to all n(n−1)/2 pairs.
+
+    Returns (biased sum, unbiased sum, exact); a sum is NaN when some delete-2
+    value is undefined (a side without variance once two rows are gone).
+    """
+    n, r = st.n, st.per_row
+    a, b = st.a, st.b
+    exact = n <= rows
+    R = np.arange(n) if exact else np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
+    s = R.size
+    S_ab = (float(a.sum()), float(b.sum()))
+    P_ab, P_aa, P_bb = float(a @ b), float(a @ a), float(b @ b)
+    block = _pair_forms(X, Y, st, R)
+
+    def pair(v, rows_i):
+        return v[R[rows_i]][:, None], v[R][None, :]
+
+    sums = np.zeros(2)
+    for start in range(0, s, _PAIR_BLOCK):
+        rows_i = np.arange(start, min(start + _PAIR_BLOCK, s))
+        K, L, Mxy, Myx, Mxx, Myy = block(rows_i)
+        ai, aj = pair(a, rows_i)
+        bi, bj = pair(b, rows_i)
+        uxy, fxy = _delete2_terms(n, st.sxy, S_ab, P_ab, ai, aj, bi, bj, *pair(r["qxy"], rows_i), Mxy, Myx, K, L,
+                                  *pair(r["La"], rows_i), *pair(r["Kb"], rows_i))
+        # C_xx and C_yy are symmetric, so x_jᵀ·C·x_i = x_iᵀ·C·x_j.
+        uxx, fxx = _delete2_terms(n, st.sxx, (S_ab[0],) * 2, P_aa, ai, aj, ai, aj, *pair(r["qxx"], rows_i), Mxx, Mxx,
+                                  K, K, *pair(r["Ka"], rows_i), *pair(r["Ka"], rows_i))
+        uyy, fyy = _delete2_terms(n, st.syy, (S_ab[1],) * 2, P_bb, bi, bj, bi, bj, *pair(r["qyy"], rows_i), Myy, Myy,
+                                  L, L, *pair(r["Lb"], rows_i), *pair(r["Lb"], rows_i))
+        upper = np.arange(s)[None, :] > rows_i[:, None]  # each unordered pair once, never i = j
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for t, (value, jack), out in ((fxy / np.sqrt(fxx * fyy), (values[0], loo[0]), 0),
+                                          (uxy / np.sqrt(uxx * uyy), (values[1], loo[1]), 1)):
+                ji, jj = pair(jack, rows_i)
+                g = value - ji - jj + t
+                sums[out] += np.sum(g[upper] ** 2)
+    return float(sums[0] * n * (n - 1) / (s * (s - 1))), float(sums[1] * n * (n - 1) / (s * (s - 1))), exact
