@@ -59,7 +59,7 @@ import numpy as np
 RANK = 8
 K = 10
 SIGNALS = {"none": 0.0, "moderate": 0.5, "strong": 1.5}
-MKNN_METHODS = ("percentile", "basic", "bca", "normal", "normal-jack", "normal-iid", "normal-infl")
+MKNN_METHODS = ("ij", "percentile", "basic", "bca", "normal", "normal-jack", "normal-iid", "normal-infl")
 # Not in repalign, candidates of this study: estimate ± z·SE with SE from the per-item overlaps o_i
 # ("iid": sd(o_i/k)/√n, items treated as independent) or from the first-order influence of each
 # item, which enters as a query (o_i) and as a neighbour (in_i = #{j : i ∈ N_X(j) ∩ N_Y(j)}):
@@ -169,7 +169,7 @@ def truth_task(args):
 def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bool = False) -> dict:
     """Every mknn interval for one dataset, mirroring repalign.metrics._mknn line by line."""
     import repalign
-    from repalign import stats
+    from repalign import nulls, stats
     from repalign.metrics import PairData, _clamp
     from repalign.metrics.knn import mutual_knn, overlaps
     from repalign.results import UncertaintySettings
@@ -187,9 +187,12 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
         return p.full_list(side, i, *depth)
 
     rs = stats.KnnResampler(la, lb, K, full_list=full_list)
-    reps = rs.bootstrap(stats.resample_weights(p.boot_seed, p.n, resamples))
+    # One set of replicates for every bootstrap method; the same call also gives the IJ variance.
+    ijv = stats.knn_ij_variance(rs, p.boot_seed, resamples, p.null_seed, nulls.mknn_null(la[:, :K], lb[:, :K])[1])
+    reps = ijv.replicates
     jack = rs.jackknife()
     res = {"value": value, "boot_mean": float(reps.mean()), "boot_sd": float(reps.std(ddof=1)),
+           "ij_var": ijv.ij, "ij_null_excess": ijv.null_excess, "ij_cal_var": ijv.variance,
            "jack_se": stats.jackknife_se(jack), "jack_mean": float(jack.mean()),
            "boot_median": float(np.median(reps)), "depth": p.depth, "fallback_rows": len(fallbacks)}
     A, B = la[:, :K], lb[:, :K]
@@ -206,6 +209,9 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
     for m in MKNN_METHODS:
         if m in EXPLORATORY:
             se = se_iid if m == "normal-iid" else se_infl
+            lo, hi = value - z * se, value + z * se
+        elif m == "ij":
+            se = np.sqrt(ijv.variance) if ijv.variance > 0 else float(reps.std(ddof=1))
             lo, hi = value - z * se, value + z * se
         elif m == "normal-jack":
             lo, hi = stats.interval(value, "normal", confidence, jack=jack)

@@ -168,3 +168,66 @@ def test_cka_delete2_sum_from_a_row_subset_is_unbiased(rng):
     # the mean of 200 draws has an SD of ≈ 2%.
     assert draws.mean(axis=0) == pytest.approx(full[:2], rel=0.08)
     assert draws.std(axis=0).max() > 0  # the draws do differ: the subset is random
+
+
+def test_ij_replicates_are_the_bootstrap_replicates(rng):
+    X, Y = make_pair(rng, n=70, d1=5, d2=6)
+    rs = resampler(X, Y, 5, 15)
+    seed = np.random.SeedSequence(11)
+    reps, _ = rs.bootstrap_ij(stats.resample_weights(seed, 70, 50))
+    assert np.array_equal(reps, rs.bootstrap(stats.resample_weights(seed, 70, 50)))
+
+
+def test_an_items_weight_moves_only_its_own_and_its_holders_overlaps(rng):
+    """The locality bootstrap_ij relies on: w_i changes o_a only for a = i and the a whose stored lists hold i."""
+    n, k, K = 60, 4, 12
+    X, Y = make_pair(rng, n=n, d1=4, d2=5)
+    rs = resampler(X, Y, k, K)
+    w = next(stats.resample_weights(np.random.SeedSequence(3), n, 1))[0].astype(np.int64)
+    for i in range(0, n, 7):
+        holders = {i} | {a for a in range(n) if i in rs.lists_a[a] or i in rs.lists_b[a]}
+        for wi in (0, 1, 3):
+            w2 = w.copy()
+            w2[i] = wi
+            moved = np.flatnonzero(rs.overlaps(w2) != rs.overlaps(w))
+            assert set(moved.tolist()) <= holders
+
+
+def test_local_ij_variance_equals_the_textbook_estimate(rng):
+    """Σ_i cov*(w_i, T*)² estimated from every item (Efron 2014), Monte Carlo bias removed as in Wager, Hastie &
+    Efron 2014, against bootstrap_ij's local estimate: both are unbiased for the same quantity."""
+    n, k, B = 80, 5, 6000
+    X, Y = make_pair(rng, n=n, d1=4, d2=5, signal=1.5)
+    rs = resampler(X, Y, k, 20)
+    W = np.concatenate(list(stats.resample_weights(np.random.SeedSequence(8), n, B)))
+    reps = np.array([rs.replicate(w) for w in W])
+    c = (W - W.mean(axis=0)).T @ (reps - reps.mean()) / (B - 1)
+    textbook = float(np.sum(c**2) - n * np.sum((reps - reps.mean()) ** 2) / B**2)
+    _, local = rs.bootstrap_ij(stats.resample_weights(np.random.SeedSequence(9), n, B))
+    # Monte Carlo SD of the textbook estimate here: about √(2n)/B·Var(T*) + ... ≈ 3% of it.
+    assert local == pytest.approx(textbook, rel=0.15)
+    assert 0 < local < np.var(reps)  # the IJ is the linear part of the bootstrap variance
+
+
+def test_relabelled_resampler_is_the_permuted_datas(rng):
+    n, k, K = 50, 4, 12
+    X, Y = make_pair(rng, n=n, d1=4, d2=5)
+    perm = np.random.default_rng(5).permutation(n)
+    rs = resampler(X, Y, k, K).relabelled(perm)
+    direct = resampler(X, Y[perm], k, K)
+    assert np.array_equal(rs.lists_b, direct.lists_b)
+    # The fallback list of a permuted row, too (depth beyond the stored K).
+    assert np.array_equal(rs.full_list("b", 7, 30), direct.full_list("b", 7, 30))
+
+
+def test_calibrated_ij_variance_is_reproducible_and_consistent(rng):
+    X, Y = make_pair(rng, n=90, d1=5, d2=6)
+    rs = resampler(X, Y, 5, 15)
+    from repalign import nulls
+
+    sd = nulls.mknn_null(rs.lists_a[:, :5], rs.lists_b[:, :5])[1]
+    args = (np.random.SeedSequence(1), 200, np.random.SeedSequence(2), sd)
+    one, two = stats.knn_ij_variance(rs, *args), stats.knn_ij_variance(rs, *args)
+    assert one.variance == two.variance and np.array_equal(one.replicates, two.replicates)
+    assert one.variance == pytest.approx(one.ij - one.null_excess, rel=1e-12)
+    assert np.isfinite(one.null_excess) and one.ij > 0

@@ -46,7 +46,7 @@ def test_interval_fields(files, golden):
         x = m[name]
         assert x["ci_low"] <= x["value"] <= x["ci_high"], name
         assert x["ci_covers"] and x["ci_method"] and x["null_sd"] > 0 and x["z"] > 0
-    assert m["mknn"]["ci_method"] == "bootstrap-normal" and m["cka"]["ci_method"] == "jackknife-corrected-normal"
+    assert m["mknn"]["ci_method"] == "ij-calibrated-normal" and m["cka"]["ci_method"] == "jackknife-corrected-normal"
     assert m["mknn"]["p_value"] == pytest.approx(1 / 1001) and m["mknn"]["permutations"] == 1000
     assert 0 < m["mknn"]["calibrated"] <= 1
     # CKA permutations only when asked for explicitly.

@@ -21,7 +21,7 @@ COVERS = {
     "cka": "the mean of biased CKA over fresh samples of n items, at this n",
     "cka-unbiased": "the population value of CKA",
 }
-CI_METHODS = ("auto", "percentile", "basic", "bca", "normal", "jackknife")
+CI_METHODS = ("auto", "percentile", "basic", "bca", "normal", "ij", "jackknife")
 
 
 def list_depth(n: int, k: int, resamples: int) -> int:
@@ -47,8 +47,9 @@ class PairData:
         self.u = uncertainty or UncertaintySettings(resamples=0, permutations=0)
         seq = np.random.SeedSequence(self.u.seed)
         # One stream for resamples and one for permutations, shared by every metric; a third picks the
-        # rows of the CKA jackknife's second-order correction at large n.
-        self.boot_seed, self.perm_seed, self.pair_seed = seq.spawn(3)
+        # rows of the CKA jackknife's second-order correction at large n, a fourth the random pairings
+        # that calibrate mknn's IJ variance.
+        self.boot_seed, self.perm_seed, self.pair_seed, self.null_seed = seq.spawn(4)
         self.depth = list_depth(self.n, k, self.u.resamples)
         self._lists: dict = dict(lists or {})
         self._norms: dict = {}
@@ -135,17 +136,30 @@ def _mknn(p: PairData) -> MetricResult:
     u = p.u
     if u.resamples > 0:
         rs = _stats.KnnResampler(la, lb, k, full_list=p.full_list)
-        p.progress(f"mknn: {u.resamples} bootstrap resamples")
-        reps = rs.bootstrap(_stats.resample_weights(p.boot_seed, p.n, u.resamples))
-        method = p.method("mknn", ("percentile", "basic", "bca", "normal"), DEFAULT_CI["mknn"])
+        method = p.method("mknn", ("percentile", "basic", "bca", "normal", "ij"), DEFAULT_CI["mknn"])
+        se, label = None, f"bootstrap-{method}"
+        if method == "ij":
+            p.progress(f"mknn: {u.resamples} bootstrap resamples, IJ variance and its null calibration")
+            ij = _stats.knn_ij_variance(rs, p.boot_seed, u.resamples, p.null_seed, sd)
+            reps, label = ij.replicates, "ij-calibrated-normal"
+            if ij.variance > 0:
+                se = float(np.sqrt(ij.variance))
+            else:
+                method, label = "normal", "bootstrap-normal"
+                p.notes.append("mknn: the calibrated IJ variance is not positive for this data (too few items for "
+                               "its noise), so the interval uses the bootstrap SD (conservative)")
+        else:
+            p.progress(f"mknn: {u.resamples} bootstrap resamples")
+            reps = rs.bootstrap(_stats.resample_weights(p.boot_seed, p.n, u.resamples))
         jack = rs.jackknife() if method == "bca" else None
-        if method != "normal":
+        if method not in ("normal", "ij"):
             # benchmarks/coverage_results.md: with strong signal the replicates sit well below the estimate.
             p.notes.append(f"mknn: {method} bootstrap intervals under-cover badly when the spaces agree strongly "
-                           "(coverage study: as low as 0.01 at n=4096); the default (normal) did not")
-        lo, hi = _stats.interval(value, method, u.confidence, replicates=reps, jack=jack)
+                           "(coverage study: as low as 0.01 at n=4096); the default (ij) did not")
+        lo, hi = _stats.interval(value, "normal" if method == "ij" else method, u.confidence, replicates=reps,
+                                 jack=jack, se=se)
         lo, hi = _clamp(lo, hi, (0.0, 1.0))
-        out.update(ci_low=lo, ci_high=hi, ci_method=f"bootstrap-{method}", ci_covers=COVERS["mknn"])
+        out.update(ci_low=lo, ci_high=hi, ci_method=label, ci_covers=COVERS["mknn"])
     else:
         out["ci_reason"] = "intervals off (--resamples 0)"
     if u.permutations > 0:
@@ -226,7 +240,7 @@ def _cka_unbiased(p: PairData) -> MetricResult:
 # CKA: the jackknife variance counts the second-order (degenerate) part of the variance twice, which
 # made its intervals 1.34–1.50× too wide when the sides are unrelated; "corrected" subtracts the sum of
 # squared delete-2 interactions (cka.second_order). "jackknife" asks for the plain, conservative one.
-DEFAULT_CI = {"mknn": "normal", "cka": "corrected"}
+DEFAULT_CI = {"mknn": "ij", "cka": "corrected"}
 # Delete-2 values of unbiased CKA need n − 2 ≥ 4; below 8 items the plain jackknife is used.
 _MIN_CORRECTED = 8
 
