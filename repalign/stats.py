@@ -83,12 +83,20 @@ class KnnResampler:
         self.m_rows = rows
         self.m_pa = np.minimum(p1, p2)
         self.m_pb = np.maximum(p1, p2) - K
+        self._flat_a = self.m_rows * K + self.m_pa
+        self._flat_b = self.m_rows * K + self.m_pb
         self._full: dict = {}
 
     @staticmethod
     def _slots(w_of_list: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         cum = np.cumsum(w_of_list, axis=-1)
         return np.minimum(w_of_list, np.maximum(k - (cum - w_of_list), 0)), cum[..., -1]
+
+    def _slots_at(self, w_of_list: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_slots` at the flat positions ``flat`` only (and every row's total), in int32."""
+        cum = np.cumsum(w_of_list, axis=-1, dtype=np.int32)
+        c, x = cum.ravel()[flat], w_of_list.ravel()[flat]
+        return np.minimum(x, np.maximum(self.k - (c - x), 0)), cum[:, -1]
 
     def _deep_list(self, side: str, i: int, w: np.ndarray) -> np.ndarray:
         """Row i's list, deep enough that the present items fill k slots (deepened by doubling, cached)."""
@@ -113,9 +121,9 @@ class KnnResampler:
     def overlaps(self, w: np.ndarray) -> np.ndarray:
         """(n,) overlap of every item in the resample with counts w (0 where w_i = 0 is irrelevant)."""
         k = self.k
-        sa, tot_a = self._slots(w[self.lists_a], k)
-        sb, tot_b = self._slots(w[self.lists_b], k)
-        vals = np.minimum(sa[self.m_rows, self.m_pa], sb[self.m_rows, self.m_pb])
+        sa, tot_a = self._slots_at(w[self.lists_a], self._flat_a)
+        sb, tot_b = self._slots_at(w[self.lists_b], self._flat_b)
+        vals = np.minimum(sa, sb)
         ov = np.bincount(self.m_rows, weights=vals, minlength=self.n)
         short = np.flatnonzero((w > 0) & ((tot_a < k) | (tot_b < k)))
         if short.size:
