@@ -79,6 +79,24 @@ def test_ci_method_override(files):
     assert [m["ci_method"] for m in d["metrics"]] == ["bootstrap-basic", "jackknife-corrected-normal"]
 
 
+def test_plain_methods_on_request(files):
+    """--ci-method normal: mknn's bootstrap SD; --ci-method jackknife: CKA's uncorrected jackknife, which is never
+    narrower than the corrected one (the correction subtracts a sum of squares)."""
+    auto = {m["name"]: m for m in doc(*files, "-m", "mknn,cka,cka-unbiased", "--seed", "6")["metrics"]}
+    normal = {m["name"]: m for m in doc(*files, "-m", "mknn,cka,cka-unbiased", "--seed", "6", "--ci-method",
+                                        "normal")["metrics"]}
+    jack = {m["name"]: m for m in doc(*files, "-m", "mknn,cka,cka-unbiased", "--seed", "6", "--ci-method",
+                                      "jackknife")["metrics"]}
+    assert auto["mknn"]["ci_method"] == jack["mknn"]["ci_method"] == "ij-calibrated-normal"
+    assert normal["mknn"]["ci_method"] == "bootstrap-normal"
+    assert jack["mknn"]["ci_low"] == auto["mknn"]["ci_low"]  # mknn cannot use it and keeps its default
+    for name in ("cka", "cka-unbiased"):
+        assert normal[name]["ci_method"] == auto[name]["ci_method"] == "jackknife-corrected-normal"
+        assert jack[name]["ci_method"] == "jackknife-normal"
+        assert jack[name]["value"] == auto[name]["value"]
+        assert jack[name]["ci_high"] - jack[name]["ci_low"] >= auto[name]["ci_high"] - auto[name]["ci_low"]
+
+
 def test_too_few_rows_for_an_interval_says_why(write, rng):
     a = write.npy(rng.standard_normal((4, 3)), "a.npy")
     b = write.npy(rng.standard_normal((4, 3)), "b.npy")
