@@ -231,3 +231,16 @@ def test_calibrated_ij_variance_is_reproducible_and_consistent(rng):
     assert one.variance == two.variance and np.array_equal(one.replicates, two.replicates)
     assert one.variance == pytest.approx(one.ij - one.null_excess, rel=1e-12)
     assert np.isfinite(one.null_excess) and one.ij > 0
+
+
+def test_tiny_data_without_a_positive_ij_variance_falls_back_to_the_bootstrap_sd():
+    import repalign
+
+    rng = np.random.default_rng(12)
+    X, Y = rng.standard_normal((15, 3)), rng.standard_normal((15, 3))
+    r = repalign.compare(X, Y, metrics="mknn", k=3, seed=12, resamples=200, permutations=0)
+    m = r.metric("mknn")
+    plain = repalign.compare(X, Y, metrics="mknn", k=3, seed=12, resamples=200, permutations=0,
+                             ci_method="normal").metric("mknn")
+    assert m.ci_method == "bootstrap-normal" and any("not positive" in note for note in r.notes)
+    assert (m.ci_low, m.ci_high) == (plain.ci_low, plain.ci_high)
