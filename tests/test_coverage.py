@@ -36,11 +36,11 @@ METRICS = ("mknn", "cka", "cka-unbiased")
 # whose coverage is near 0) fails by a wide margin. The truth's Monte Carlo error
 # (true SD/√FRESH = 0.07 true SD) is small next to the half-width (1.96 true SD).
 MIN_COVERAGE = 0.8
-# An interval can also "cover" by being uselessly wide. The bootstrap and jackknife
-# intervals are known to be conservative here (benchmarks/coverage_results.md: mean width
-# about 1.2–1.8 × that of an exact normal interval, 2·1.96·true SD); a width ratio above
-# 3 means an interval has stopped measuring anything.
-MAX_WIDTH_RATIO = 3.0
+# An interval can also "cover" by being uselessly wide. The issue's target is a mean width at most 1.3 ×
+# that of an exact normal interval (2·1.96·true SD). The earlier defaults missed it (bootstrap SD for mknn
+# 1.35–1.56 here, plain jackknife for CKA ≈ 1.4 without signal); the current ones are 0.92–1.05 here.
+# The truth SD has a Monte Carlo error of 1/√(2·FRESH) = 5%, the mean width over 40 datasets a few %.
+MAX_WIDTH_RATIO = 1.3
 
 
 def _population(signal: float, seed: int):
@@ -161,13 +161,3 @@ def test_default_interval_covers_the_truth(study, metric):
     assert coverage >= MIN_COVERAGE, detail
     assert width_ratio <= MAX_WIDTH_RATIO, detail
 
-
-@pytest.mark.parametrize("metric", ["cka", "cka-unbiased"])
-def test_cka_interval_is_not_inflated_without_signal(study, metric):
-    """Without signal the plain jackknife variance is about twice the true variance (width ratio ≈ 1.4,
-    benchmarks/coverage_results.md); the second-order correction brings it back to ≈ 1 (0.92 here)."""
-    if study["name"] != "null":
-        pytest.skip("only for the null setting")
-    ivs = np.array(study["ivs"][metric], dtype=float)
-    width_ratio = np.mean(ivs[:, 1] - ivs[:, 0]) / (2 * 1.959964 * study["true_sd"][metric])
-    assert width_ratio <= 1.25, f"{metric}: width ratio {width_ratio:.2f} without signal"

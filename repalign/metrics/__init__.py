@@ -232,11 +232,12 @@ def _cka_unbiased(p: PairData) -> MetricResult:
     return _cka_result("cka-unbiased", p, unbiased=True)
 
 
-# The interval each metric uses unless --ci-method asks otherwise. benchmarks/coverage.py (results in
-# benchmarks/README.md): the bootstrap SD of mknn is 1.4–1.7× the true SD in every setting studied, and
-# its distribution can sit well below the estimate under strong signal, where percentile and basic
-# intervals under-cover (0.875 and 0.65 at n=1024, d=768). estimate ± z·bootstrap SD covered in all 12
-# settings (0.985–1.0): conservative, and that is the choice until a method with the right width exists.
+# The interval each metric uses unless --ci-method asks otherwise; benchmarks/coverage.py measures them
+# (results in benchmarks/coverage_results.md).
+# mknn: the bootstrap SD is 1.4–1.7× the true SD in every setting studied, and the bootstrap distribution
+# can sit well below the estimate under strong signal, where percentile and basic intervals under-cover
+# (0.875 and 0.65 at n=1024, d=768). "ij" is estimate ± z·(null-calibrated IJ SE), stats.knn_ij_variance;
+# "normal" (± z·bootstrap SD) remains as the conservative choice.
 # CKA: the jackknife variance counts the second-order (degenerate) part of the variance twice, which
 # made its intervals 1.34–1.50× too wide when the sides are unrelated; "corrected" subtracts the sum of
 # squared delete-2 interactions (cka.second_order). "jackknife" asks for the plain, conservative one.
