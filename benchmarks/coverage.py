@@ -192,7 +192,8 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
     reps = ijv.replicates
     jack = rs.jackknife()
     res = {"value": value, "boot_mean": float(reps.mean()), "boot_sd": float(reps.std(ddof=1)),
-           "ij_var": ijv.ij, "ij_null_excess": ijv.null_excess, "ij_cal_var": ijv.variance,
+           "ij_var": ijv.ij, "ij_null_excess": ijv.null_excess, "ij_cal_var": ijv.calibrated,
+           "null_var": ijv.null_variance,
            "jack_se": stats.jackknife_se(jack), "jack_mean": float(jack.mean()),
            "boot_median": float(np.median(reps)), "depth": p.depth, "fallback_rows": len(fallbacks)}
     A, B = la[:, :K], lb[:, :K]

@@ -229,18 +229,21 @@ def test_calibrated_ij_variance_is_reproducible_and_consistent(rng):
     args = (np.random.SeedSequence(1), 200, np.random.SeedSequence(2), sd)
     one, two = stats.knn_ij_variance(rs, *args), stats.knn_ij_variance(rs, *args)
     assert one.variance == two.variance and np.array_equal(one.replicates, two.replicates)
-    assert one.variance == pytest.approx(one.ij - one.null_excess, rel=1e-12)
+    assert one.calibrated == pytest.approx(one.ij - one.null_excess, rel=1e-12)
+    assert one.variance == max(one.calibrated, sd**2) and one.null_variance == sd**2
     assert np.isfinite(one.null_excess) and one.ij > 0
 
 
-def test_tiny_data_without_a_positive_ij_variance_falls_back_to_the_bootstrap_sd():
+def test_tiny_data_without_a_positive_ij_variance_gets_the_null_sd():
+    """Here the calibrated IJ variance is ≤ 0 (noise); the interval is then estimate ± z·(exact null SD)."""
     import repalign
+    from repalign import nulls
 
     rng = np.random.default_rng(12)
     X, Y = rng.standard_normal((15, 3)), rng.standard_normal((15, 3))
+    rs = resampler(X, Y, 3, 14)
+    sd = nulls.mknn_null(rs.lists_a[:, :3], rs.lists_b[:, :3])[1]
     r = repalign.compare(X, Y, metrics="mknn", k=3, seed=12, resamples=200, permutations=0)
     m = r.metric("mknn")
-    plain = repalign.compare(X, Y, metrics="mknn", k=3, seed=12, resamples=200, permutations=0,
-                             ci_method="normal").metric("mknn")
-    assert m.ci_method == "bootstrap-normal" and any("not positive" in note for note in r.notes)
-    assert (m.ci_low, m.ci_high) == (plain.ci_low, plain.ci_high)
+    assert m.ci_method == "ij-calibrated-normal" and m.null_sd == pytest.approx(sd, rel=1e-12)
+    assert m.ci_high - m.value == pytest.approx(1.959963984540 * sd, rel=1e-9)

@@ -146,8 +146,8 @@ def _mknn(p: PairData) -> MetricResult:
                 se = float(np.sqrt(ij.variance))
             else:
                 method, label = "normal", "bootstrap-normal"
-                p.notes.append("mknn: the calibrated IJ variance is not positive for this data (too few items for "
-                               "its noise), so the interval uses the bootstrap SD (conservative)")
+                p.notes.append("mknn: neither the calibrated IJ variance nor the null variance is positive for this "
+                               "data, so the interval uses the bootstrap SD")
         else:
             p.progress(f"mknn: {u.resamples} bootstrap resamples")
             reps = rs.bootstrap(_stats.resample_weights(p.boot_seed, p.n, u.resamples))
@@ -236,7 +236,8 @@ def _cka_unbiased(p: PairData) -> MetricResult:
 # (results in benchmarks/coverage_results.md).
 # mknn: the bootstrap SD is 1.4–1.7× the true SD in every setting studied, and the bootstrap distribution
 # can sit well below the estimate under strong signal, where percentile and basic intervals under-cover
-# (0.875 and 0.65 at n=1024, d=768). "ij" is estimate ± z·(null-calibrated IJ SE), stats.knn_ij_variance;
+# (0.875 and 0.65 at n=1024, d=768). "ij" is estimate ± z·(null-calibrated IJ SE, floored at the exact
+# null SD), stats.knn_ij_variance;
 # "normal" (± z·bootstrap SD) remains as the conservative choice.
 # CKA: the jackknife variance counts the second-order (degenerate) part of the variance twice, which
 # made its intervals 1.34–1.50× too wide when the sides are unrelated; "corrected" subtracts the sum of
