@@ -158,11 +158,21 @@ class KnnResampler:
         """
         n, k = self.n, self.k
         src = np.repeat(np.arange(n, dtype=np.int64), 2 * self.K)
-        code = np.unique(src * n + np.concatenate([self.lists_a, self.lists_b], axis=1).ravel())
-        holder, held = code // n, code % n
+        # (held item, holder) pairs, sorted by the held item so that each item's holders are contiguous.
+        code = np.unique(np.concatenate([self.lists_a, self.lists_b], axis=1).ravel() * n + src)
+        held, holder = code // n, code % n
+        starts = np.flatnonzero(np.r_[True, held[1:] != held[:-1]])
+        items = held[starts]
+
+        def held_sums(v):  # S_i = v_i + Σ_{a holds i} v_a
+            S = v.copy()
+            S[items] += np.add.reduceat(v[holder], starts)
+            return S
+
         full = overlaps(self.lists_a[:, :k], self.lists_b[:, :k]).astype(np.float64)
         # Any constant centring of S_i leaves E[(w_i − 1)(S_i − c_i)] = cov*(w_i, S_i); this one is close to E*[S_i].
-        centre = full + np.bincount(held, weights=full[holder], minlength=n)
+        centre = held_sums(full)
+        # Every quantity below is an integer held in float64 (far below 2⁵³), so all sums are exact.
         acc, acc2 = np.zeros(n), np.zeros(n)
         out = []
         for block in weight_blocks:
@@ -170,8 +180,7 @@ class KnnResampler:
                 o = self.overlaps(w)
                 out.append(float(w @ o / (w.sum() * k)))  # exactly as replicate() computes it
                 w = w.astype(np.float64)
-                v = w * o
-                u = (w - 1.0) * (v + np.bincount(held, weights=v[holder], minlength=n) - centre)
+                u = (w - 1.0) * (held_sums(w * o) - centre)
                 acc += u
                 acc2 += u * u
         B = len(out)
