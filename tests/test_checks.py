@@ -121,7 +121,7 @@ def test_reports_validate_against_schema(files, write, rng):
     import numpy as np
 
     for args in ([], ["--resamples", "0", "--permutations", "0"], ["-m", "mknn,cka,cka-unbiased", *FAST],
-                 ["--preset", "prh", *FAST]):
+                 ["--preset", "prh", *FAST], ["--ci-method", "ij", *FAST], ["--ci-method", "jackknife", *FAST]):
         validate(json.loads(run("compare", *files, *args, "-f", "json").stdout))
     const = write.npy(np.ones((20, 3)), "const.npy")
     other = write.npy(rng.standard_normal((20, 3)), "other.npy")
