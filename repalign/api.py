@@ -241,9 +241,10 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     resamples : bootstrap replicates for intervals (0 switches intervals off).
     confidence : two-sided level of the intervals.
     seed : seed of all random draws (drawn and reported when None).
-    ci_method : ``auto`` (each metric's validated default), ``percentile``,
-        ``basic``, ``bca`` or ``normal`` (mknn), or ``jackknife`` (CKA without
-        the second-order correction); a metric that cannot use the requested
+    ci_method : ``auto`` (each metric's validated default: ``ij`` for mknn,
+        the corrected jackknife for CKA), ``ij``, ``normal``, ``percentile``,
+        ``basic`` or ``bca`` (mknn), or ``jackknife`` (CKA without the
+        second-order correction); a metric that cannot use the requested
         method keeps its default and reports which one ran.
     permutations : permutations for p-values and calibrated scores. By
         default 1000 for k-NN metrics, where each costs O(n·k); given

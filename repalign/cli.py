@@ -160,8 +160,8 @@ def compare(
         None, "--seed", metavar="S", help="Seed for resamples and permutations (drawn and reported if omitted)."),
     ci_method: str = typer.Option(
         "auto", "--ci-method", metavar="METHOD",
-        help="auto, percentile, basic, bca, normal (mknn) or jackknife (CKA, uncorrected); auto = each "
-             "metric's validated default."),
+        help="auto, ij, normal, percentile, basic, bca (mknn) or jackknife (CKA, uncorrected); auto = each "
+             "metric's validated default (mknn: ij; CKA: corrected jackknife)."),
     permutations: Optional[int] = typer.Option(
         None, "--permutations", "-P", metavar="P",
         help="Permutations for p-values and calibrated scores [default: 1000 for k-NN metrics, 200 for a "
@@ -275,7 +275,7 @@ def matrix(
     confidence: float = typer.Option(0.95, "--confidence", metavar="LEVEL", help="Two-sided confidence level."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="S", help="Seed for resamples and permutations."),
     ci_method: str = typer.Option("auto", "--ci-method", metavar="METHOD",
-                                  help="auto, percentile, basic, bca, normal (mknn) or jackknife (CKA)."),
+                                  help="auto, ij, normal, percentile, basic, bca (mknn) or jackknife (CKA)."),
     permutations: Optional[int] = typer.Option(
         None, "--permutations", "-P", metavar="P",
         help="Permutations for p-values [default: 1000 for k-NN metrics, 200 for a best-over-layers p-value; "

@@ -135,3 +135,22 @@ def test_independent_data_interval_contains_chance(rng):
     r = repalign.compare(X, Y, metrics="mknn,cka-unbiased", seed=3)
     for m in r.metrics:
         assert m.ci_low <= m.chance <= m.ci_high or abs(m.z) < 3
+
+
+def test_cka_below_eight_items_uses_the_plain_jackknife(write, rng):
+    """The delete-2 correction needs n − 2 ≥ 4 for unbiased CKA; 5–7 items get the uncorrected jackknife."""
+    import numpy as np
+    import reference as ref
+
+    X, Y = rng.standard_normal((7, 3)), rng.standard_normal((7, 4))
+    d = doc(write.npy(X, "a.npy"), write.npy(Y, "b.npy"), "-m", "cka,cka-unbiased", "--seed", "1",
+            "--permutations", "0")
+    loo = [np.array([ref.cka(np.delete(X, i, 0), np.delete(Y, i, 0), unbiased=unb) for i in range(7)])
+           for unb in (False, True)]
+    for e, m in enumerate(d["metrics"]):
+        assert m["ci_method"] == "jackknife-normal"
+        v = ref.cka(X, Y, unbiased=e == 1)
+        se = np.sqrt(6 / 7 * np.sum((loo[e] - loo[e].mean()) ** 2))
+        lo, hi = (0.0, 1.0) if e == 0 else (-1.0, 1.0)
+        assert m["ci_low"] == pytest.approx(max(v - 1.959963984540 * se, lo), abs=1e-12)
+        assert m["ci_high"] == pytest.approx(min(v + 1.959963984540 * se, hi), abs=1e-12)
