@@ -8,7 +8,7 @@ Data with a shared latent signal, from a *fixed population* per setting::
 with A, B (r×d) drawn once per (d, signal) with entries N(0, s²/r), so s² is
 the signal variance per feature (s = 0: X and Y independent).
 
-Targets (formulas.md §6, what each interval claims to cover):
+Targets (docs/formulas.md §6, what each interval claims to cover):
 
 * mknn (k = 10) and biased CKA: the mean of the statistic over fresh datasets
   of the same n from the same population, estimated from ``--truth-datasets``
@@ -97,7 +97,7 @@ def population_cka(A: np.ndarray, B: np.ndarray) -> float:
 
 
 def cka_pair(X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
-    """(biased, unbiased) linear CKA written here from formulas.md §3, independent of repalign."""
+    """(biased, unbiased) linear CKA written here from docs/formulas.md §3, independent of repalign."""
     n = X.shape[0]
     Xc = X - X.mean(axis=0)
     Yc = Y - Y.mean(axis=0)
@@ -270,7 +270,7 @@ def ci_task(args):
 
 
 def population_check(args):
-    """Unbiased and biased CKA at large n against the closed form (formulas.md §6 target)."""
+    """Unbiased and biased CKA at large n against the closed form (docs/formulas.md §6 target)."""
     d, signal, n, reps, seed = args
     A, B = population(d, signal, seed)
     vals = []

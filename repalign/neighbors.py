@@ -134,7 +134,7 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     -----
     Self is excluded by index, never by dropping the first result (a
     duplicate row can come first); ties go to the smaller index
-    (formulas.md §1). FAISS searches a deeper list in float32; the candidates
+    (docs/formulas.md §1). FAISS searches a deeper list in float32; the candidates
     are rescored in float64 and the order is certified: a row whose k-th
     score is not safely above the best score FAISS left out (by the float32
     error bound) is recomputed exactly by :func:`exact_knn`. The result is

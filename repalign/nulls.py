@@ -1,6 +1,6 @@
 """Exact permutation-null mean and standard deviation of mutual k-NN and linear CKA.
 
-The null is the one of formulas.md §6: the rows of Y are paired with the rows
+The null is the one of docs/formulas.md §6: the rows of Y are paired with the rows
 of X by a uniformly random permutation π (all n! equally likely). Every
 statistic here is, up to constants that π leaves unchanged, a quadratic
 assignment (QAP / Mantel) statistic

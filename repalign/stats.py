@@ -55,7 +55,7 @@ class KnnResampler:
 
     Notes
     -----
-    formulas.md §6. In a resample with counts w, the neighbours of item i are
+    docs/formulas.md §6. In a resample with counts w, the neighbours of item i are
     the first items of i's full-data list that are present, item j taking w_j
     slots; copies of i itself are never its neighbours. Copies of j tie with
     each other and are ordered by position, so both spaces take the same
@@ -421,7 +421,7 @@ def knn_max_permutation_null(lists_a: list, lists_b: list, perms) -> np.ndarray:
     """For each permutation, the largest mutual k-NN over all (layer of A, layer of B) pairs.
 
     The same permutation of the items is applied to every layer of B, and the
-    max is taken as for the observed best pair (formulas.md §4), so comparing
+    max is taken as for the observed best pair (docs/formulas.md §4), so comparing
     the best score with this null accounts for having chosen the best pair.
 
     Parameters

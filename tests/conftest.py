@@ -28,7 +28,7 @@ def pair(rng):
 
 
 def golden_pair():
-    """formulas.md §5: legacy RandomState, seed 1337, 100×10 float64."""
+    """docs/formulas.md §5: legacy RandomState, seed 1337, 100×10 float64."""
     state = np.random.RandomState(1337)
     X = state.randn(100, 10)
     Y = state.randn(100, 10) + X

@@ -2,7 +2,7 @@
 
 Paired data with a shared latent signal from a fixed population (fixed loadings A, B):
 Z ~ N(0, I_r), X = Z·A + E1, Y = Z·B + E2. For each metric the interval of
-``repalign.compare(..., ci_method="auto")`` must cover what formulas.md §6 says it
+``repalign.compare(..., ci_method="auto")`` must cover what docs/formulas.md §6 says it
 covers, and the truth is computed here, independently of repalign:
 
 * mknn and biased CKA: the mean of the statistic over fresh datasets of the same n
@@ -32,7 +32,7 @@ METRICS = ("mknn", "cka", "cka-unbiased")
 # SD sqrt(40·0.95·0.05) = 1.38, i.e. a coverage SD of 0.034. Coverage ≥ 0.8 allows up to 8
 # misses, 4.4 SD above the mean: P(≥ 9 misses) = 1.2e-4 at a true coverage of 0.95 and
 # 5e-3 at 0.92, the bottom of the benchmark's target band. A broken interval (e.g. one
-# from a naive bootstrap that searches neighbours among duplicated rows, formulas.md §6,
+# from a naive bootstrap that searches neighbours among duplicated rows, docs/formulas.md §6,
 # whose coverage is near 0) fails by a wide margin. The truth's Monte Carlo error
 # (true SD/√FRESH = 0.07 true SD) is small next to the half-width (1.96 true SD).
 MIN_COVERAGE = 0.8
@@ -69,7 +69,7 @@ def _mknn(X, Y):
 
 
 def _cka(X, Y):
-    """(biased, unbiased) linear CKA from the n×n Gram matrices (formulas.md §3; Song et al. 2012, eq. 5)."""
+    """(biased, unbiased) linear CKA from the n×n Gram matrices (docs/formulas.md §3; Song et al. 2012, eq. 5)."""
     n = X.shape[0]
     K_, L_ = X @ X.T, Y @ Y.T
 
@@ -138,7 +138,7 @@ def _study(name):
 
 
 def test_null_mknn_truth_is_chance(study):
-    """Sanity check of the simulation itself: with no signal E[mknn] = k/(n−1) exactly (formulas.md §2)."""
+    """Sanity check of the simulation itself: with no signal E[mknn] = k/(n−1) exactly (docs/formulas.md §2)."""
     if study["name"] != "null":
         pytest.skip("only for the null setting")
     assert study["truth"]["mknn"] == pytest.approx(K / (N - 1), abs=4 * study["true_sd"]["mknn"] / np.sqrt(FRESH))

@@ -1,4 +1,4 @@
-"""Metric values against formulas.md: golden values, dense references, invariances, null means."""
+"""Metric values against docs/formulas.md: golden values, dense references, invariances, null means."""
 
 import itertools
 
@@ -23,7 +23,7 @@ def values(X, Y, **kw):
 def test_golden_values(golden):
     X, Y = golden
     v, _ = values(X, Y)
-    # formulas.md §5 gives five decimals for CKA and exact k-NN values.
+    # docs/formulas.md §5 gives five decimals for CKA and exact k-NN values.
     assert round(v["cka"], 5) == 0.55761
     assert round(v["cka-unbiased"], 5) == 0.51346
     assert v["mknn"] == pytest.approx(0.2790, abs=1e-12)

@@ -344,7 +344,7 @@ def test_mknn_monte_carlo(rng):
     for t in range(B_MC):
         p = rng.permutation(200)
         inv = np.argsort(p)
-        # formulas.md §6: the k-NN lists of Y[p] are inv[knn_b[p]], no new search.
+        # docs/formulas.md §6: the k-NN lists of Y[p] are inv[knn_b[p]], no new search.
         vals[t] = knn_mod.mutual_knn(knn_a, inv[knn_b[p]])
     assert vals[-1] == pytest.approx(ref.mutual_knn(X, Y[p], k), abs=1e-15)
     assert mean == k / 199

@@ -1,4 +1,4 @@
-"""Clipping and normalisation exactly as formulas.md §4 states them."""
+"""Clipping and normalisation exactly as docs/formulas.md §4 states them."""
 
 import numpy as np
 import pytest

@@ -25,7 +25,7 @@ CI_METHODS = ("auto", "percentile", "basic", "bca", "normal", "ij", "jackknife")
 
 
 def list_depth(n: int, k: int, resamples: int) -> int:
-    """Neighbours to store per item: k, or deeper when bootstrap replicates read past k (formulas.md §6)."""
+    """Neighbours to store per item: k, or deeper when bootstrap replicates read past k (docs/formulas.md §6)."""
     return min(n - 1, max(3 * k, k + 10) if resamples else k)
 
 

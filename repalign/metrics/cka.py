@@ -216,7 +216,7 @@ def jackknife(X: np.ndarray, Y: np.ndarray, st: CrossStats | None = None) -> tup
 
     Notes
     -----
-    formulas.md §6: deleting row i changes XcᵀYc by a rank-one term and the
+    docs/formulas.md §6: deleting row i changes XcᵀYc by a rank-one term and the
     row-norm sums by one term each, so no n×n matrix is needed.
     """
     if st is None or st.per_row is None:
@@ -272,7 +272,7 @@ def linear_cka(X: np.ndarray, Y: np.ndarray, unbiased: bool = False) -> float | 
     -----
     Biased: Kornblith et al. 2019 (equal to Escoufier's RV coefficient),
     ‖XcᵀYc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F). Unbiased: HSIC₁ of Song et al. 2012
-    written in feature space (formulas.md §3); it never forms an n×n kernel.
+    written in feature space (docs/formulas.md §3); it never forms an n×n kernel.
     """
     st = cross_stats(X, Y)
     return ratio(unbiased_terms(st) if unbiased else biased_terms(st))
