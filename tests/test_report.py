@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -249,3 +250,303 @@ def run(args, code=0):
     assert r.exit_code == code, r.stderr
     assert "Traceback" not in r.stderr
     return r.stdout
+
+
+# ------------------------------------------------------------------ a layer sweep
+
+
+def cells(line):
+    """The cells of a rich table row (header or body), stripped."""
+    return [x.strip() for x in re.split("[│┃]", line)]
+
+
+def _cells(name, grid, chance=0.1):
+    return tuple(tuple(MetricResult(name, v, chance=None if v is None else chance, null_sd=None if v is None else 0.05,
+                                    z=None if v is None else (v - chance) / 0.05) for v in row) for row in grid)
+
+
+MKNN_GRID = [[0.1, 0.3], [0.2, None]]
+CKA_GRID = [[0.5, 0.4], [0.6, 0.7]]
+SWEEP = ComparisonResult(
+    inputs=(InputInfo("a", "a.h5", "layers/*", "hdf5", (100, 16), "float32", layers=("0", "1")),
+            InputInfo("b", "b.npy", None, "npy", (100, 2, 8), "float64", layers=("x", "y"))),
+    n=100,
+    preprocessing=Preprocessing(),
+    metrics=(
+        MetricResult("mknn", 0.3, {"k": 10, "distance": "cosine", "layer_a": "0", "layer_b": "y"}, chance=0.1,
+                     null_sd=0.05, z=4.0, p_value=0.005, calibrated=0.25, permutations=200, ci_low=0.2, ci_high=0.4,
+                     ci_method="ij-normal, Bonferroni over 4 layer pairs"),
+        MetricResult("cka", 0.7, {"kernel": "linear", "estimator": "biased", "layer_a": "1", "layer_b": "y"},
+                     chance=0.01, null_sd=0.02, z=34.5, ci_reason="intervals off for this test"),
+    ),
+    uncertainty=UncertaintySettings(resamples=100, confidence=0.95, seed=3, permutations=200),
+    version="9.9.9",
+    sweep=Sweep(("0", "1"), ("x", "y"), {"mknn": _cells("mknn", MKNN_GRID), "cka": _cells("cka", CKA_GRID, 0.01)},
+                {"mknn": (0, 1), "cka": (1, 1)}),
+)
+
+
+def test_sweep_markdown():
+    assert report.to_markdown(SWEEP) == (
+        "**repalign 9.9.9** · n = 100 · preprocessing: none\n"
+        "\n"
+        "- a: `a.h5:layers/*` (100×16 float32)\n"
+        "- b: `b.npy` (100×2×8 float64)\n"
+        "\n"
+        "| metric | score | 95% CI | chance ± sd | z | p | calibrated | parameters |\n"
+        "|---|---:|---|---:|---:|---:|---:|---|\n"
+        "| mknn | 0.3000 | [0.2000, 0.4000] | 0.1000 ± 0.0500 | 4.0 | 0.005 | 0.2500 | k=10, cosine; best pair: "
+        "a layer 0, b layer y |\n"
+        "| cka | 0.7000 | — | 0.0100 ± 0.0200 | 34.5 | — | — | linear, biased; best pair: a layer 1, b layer y |\n"
+        "\n"
+        f"_{report.CHANCE_NOTE}. 100 resamples (ij-normal); intervals of best layer pairs Bonferroni-widened over "
+        "the pairs; 200 permutations; seed 3._\n"
+        "\n"
+        "**mknn** by layer pair (rows: a, columns: b; **bold** = best)\n"
+        "\n"
+        "| a \\ b | x | y |\n"
+        "|---|---:|---:|\n"
+        "| 0 | 0.100 | **0.300** |\n"
+        "| 1 | 0.200 | — |\n"
+        "\n"
+        "**cka** by layer pair (rows: a, columns: b; **bold** = best)\n"
+        "\n"
+        "| a \\ b | x | y |\n"
+        "|---|---:|---:|\n"
+        "| 0 | 0.500 | 0.400 |\n"
+        "| 1 | 0.600 | **0.700** |\n"
+    )
+
+
+def test_sweep_table_heatmaps_and_best_layers():
+    text = report.to_text(SWEEP, width=200, explain=True)
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert lines[0].split() == ["a", "a.h5:layers/*", "100×16", "float32", "(2", "layers)"]
+    assert lines[1].split() == ["b", "b.npy", "100×2×8", "float64", "(2", "layers)"]
+    assert not any(line.startswith("pairs") for line in lines)  # row pairing is not worth a line
+    start = lines.index("mknn by layer pair (rows: layers of a, columns: layers of b; * = best)")
+    assert [cells(line) for line in lines[start + 1:start + 5] if "━" not in line] == [
+        ["a \\ b", "x", "y"], ["0", "0.100", "0.300*"], ["1", "0.200", "—"]]
+    start = lines.index("cka by layer pair (rows: layers of a, columns: layers of b; * = best)")
+    assert [cells(line) for line in lines[start + 3:start + 5]] == [["0", "0.500", "0.400"], ["1", "0.600", "0.700*"]]
+    for line in ["mknn: best layer of b for each layer of a: 0→y, 1→x",
+                 "mknn: best layer of a for each layer of b: x→1, y→0",
+                 "cka: best layer of b for each layer of a: 0→x, 1→y",
+                 "cka: best layer of a for each layer of b: x→1, y→1"]:
+        assert line in lines
+    explained = report.explain_lines(SWEEP)
+    assert "This is the best of 4 layer pairs" in explained[0] and "This is the best of 4" in explained[1]
+    assert explained[1].startswith("cka = 0.7000, 70.0× its chance level 0.0100, 34.5 null standard deviations "
+                                   "above chance. No interval: intervals off for this test.")
+    assert "cka = 0.7000, 70.0× its chance level 0.0100" in text  # --explain lines are in the table
+
+
+def test_sweep_csv():
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(SWEEP))))
+    assert list(rows[0]) == report.SWEEP_CSV_COLUMNS
+    got = [(r["layer_a"], r["layer_b"], r["metric"], r["value"], r["best"], r["ci_low"], r["p_value"]) for r in rows]
+    assert got == [("0", "x", "mknn", "0.1", "false", "", ""), ("0", "y", "mknn", "0.3", "true", "0.2", "0.005"),
+                   ("1", "x", "mknn", "0.2", "false", "", ""), ("1", "y", "mknn", "", "false", "", ""),
+                   ("0", "x", "cka", "0.5", "false", "", ""), ("0", "y", "cka", "0.4", "false", "", ""),
+                   ("1", "x", "cka", "0.6", "false", "", ""), ("1", "y", "cka", "0.7", "true", "", "")]
+    assert rows[1]["z"] == repr((0.3 - 0.1) / 0.05) and rows[1]["a"] == "a.h5:layers/*"
+
+
+def test_sweep_plot_panels():
+    common = {"row_labels": ["0", "1"], "col_labels": ["x", "y"], "row_axis": "layer of a (a.h5:layers/*)",
+              "col_axis": "layer of b (b.npy)", "annotate": True}
+    assert report.plot_panels(SWEEP) == [
+        dict(common, title="mknn", values=MKNN_GRID, vmin=0.0, vmax=1.0, best=(0, 1)),
+        dict(common, title="cka", values=CKA_GRID, vmin=0.0, vmax=1.0, best=(1, 1)),
+    ]
+
+
+# ------------------------------------------------------------------ matrix reports
+
+
+def _mk(v, layer_b=None):
+    params = {"k": 10, "distance": "cosine", **({"layer_b": layer_b} if layer_b else {})}
+    return MetricResult("mknn", v, params, chance=0.08, null_sd=0.01, z=(v - 0.08) / 0.01, p_value=1 / 101,
+                        permutations=100, ci_reason="intervals off (--resamples 0)")
+
+
+def _ck(v, reason=None):
+    return MetricResult("cka", v, {"kernel": "linear", "estimator": "biased"}, reason=reason)
+
+
+NO_CKA = "r.npy has all rows identical (zero variance); CKA is undefined"
+MATRIX = MatrixResult(
+    inputs=(InputInfo("0", "p.npy", None, "npy", (50, 4), "float32"),
+            InputInfo("1", "q.h5", "emb", "hdf5", (50, 3, 6), "float32", layers=("l0", "l1", "l2")),
+            InputInfo("2", "r.npy", None, "npy", (50, 4), "float64")),
+    n=50,
+    preprocessing=Preprocessing(),
+    metric_names=("mknn", "cka"),
+    cells=(MatrixCell(0, 1, (_mk(0.3, "l2"), _ck(0.6))), MatrixCell(0, 2, (_mk(0.2), _ck(None, NO_CKA))),
+           MatrixCell(1, 2, (_mk(0.25, "l1"), _ck(0.5)))),
+    diagonal=tuple(MatrixCell(p, p, (_mk(1.0), _ck(1.0))) for p in range(3)),
+    notes=("q.h5:emb: 3 layers",),
+    uncertainty=UncertaintySettings(resamples=0, confidence=0.95, seed=5, permutations=100),
+    version="9.9.9",
+    checks=(Check("mknn", "fail-under", 0.22, "value", 0.3, True, "mknn = 0.3000 is not under 0.22 (p.npy vs q.h5:emb)",
+                  (0, 1)),
+            Check("mknn", "fail-under", 0.22, "value", 0.2, False, "mknn = 0.2000 is under 0.22 (p.npy vs r.npy)",
+                  (0, 2)),
+            Check("mknn", "fail-under", 0.22, "value", 0.25, True,
+                  "mknn = 0.2500 is not under 0.22 (q.h5:emb vs r.npy)", (1, 2))),
+    pairing=Pairing("id", ("id", "id"), (60, 55), 50, (10, 5), max_rows=40, subsample_seed=5),
+)
+REFERENCED = MatrixResult(
+    inputs=tuple(InputInfo(str(i), f"{name}.npy", None, "npy", (50, 4), "float32")
+                 for i, name in enumerate(["ref", "x", "y"])),
+    n=50, preprocessing=Preprocessing(), metric_names=("mknn",),
+    cells=(MatrixCell(0, 2, (_mk(0.4),)), MatrixCell(0, 1, (_mk(0.3),))),  # best first
+    reference=0, version="9.9.9",
+)
+
+
+def test_matrix_markdown_every_pair():
+    p = f"{1 / 101:.3g}"
+    assert report.to_markdown(MATRIX) == (
+        "**repalign 9.9.9** · matrix of 3 inputs · n = 50 · preprocessing: none\n"
+        "\n"
+        "- 0: `p.npy` (50×4 float32)\n"
+        "- 1: `q.h5:emb` (50×3×6 float32 (3 layers))\n"
+        "- 2: `r.npy` (50×4 float64)\n"
+        "\n"
+        "**mknn**\n"
+        "\n"
+        "| | 0 | 1 | 2 |\n"
+        "|---|---:|---:|---:|\n"
+        "| 0 | 1.000 | 0.300 | 0.200 |\n"
+        "| 1 | 0.300 | 1.000 | 0.250 |\n"
+        "| 2 | 0.200 | 0.250 | 1.000 |\n"
+        "\n"
+        "**cka**\n"
+        "\n"
+        "| | 0 | 1 | 2 |\n"
+        "|---|---:|---:|---:|\n"
+        "| 0 | 1.000 | 0.600 | — |\n"
+        "| 1 | 0.600 | 1.000 | 0.500 |\n"
+        "| 2 | — | 0.500 | 1.000 |\n"
+        "\n"
+        "| a | b | metric | score | 95% CI | chance ± sd | z | p | parameters | check |\n"
+        "|---|---|---|---:|---|---:|---:|---:|---|:---:|\n"
+        f"| `p.npy` | `q.h5:emb` | mknn | 0.3000 | — | 0.0800 ± 0.0100 | 22.0 | {p} | k=10, cosine; best pair: "
+        "b layer l2 | ✅ pass |\n"
+        "| `p.npy` | `q.h5:emb` | cka | 0.6000 | — | — | — | — | linear, biased |  |\n"
+        f"| `p.npy` | `r.npy` | mknn | 0.2000 | — | 0.0800 ± 0.0100 | 12.0 | {p} | k=10, cosine | ❌ FAIL |\n"
+        "| `p.npy` | `r.npy` | cka | — | — | — | — | — | linear, biased |  |\n"
+        f"| `q.h5:emb` | `r.npy` | mknn | 0.2500 | — | 0.0800 ± 0.0100 | 17.0 | {p} | k=10, cosine; best pair: "
+        "b layer l1 | ✅ pass |\n"
+        "| `q.h5:emb` | `r.npy` | cka | 0.5000 | — | — | — | — | linear, biased |  |\n"
+        "\n"
+        f"_{report.CHANCE_NOTE}. intervals off; 100 permutations; seed 5._\n"
+        "- ❌ mknn = 0.2000 is under 0.22 (p.npy vs r.npy)\n"
+        "> q.h5:emb: 3 layers\n"
+    )
+
+
+def test_matrix_markdown_against_a_reference():
+    assert report.to_markdown(REFERENCED) == (
+        "**repalign 9.9.9** · matrix of 3 inputs · n = 50 · preprocessing: none\n"
+        "\n"
+        "- 0: `ref.npy` (50×4 float32)\n"
+        "- 1: `x.npy` (50×4 float32)\n"
+        "- 2: `y.npy` (50×4 float32)\n"
+        "\n"
+        "**mknn**\n"
+        "\n"
+        "| input | mknn vs `ref.npy` |\n"
+        "|---|---:|\n"
+        "| `y.npy` | 0.4000 |\n"
+        "| `x.npy` | 0.3000 |\n"
+        "\n"
+        "| a | b | metric | score | CI | chance ± sd | z | p | parameters |\n"
+        "|---|---|---|---:|---|---:|---:|---:|---|\n"
+        f"| `ref.npy` | `y.npy` | mknn | 0.4000 | — | 0.0800 ± 0.0100 | 32.0 | {1 / 101:.3g} | k=10, cosine |\n"
+        f"| `ref.npy` | `x.npy` | mknn | 0.3000 | — | 0.0800 ± 0.0100 | 22.0 | {1 / 101:.3g} | k=10, cosine |\n"
+        "\n"
+        f"_{report.CHANCE_NOTE}. intervals and p-values not computed._\n"
+    )
+
+
+def test_matrix_table_every_pair():
+    lines = [line.rstrip() for line in report.to_text(MATRIX, width=200).splitlines()]
+    assert lines[1].split() == ["1", "q.h5:emb", "50×3×6", "float32", "(3", "layers)"]
+    assert lines[4].split(maxsplit=1) == ["pairs", "by id: 50 items present in every input; a random 40 of them "
+                                                   "(seed 5)"]
+    start = lines.index("cka for every pair of inputs")
+    assert [cells(line) for line in lines[start + 1:start + 6] if "━" not in line] == [
+        ["", "0", "1", "2"], ["0", "1.000", "0.600", "—"], ["1", "0.600", "1.000", "0.500"],
+        ["2", "—", "0.500", "1.000"]]
+    body = [cells(line) for line in lines if line.startswith(" ") and "│" in line and cells(line)[2] in ("mknn", "cka")]
+    assert [(c[0], c[1], c[2], c[3], c[-1]) for c in body] == [
+        ("0", "1", "mknn", "0.3000", "pass"), ("0", "1", "cka", "0.6000", ""), ("0", "2", "mknn", "0.2000", "FAIL"),
+        ("0", "2", "cka", "—", ""), ("1", "2", "mknn", "0.2500", "pass"), ("1", "2", "cka", "0.5000", "")]
+    assert lines[-1] == "intervals off; 100 permutations; seed 5"
+
+
+def test_matrix_table_against_a_reference():
+    lines = [line.rstrip() for line in report.to_text(REFERENCED, width=200).splitlines()]
+    assert lines[0].split() == ["0", "ref.npy", "(reference)", "50×4", "float32"]
+    assert not any(line.startswith("pairs") for line in lines)
+    start = lines.index("mknn against input 0, best first")
+    assert [cells(line) for line in lines[start + 1:start + 4] if "━" not in line] == [
+        ["", "2", "1"], ["0", "0.400", "0.300"]]
+    assert "check" not in cells(next(line for line in lines if line.lstrip().startswith("a ")))
+    assert lines[-1].startswith("chance ± sd")  # no uncertainty line without settings
+
+
+def test_matrix_csv_checks_and_json_round_trip():
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(MATRIX))))
+    assert [(r["a"], r["b"], r["metric"], r["value"], r["check"], r["layer_b"]) for r in rows[:6]] == [
+        ("p.npy", "q.h5:emb", "mknn", "0.3", "pass", "l2"), ("p.npy", "q.h5:emb", "cka", "0.6", "", ""),
+        ("p.npy", "r.npy", "mknn", "0.2", "fail", ""), ("p.npy", "r.npy", "cka", "", "", ""),
+        ("q.h5:emb", "r.npy", "mknn", "0.25", "pass", "l1"), ("q.h5:emb", "r.npy", "cka", "0.5", "", "")]
+    assert rows[3]["reason"] == NO_CKA
+    assert [(r["a"], r["b"], r["value"]) for r in rows[6:]] == [
+        (a, a, "1.0") for a in ("p.npy", "q.h5:emb", "r.npy") for _ in range(2)]
+    for result in (MATRIX, REFERENCED):
+        doc = json.loads(report.to_json(result))
+        assert MatrixResult.from_dict(doc) == result
+        from test_checks import validate
+
+        validate(doc)
+
+
+def test_matrix_plot_panels():
+    names = ["p.npy", "q.h5:emb", "r.npy"]
+    assert report.plot_panels(MATRIX) == [
+        {"title": "mknn", "values": [[1.0, 0.3, 0.2], [0.3, 1.0, 0.25], [0.2, 0.25, 1.0]], "row_labels": names,
+         "col_labels": names, "row_axis": "input", "col_axis": "input", "vmin": 0.0, "vmax": 1.0, "annotate": True},
+        {"title": "cka", "values": [[1.0, 0.6, None], [0.6, 1.0, 0.5], [None, 0.5, 1.0]], "row_labels": names,
+         "col_labels": names, "row_axis": "input", "col_axis": "input", "vmin": 0.0, "vmax": 1.0, "annotate": True},
+    ]
+    assert report.plot_panels(REFERENCED) == [
+        {"title": "mknn", "values": [[0.4, 0.3]], "row_labels": ["ref.npy"], "col_labels": ["y.npy", "x.npy"],
+         "row_axis": "reference", "col_axis": "input", "vmin": 0.0, "vmax": 1.0, "annotate": True}]
+
+
+def test_markdown_without_uncertainty_settings():
+    """A report without settings (e.g. read from a document with "uncertainty": null) says so in words."""
+    text = report.to_markdown(dataclasses.replace(RESULT, uncertainty=None))
+    assert f"_{report.CHANCE_NOTE}. intervals and p-values not computed._\n" in text
+    assert "| metric | score | CI |" in text
+
+
+def test_matrix_markdown_of_a_real_run(pair_files, tmp_path):
+    """repalign matrix -f markdown shows the numbers of the JSON report of the same run."""
+    third = str(tmp_path / "c.npy")
+    np.save(third, np.load(pair_files[0])[:, ::-1] + 0.1 * np.load(pair_files[1])[:, :1])
+    files = [*pair_files, third]
+    doc = json.loads(run(["matrix", *files, "-m", "mknn,cka", "-f", "json", *FAST]))
+    md = run(["matrix", *files, "-m", "mknn,cka", "-f", "markdown", *FAST]).splitlines()
+    for metric in ("mknn", "cka"):
+        start = md.index(f"**{metric}**")
+        assert md[start + 2:start + 7] == ["| | 0 | 1 | 2 |", "|---|---:|---:|---:|"] + [
+            f"| {p} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for p, row in enumerate(doc["matrix"][metric])]
+    rows = [line for line in md if line.startswith("| `")]
+    expected = [f"| `{files[c['a']]}` | `{files[c['b']]}` | {m['name']} | {m['value']:.4f} |"
+                for c in doc["cells"] for m in c["metrics"]]
+    assert [row[:len(e)] for row, e in zip(rows, expected)] == expected and len(rows) == 6
