@@ -550,3 +550,19 @@ def test_matrix_markdown_of_a_real_run(pair_files, tmp_path):
     expected = [f"| `{files[c['a']]}` | `{files[c['b']]}` | {m['name']} | {m['value']:.4f} |"
                 for c in doc["cells"] for m in c["metrics"]]
     assert [row[:len(e)] for row, e in zip(rows, expected)] == expected and len(rows) == 6
+
+
+def test_explain_below_chance_and_warnings():
+    weak = dataclasses.replace(RESULT, metrics=(
+        MetricResult("mknn", 0.05, {"k": 10, "distance": "cosine"}, chance=0.0625, null_sd=0.01, z=-1.25,
+                     ci_low=0.03, ci_high=0.07),
+        MetricResult("cka", 0.3, {"kernel": "linear", "estimator": "biased"}, chance=0.2, null_sd=0.05, z=2.0,
+                     ci_low=0.25, ci_high=0.35)))
+    assert report.explain_lines(weak) == [
+        "mknn = 0.0500, 0.8× its chance level 0.0625, 1.2 null standard deviations below chance. The 90% CI "
+        "[0.0300, 0.0700] does not exclude chance: no evidence of agreement beyond random pairing. Warning: k is "
+        "large for n (chance level 0.062); mknn is only comparable between runs with the same n and k.",
+        "cka = 0.3000, 1.5× its chance level 0.2000, 2.0 null standard deviations above chance. The 90% CI "
+        "[0.2500, 0.3500] excludes chance. Warning: d is comparable to n, so biased CKA is inflated (unrelated data "
+        "would score 0.200 on average); cka-unbiased does not have this bias.",
+    ]
