@@ -172,6 +172,12 @@ def test_axis_labels_wrap_and_cut_long_pieces():
     assert _text_in(1, 9.0) == pytest.approx(0.075)  # so 1 inch holds 13 characters
     assert _wrap(text, 1.0, 9.0) == "abcdefghijklm\nnopqrstuvwxyz\n0123456789/\ntail"
     assert _wrap("layer of a (a.h5)", 9.0, 9.0) == "layer of a (a.h5)"
+    assert _wrap("ab/" + "c" * 20, 1.0, 9.0) == "ab/\n" + "c" * 13 + "\n" + "c" * 7  # a long piece starts a line
+
+
+def test_dropping_the_shared_prefix_keeps_the_endings():
+    labels = [f"/data/runs/experiment_2026_11/model_{c}_embeddings.npy" for c in "ab"]
+    assert _tick_labels(labels) == ["…model_a_embeddings.npy", "…model_b_embeddings.npy"]
 
 
 def test_one_row_panel_with_turned_column_labels(tmp_path):

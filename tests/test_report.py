@@ -566,3 +566,50 @@ def test_explain_below_chance_and_warnings():
         "[0.2500, 0.3500] excludes chance. Warning: d is comparable to n, so biased CKA is inflated (unrelated data "
         "would score 0.200 on average); cka-unbiased does not have this bias.",
     ]
+
+
+def test_one_layer_of_a_long_labels_and_bare_metrics():
+    """A 1×2 sweep: only the 'best layer of b' line, long labels keep their end; a metric with no chance,
+    z or interval explains just its value; no settings means no settings line in the table."""
+    long_b = ("layers/block_10/output", "layers/block_11/output")
+    bare = MetricResult("cka", 0.7, {"kernel": "linear", "estimator": "biased", "layer_a": "0",
+                                     "layer_b": long_b[1]})
+    result = dataclasses.replace(SWEEP, metrics=(bare,), uncertainty=None, sweep=Sweep(
+        ("0",), long_b, {"cka": _cells("cka", [[0.5, 0.7]], 0.01)}, {"cka": (0, 1)}))
+    lines = [line.rstrip() for line in report.to_text(result, width=200, explain=True).splitlines()]
+    start = lines.index("cka by layer pair (rows: layers of a, columns: layers of b; * = best)")
+    assert cells(lines[start + 1]) == ["a \\ b", "…k_10/output", "…k_11/output"]  # 12 characters
+    assert cells(lines[start + 3]) == ["0", "0.500", "0.700*"]
+    assert [line for line in lines if "best layer of" in line] == [
+        "cka: best layer of b for each layer of a: 0→layers/block_11/output"]
+    assert report.explain_lines(result)[0].startswith("cka = 0.7000. This is the best of 2 layer pairs:")
+    assert any(line.startswith("cka = 0.7000. This is the best of 2 layer pairs") for line in lines)
+    assert not any("permutations; seed" in line for line in lines)
+
+
+def test_matrix_table_pairs_by_id_without_subsample():
+    result = dataclasses.replace(MATRIX, pairing=Pairing("id", ("id", "id"), (60, 55), 50, (10, 5)))
+    lines = [line.rstrip() for line in report.to_text(result, width=200).splitlines()]
+    assert lines[4].split(maxsplit=1) == ["pairs", "by id: 50 items present in every input"]
+
+
+def test_one_layer_of_b_gives_only_the_other_line():
+    sweep = Sweep(("0", "1"), ("x",), {"cka": _cells("cka", [[0.5], [0.7]], 0.01)}, {"cka": (1, 0)})
+    assert report.sweep_lines(dataclasses.replace(SWEEP, sweep=sweep)) == [
+        "cka: best layer of a for each layer of b: x→1"]
+
+
+@pytest.mark.parametrize("name, fmt", [("r.json", "json"), ("r.CSV", "csv"), ("r.md", "markdown"),
+                                       ("r.markdown", "markdown"), ("r.txt", "table"), ("r.out", "json")])
+def test_write_picks_the_renderer_by_suffix(tmp_path, name, fmt):
+    path = tmp_path / name
+    assert report.write(RESULT, str(path)) == fmt
+    assert path.read_text(encoding="utf-8") == report.RENDERERS[fmt](RESULT)
+
+
+def test_write_to_a_directory_is_a_usage_error(tmp_path):
+    from repalign.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot write the report") as info:
+        report.write(RESULT, str(tmp_path))
+    assert "\n" not in str(info.value)
