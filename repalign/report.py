@@ -146,8 +146,8 @@ def _notes(result: ComparisonResult) -> list[str]:
 
 def _uncertainty_line(result: ComparisonResult) -> str:
     u = result.uncertainty
-    if u is None:
-        return ""
+    if u is None:  # a hand-built result, or a document with "uncertainty": null
+        return "intervals and p-values not computed"
     metrics = [m for _, m in _pairs(result)] if isinstance(result, MatrixResult) else result.metrics
     methods = sorted({m.ci_method.split(",")[0] for m in metrics if m.ci_method})
     ci = f"{u.resamples} resamples ({', '.join(methods)})" if u.resamples else "intervals off"

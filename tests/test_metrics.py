@@ -124,15 +124,43 @@ def test_cka_undefined_for_constant_input(rng):
         assert m.value is None and "b" in m.reason and "undefined" in m.reason
 
 
-def test_sample_space_branch_equals_feature_space(rng):
-    """d1, d2 > n uses n×n Grams; the value must equal the d×d route on the same data."""
-    X, Y = make_pair(rng, n=20, d1=40, d2=50)
-    wide = cka_mod.cross_stats(X, Y)
-    Xp = np.hstack([X, np.zeros((20, 0))])
-    assert wide.n == 20
-    # Same statistics computed through the feature-space branch by splitting the wide matrices.
-    g = X - X.mean(0)
-    h = Y - Y.mean(0)
-    assert wide.sxy == pytest.approx(np.linalg.norm(g.T @ h) ** 2, rel=1e-12)
-    assert wide.sxx == pytest.approx(np.linalg.norm(g.T @ g) ** 2, rel=1e-12)
-    assert np.allclose(wide.a, (g**2).sum(1)) and Xp.shape == X.shape
+def _vdot_shapes(monkeypatch):
+    """Spy on np.vdot inside cka.py: the Gram branch takes ⟨K, L⟩ of n×n Grams, the other ‖XcᵀYc‖² of d×d sums."""
+    shapes = []
+    real = np.vdot
+
+    def spy(x, y):
+        shapes.append((np.shape(x), np.shape(y)))
+        return real(x, y)
+
+    monkeypatch.setattr(cka_mod.np, "vdot", spy)
+    return shapes
+
+
+@pytest.mark.parametrize("shape", [(20, 40, 50), (20, 21, 200)])
+def test_sample_space_branch_matches_dense_reference(rng, monkeypatch, shape):
+    """d1, d2 > n uses the n×n Grams; its sums and both CKAs must equal the dense formulas of reference.py."""
+    n, d1, d2 = shape
+    X, Y = make_pair(rng, n=n, d1=d1, d2=d2)
+    X += 3.0  # an offset that centring must remove
+    shapes = _vdot_shapes(monkeypatch)
+    st = cka_mod.cross_stats(X, Y, per_row=True)
+    assert shapes == [((n, n), (n, n))] * 3  # the Gram branch ran, and only it
+    H = np.eye(n) - np.ones((n, n)) / n
+    K, L = H @ X @ X.T @ H, H @ Y @ Y.T @ H
+    assert np.allclose(st.per_row["K"], K, rtol=1e-12, atol=1e-9)
+    assert st.sxy == pytest.approx(np.sum(K * L), rel=1e-10)
+    assert st.sxx == pytest.approx(np.sum(K * K), rel=1e-10)
+    assert st.syy == pytest.approx(np.sum(L * L), rel=1e-10)
+    assert np.allclose(st.a, np.diag(K), rtol=1e-12) and np.allclose(st.b, np.diag(L), rtol=1e-12)
+    assert cka_mod.ratio(cka_mod.biased_terms(st)) == pytest.approx(ref.cka(X, Y), abs=CKA_TOL)
+    assert cka_mod.ratio(cka_mod.unbiased_terms(st)) == pytest.approx(ref.cka(X, Y, unbiased=True), abs=CKA_TOL)
+
+
+def test_feature_space_branch_when_one_side_is_narrow(rng, monkeypatch):
+    """The counterpart: d1 ≤ n keeps the d×d sums (so the spy above can tell the branches apart)."""
+    X, Y = make_pair(rng, n=20, d1=20, d2=50)
+    shapes = _vdot_shapes(monkeypatch)
+    st = cka_mod.cross_stats(X, Y)
+    assert shapes == [((20, 50), (20, 50)), ((20, 20), (20, 20)), ((50, 50), (50, 50))]
+    assert cka_mod.ratio(cka_mod.biased_terms(st)) == pytest.approx(ref.cka(X, Y), abs=CKA_TOL)

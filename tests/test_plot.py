@@ -4,13 +4,14 @@ import struct
 import sys
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 
 from repalign.errors import UsageError
 
 pytest.importorskip("matplotlib")
 
-from repalign.plot import PNG_DPI, _figure_size, _tick_labels, save_heatmaps
+from repalign.plot import PNG_DPI, _figure_size, _geometry, _text_in, _tick_labels, _wrap, save_heatmaps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -149,3 +150,77 @@ def test_missing_matplotlib_says_how_to_install(rng, tmp_path, monkeypatch):
         save_heatmaps(str(tmp_path / "heat.png"), make_panels(rng))
     assert "pip install 'repalign[plot]'" in str(info.value)
     assert not (tmp_path / "heat.png").exists()
+
+
+def svg_text(path):
+    return [t.strip() for t in ET.parse(path).getroot().itertext() if t.strip()]
+
+
+def test_a_single_long_label_is_cut_in_the_middle():
+    label = "".join(chr(ord("a") + i % 26) for i in range(50))
+    assert _tick_labels([label], limit=36) == [label[:17] + "…" + label[-18:]]
+
+
+def test_labels_too_long_without_their_affixes_are_cut_in_the_middle():
+    labels = [f"run/{c * 60}/end" for c in "xyz"]
+    short = _tick_labels(labels, limit=20)
+    assert short == [f"…{c * 8}…{c * 9}…" for c in "xyz"]  # shared 'run/' and '/end' dropped, then the middle
+
+
+def test_axis_labels_wrap_and_cut_long_pieces():
+    text = "abcdefghijklmnopqrstuvwxyz0123456789/tail"
+    assert _text_in(1, 9.0) == pytest.approx(0.075)  # so 1 inch holds 13 characters
+    assert _wrap(text, 1.0, 9.0) == "abcdefghijklm\nnopqrstuvwxyz\n0123456789/\ntail"
+    assert _wrap("layer of a (a.h5)", 9.0, 9.0) == "layer of a (a.h5)"
+    assert _wrap("ab/" + "c" * 20, 1.0, 9.0) == "ab/\n" + "c" * 13 + "\n" + "c" * 7  # a long piece starts a line
+
+
+def test_dropping_the_shared_prefix_keeps_the_endings():
+    labels = [f"/data/runs/experiment_2026_11/model_{c}_embeddings.npy" for c in "ab"]
+    assert _tick_labels(labels) == ["…model_a_embeddings.npy", "…model_b_embeddings.npy"]
+
+
+def test_one_row_panel_with_turned_column_labels(tmp_path):
+    """A reference matrix has one row: it must draw, with every (long, turned) column label."""
+    cols = [f"/data/model_{i}/embeddings.npy" for i in range(5)]
+    panel = {"title": "mknn", "values": [[0.1, 0.2, None, 0.4, 0.5]], "row_labels": ["/data/ref.npy"],
+             "col_labels": cols, "row_axis": "reference", "col_axis": "input", "vmin": 0, "vmax": 1,
+             "annotate": True}
+    geom = _geometry(panel)
+    assert geom.row_step == 1 and geom.col_rotation == 45
+    out = tmp_path / "ref.svg"
+    save_heatmaps(str(out), [panel])
+    text = svg_text(out)
+    for label in _tick_labels(cols) + ["/data/ref.npy", "0.10", "0.50", "reference"]:
+        assert label in text
+    assert "nan" not in " ".join(text)  # the undefined cell is grey, not annotated
+
+
+def test_many_rows_label_every_few_rows(tmp_path, rng):
+    rows = [f"r{i}" for i in range(100)]
+    panel = {"title": "cka", "values": rng.uniform(0, 1, (100, 3)), "row_labels": rows, "col_labels": ["a", "b", "c"],
+             "row_axis": "layer of a", "col_axis": "layer of b", "vmin": 0, "vmax": 1}
+    step = _geometry(panel).row_step
+    assert step > 1
+    out = tmp_path / "tall.svg"
+    save_heatmaps(str(out), [panel])
+    text = set(svg_text(out))
+    assert {rows[i] for i in range(0, 100, step)} <= text
+    assert not {rows[i] for i in range(100) if i % step} & text
+
+
+def test_empty_inputs_are_rejected(tmp_path, rng):
+    with pytest.raises(ValueError, match="at least one panel"):
+        save_heatmaps(str(tmp_path / "heat.png"), [])
+    panel = dict(make_panels(rng)[0], values=np.zeros((0, 4)), row_labels=[])
+    with pytest.raises(ValueError, match="the matrix is empty"):
+        save_heatmaps(str(tmp_path / "heat.png"), [panel])
+    assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_target_is_a_usage_error(tmp_path, rng):
+    target = tmp_path / "taken.png"
+    target.mkdir()  # a directory where the file should go
+    with pytest.raises(UsageError, match="taken.png: cannot write the plot") as info:
+        save_heatmaps(str(target), make_panels(rng))
+    assert "\n" not in str(info.value) and target.is_dir()
