@@ -182,9 +182,14 @@ def _check_reads(sa: _Side, sb: _Side, avail: int | None) -> None:
 
     for side in (sa, sb):
         if side.plan is not None:
-            parts = {"base": memory._BASE, "inputs": side.plan[2], "working": 0}  # noqa: SLF001
-            parts["total"] = parts["base"] + parts["inputs"]
-            memory.check(parts, avail, f"reading {side.info.name}")
+            size = side.plan[2]
+        elif side.info.path is not None and side.info.layers is None:
+            size = _io.stored_bytes(_io.Selector(side.info.path, side.info.key)) or 0
+        else:
+            continue
+        parts = {"base": memory._BASE, "inputs": size, "working": 0}  # noqa: SLF001
+        parts["total"] = parts["base"] + size
+        memory.check(parts, avail, f"reading {side.info.name}")
 
 
 def resolve_options(*, k: int | None, clip: float | None, normalize: bool | None, preset: str | None,

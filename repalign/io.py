@@ -476,6 +476,22 @@ def describe(selector: Selector | str | os.PathLike) -> tuple[tuple[int, int], i
         return None
 
 
+def stored_bytes(selector: Selector | str | os.PathLike) -> int | None:
+    """Bytes a whole read of the array a selector names would hold, whatever its shape, from headers alone
+    (0 for a memory-mapped .npy; None when unknown)."""
+    try:
+        if not isinstance(selector, Selector):
+            selector = parse_selector(selector)
+        fmt = file_format(selector.path)
+        infos = _LISTERS[fmt](selector.path)
+        info = infos[0] if fmt == "npy" else _choose(selector.path, infos, selector.key, "array")
+        if fmt == "npy" or None in info.shape:
+            return 0 if fmt == "npy" else None
+        return _product(info.shape) * np.dtype(info.dtype).itemsize
+    except Exception:  # noqa: BLE001 - as describe()
+        return None
+
+
 def _plan_array(path: str, fmt: str, info: ArrayInfo) -> tuple[tuple[int, int], int, int] | None:
     if len(info.shape) not in (2, 3):
         return None

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -133,12 +134,16 @@ def test_huge_empty_hdf5_dataspace_refused_unread(tmp_path, partner, no_reads):
     assert snapshot(tmp_path) == before
 
 
-def test_guard_without_a_full_plan_still_refuses_the_read(tmp_path, partner, no_reads):
-    """Row counts differ (no pairing plan), yet the huge side alone is refused before reading."""
-    p = tmp_path / "ints.h5"
+@pytest.mark.parametrize("shape,dtype,needle", [((10**6, 10**5), "i8", "needs about"),
+                                                ((10**11,), "f4", "needs about"),
+                                                ((10**4, 10**4, 10**4, 10), "u1", "got shape")])
+def test_arrays_refused_for_their_shape_or_type_are_not_read_first(tmp_path, partner, no_reads, shape, dtype,
+                                                                   needle):
+    """Integer, 1-D or 4-D arrays fail validation, but a 1 GB limit refuses them before any read."""
+    p = tmp_path / "odd.h5"
     with h5py.File(p, "w") as f:
-        f.create_dataset("emb", shape=(10**6, 10**5), dtype="i8", chunks=(1000, 100))
-    expect_error(["compare", f"{p}:emb", partner, *FAST], "needs about", env={"REPALIGN_MEMORY_LIMIT": "1G"})
+        f.create_dataset("emb", shape=shape, dtype=dtype, chunks=True)
+    expect_error(["compare", f"{p}:emb", partner, *FAST], needle, env={"REPALIGN_MEMORY_LIMIT": "1G"})
 
 
 def test_accepted_plan_then_reads(tmp_path, rng):
@@ -231,6 +236,8 @@ def _special_paths(tmp_path: Path, partner: str) -> dict[str, tuple[str, str]]:
     link = tmp_path / "link.h5"
     link.symlink_to(fifo)
     (tmp_path / "dir.npy").mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:  # the socket file stays after close
+        sock.bind(str(tmp_path / "sock.h5"))
     return {"fifo": (str(fifo), "a named pipe (FIFO), not a file"),
             "fifo-no-suffix": (str(bare), "a named pipe (FIFO), not a file"),
             "fifo-with-key": (f"{fifo}:emb", "a named pipe (FIFO), not a file"),
@@ -239,11 +246,12 @@ def _special_paths(tmp_path: Path, partner: str) -> dict[str, tuple[str, str]]:
             "dev-zero": ("/dev/zero", "a character device, not a file"),
             "dev-zero-with-key": ("/dev/zero:emb", "a character device, not a file"),
             "dev-null": ("/dev/null", "a character device, not a file"),
-            "directory": (str(tmp_path / "dir.npy"), "a directory, not a file")}
+            "directory": (str(tmp_path / "dir.npy"), "a directory, not a file"),
+            "socket": (str(tmp_path / "sock.h5"), "a socket, not a file")}
 
 
 CASES = ["fifo", "fifo-no-suffix", "fifo-with-key", "symlink-to-fifo", "symlink-to-fifo-with-key", "dev-zero",
-         "dev-zero-with-key", "dev-null", "directory"]
+         "dev-zero-with-key", "dev-null", "directory", "socket"]
 
 
 def _one_error_line(r: subprocess.CompletedProcess, *needles: str) -> None:
