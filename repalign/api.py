@@ -31,6 +31,8 @@ class _Side:
     source: object
     """A LayerSet (file) or ArrayLayers (in-memory array)."""
     notes: list[str]
+    plan: tuple | None = None
+    """(shape of one layer, bytes per value, bytes resident once read), from headers; None if unknown."""
 
     @property
     def n(self) -> int:
@@ -39,7 +41,8 @@ class _Side:
 
 def _open_side(x, label: str, allow_external: bool = False, layers: str | None = None,
                only_layered: bool = False) -> _Side:
-    """A file selector or an array → its (selected) layers and its description; no values read yet.
+    """A file selector or an array → its (selected) layers, its description and its memory plan; no values
+    read yet (:func:`_read_side` reads a single array once the plan is accepted).
 
     ``only_layered``: apply ``layers`` to layered inputs and ignore it for single arrays (matrix --layers).
     """
@@ -50,19 +53,26 @@ def _open_side(x, label: str, allow_external: bool = False, layers: str | None =
         src = src.select(layers) if src.layered or not only_layered else src
         info = InputInfo(label, src.selector.path, src.key, src.format, tuple(src.shape), src.stored_dtype,
                          src.labels if src.layered else None)
+        plan = _io.describe(_io.Selector(src.selector.path, src.keys[0]))
     else:
         src = ArrayLayers(x, f"array {label}")
         src = src.select(layers) if src.layered or not only_layered else src
         info = InputInfo(label, None, None, "array", src.shape, str(src.array.dtype),
                          src.labels if src.layered else None)
-    notes: list[str] = []
-    if info.layers is None:
-        # A single array is read and checked now, so that a bad file is reported before any pairing.
-        raw = src.read(0)
-        info = dataclasses.replace(info, shape=tuple(raw.shape), dtype=str(raw.dtype))
-        array, notes = as_embedding(raw, info.name)
-        src = _sweep.Checked(src, array)
-    return _Side(info, src, notes)
+        arr = src.array
+        plan = ((arr.shape[0], arr.shape[-1]), arr.dtype.itemsize, 0) if arr.ndim in (2, 3) else None
+    return _Side(info, src, [], plan)
+
+
+def _read_side(side: _Side) -> _Side:
+    """Read and check a single array now, so that a bad file is reported before any pairing; layers are read
+    later, one at a time."""
+    if side.info.layers is not None:
+        return side
+    raw = side.source.read(0)
+    info = dataclasses.replace(side.info, shape=tuple(raw.shape), dtype=str(raw.dtype))
+    array, notes = as_embedding(raw, info.name)
+    return _Side(info, _sweep.Checked(side.source, array), notes, side.plan)
 
 
 def _pair(a, b, sa: _Side, sb: _Side, *, ids, ids_a, ids_b, require_all, max_rows, seed, notes):
@@ -123,38 +133,32 @@ def _pair(a, b, sa: _Side, sb: _Side, *, ids, ids_a, ids_b, require_all, max_row
     return pairing, rows_a, rows_b
 
 
-def _layer_plan(side: _Side):
-    """(shape of one layer, bytes per value, bytes resident once read) for memory planning, or None."""
-    src = side.source
-    if side.info.layers is None:
-        if side.info.path is not None:
-            return _io.describe(_io.Selector(side.info.path, side.info.key))
-        arr = src.array
-        return (arr.shape, arr.dtype.itemsize, 0) if arr.ndim == 2 else None
-    shape = side.info.shape
-    n, d = shape[0], shape[-1]
-    try:
-        itemsize = np.dtype(side.info.dtype).itemsize
-    except TypeError:
-        return None
-    if d is None:
-        return None
-    resident = (n * d * itemsize if side.info.path is not None else 0) + (n * d * 4 if itemsize == 2 else 0)
-    return (n, d), itemsize, resident
+def _memory_limit() -> int | None:
+    """The memory a run may plan for: what is free, capped by REPALIGN_MEMORY_LIMIT (checked even if unused)."""
+    from repalign import memory
+
+    limit = memory.env_override()
+    avail = memory.available_bytes()
+    if limit is not None:
+        avail = limit if avail is None else min(avail, limit)
+    return avail
 
 
 def _plan_memory(sa: _Side, sb: _Side, *, names, k, pre, u) -> bool:
     """Refuse, before loading, a run that needs more memory than the machine has.
 
-    Returns whether every selected layer can stay in memory during a sweep
-    (else layers are read again for each pair they are in).
+    Works from headers and metadata only (the sides' plans). Returns whether every selected layer can
+    stay in memory during a sweep (else layers are read again for each pair they are in).
     """
     from repalign import memory
 
-    plans = [_layer_plan(sa), _layer_plan(sb)]
-    if None in plans or plans[0][0][0] != plans[1][0][0]:
+    avail = _memory_limit()
+    plans = [sa.plan, sb.plan]
+    if None in plans:
+        _check_reads(sa, sb, avail)
         return True  # loading will report the problem precisely
-    n = plans[0][0][0]
+    # Row counts may differ when ids pair the rows: at most the smaller count is compared.
+    n = min(plans[0][0][0], plans[1][0][0])
     layers = (len(sa.source), len(sb.source))
     neighbors = any(REGISTRY[m].needs_neighbors for m in names)
     depth = list_depth(n, k, u.resamples)
@@ -164,16 +168,28 @@ def _plan_memory(sa: _Side, sb: _Side, *, names, k, pre, u) -> bool:
         work_itemsize=work, preprocess=bool(pre.steps()),
         neighbors=neighbors, depth=max(depth, 1), k=k, cka=any(m.startswith("cka") for m in names),
         cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples, layers=layers)
-    limit = memory.env_override()
-    avail = memory.available_bytes()
-    if limit is not None:
-        avail = limit if avail is None else min(avail, limit)
     what = f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions"
     what += f", {layers[0]}×{layers[1]} layers)" if layers != (1, 1) else ")"
     memory.check(parts, avail, what)
     all_layers = sum(count * n * p[0][1] * w for count, p, w in zip(layers, plans, work))
     room = (avail - parts["total"]) if avail is not None else _LAYER_CACHE_BYTES
     return all_layers <= min(room // 2, _LAYER_CACHE_BYTES)
+
+
+def _check_reads(sa: _Side, sb: _Side, avail: int | None) -> None:
+    """Without a full plan, still refuse reading an input that alone cannot fit."""
+    from repalign import memory
+
+    for side in (sa, sb):
+        if side.plan is not None:
+            size = side.plan[2]
+        elif side.info.path is not None and side.info.layers is None:
+            size = _io.stored_bytes(_io.Selector(side.info.path, side.info.key)) or 0
+        else:
+            continue
+        parts = {"base": memory._BASE, "inputs": size, "working": 0}  # noqa: SLF001
+        parts["total"] = parts["base"] + size
+        memory.check(parts, avail, f"reading {side.info.name}")
 
 
 def resolve_options(*, k: int | None, clip: float | None, normalize: bool | None, preset: str | None,
@@ -278,6 +294,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     if permutations is None and len(sa.source) * len(sb.source) > 1:
         u = dataclasses.replace(u, permutations=_sweep.SWEEP_PERMUTATIONS)
     keep = _plan_memory(sa, sb, names=names, k=k, pre=pre, u=u)
+    sa, sb = _read_side(sa), _read_side(sb)  # the first full read, once the plan is accepted
     if progress:
         progress("reading inputs")
     notes: list[str] = []
@@ -373,6 +390,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     keep = all(_plan_memory(sides[0], s, names=names, k=k, pre=pre, u=u) for s in sides[1:])
     if keep:  # every input's layers at once, not only one pair's
         keep = _fits_all(sides, pre)
+    sides = [_read_side(s) for s in sides]  # the first full read, once the plan is accepted
 
     pairing, rows = _pair_many(xs, sides, ids=ids, require_all=require_all, max_rows=max_rows, seed=u.seed)
     n = pairing.max_rows or pairing.paired
@@ -409,17 +427,11 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
 
 def _fits_all(sides: list[_Side], pre) -> bool:
     """Whether every layer of every input fits in half the free memory."""
-    from repalign import memory
-
     total = 0
     for s in sides:
-        plan = _layer_plan(s)
-        if plan is None:
+        if s.plan is None:
             return True
-        (n, d), itemsize, _ = plan
+        (n, d), itemsize, _ = s.plan
         total += len(s.source) * n * d * (8 if itemsize == 8 else 4)
-    avail = memory.available_bytes()
-    limit = memory.env_override()
-    if limit is not None:
-        avail = limit if avail is None else min(avail, limit)
+    avail = _memory_limit()
     return total <= _LAYER_CACHE_BYTES and (avail is None or total <= avail // 2)

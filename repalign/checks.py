@@ -39,6 +39,8 @@ def parse_bounds(values, option: str, known) -> dict[str, float]:
 
 def load_baseline(path: str) -> dict:
     """Read an earlier repalign JSON report, refusing other documents and other schema versions."""
+    from repalign.io import check_regular_file  # a FIFO or device would block the open below
+    check_regular_file(path, "baseline file")
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such baseline file")
     try:

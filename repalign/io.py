@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 import re
+import stat
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +75,7 @@ class Loaded:
 
 
 def parse_selector(text: str | os.PathLike) -> Selector:
-    """Split ``PATH:KEY`` at the last colon, but only when PATH exists.
+    """Split ``PATH:KEY`` after the shortest existing file path, so keys may contain colons.
 
     A path that exists as given is never split, so file names containing a
     colon keep working.
@@ -80,20 +83,38 @@ def parse_selector(text: str | os.PathLike) -> Selector:
     text = os.fspath(text)
     if os.path.exists(text):
         return Selector(text)
-    if ":" in text:
-        head, key = text.rsplit(":", 1)
-        if head and os.path.exists(head):
-            if not key:
+    for i, c in enumerate(text):
+        head = text[:i]
+        if c == ":" and head and os.path.exists(head) and not os.path.isdir(head):
+            if i + 1 == len(text):
                 raise InputError(f"{head}: empty key after ':'")
-            return Selector(head, key)
+            return Selector(head, text[i + 1 :])
     raise InputError(f"{text}: no such file")
 
 
+_NOT_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def check_regular_file(path: str, what: str = "file") -> None:
+    """Refuse anything but a regular file from its stat alone: opening a FIFO or a device could block forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    for test, kind in _NOT_FILES:
+        if test(mode):
+            raise InputError(f"{path}: {kind}, not a {what}")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: not a regular {what}")
+
+
 def file_format(path: str) -> str:
-    """The format name for a path, from its suffix."""
+    """The format name for a path, from its suffix; anything but a regular file is refused before any open."""
+    check_regular_file(path)
     p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{path}: is a directory, not an embedding file")
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
@@ -115,21 +136,64 @@ def _is_float_text(dtype: str) -> bool:
 # ---------------------------------------------------------------- npy / npz
 
 
-def _npy_header(f) -> tuple[tuple, np.dtype]:
-    """Shape and dtype from an open .npy stream, without reading the data."""
+def _npy_header(f, where: str, stored: int) -> tuple[tuple, np.dtype]:
+    """Shape and dtype from an open .npy stream of ``stored`` bytes, without reading the data.
+
+    A header that declares more data than the stream holds is refused here, so that nothing later
+    tries to allocate (or plan for) a size the file cannot have.
+    """
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         shape, _, dtype = np.lib.format.read_array_header_1_0(f)
     elif version == (2, 0):
         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    else:  # (3, 0) only differs in the header's text encoding
-        shape, _, dtype = np.lib.format._read_array_header(f, version)
-    return tuple(shape), np.dtype(dtype)
+    elif version == (3, 0):
+        shape, dtype = _npy_header_3_0(f)
+    else:
+        raise InputError(f"{where}: unsupported .npy format version {version[0]}.{version[1]}")
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    if any(not isinstance(s, int) or s < 0 for s in shape):
+        raise InputError(f"{where}: header declares an invalid shape {shape}")
+    declared = dtype.itemsize * _product(shape)  # Python ints: no int64 overflow
+    if not dtype.hasobject and f.tell() + declared > stored:  # objects are pickled (and refused later)
+        dims = "×".join(map(str, shape))
+        raise InputError(f"{where}: truncated: header declares {dims} {dtype} ({_size_text(declared)}) but the "
+                         f"file holds {stored:,} bytes")
+    return shape, dtype
+
+
+def _npy_header_3_0(f) -> tuple[tuple, np.dtype]:
+    """Format 3.0 is format 2.0 with a UTF-8 header (numpy has no public reader for it)."""
+    (length,) = struct.unpack("<I", f.read(4))
+    if length > 100_000:
+        raise ValueError(f"header of {length} bytes is too large")
+    header = ast.literal_eval(f.read(length).decode("utf-8"))
+    if not isinstance(header, dict) or not {"descr", "shape", "fortran_order"} <= header.keys():
+        raise ValueError("header is not a dict with descr, shape and fortran_order")
+    if not isinstance(header["shape"], tuple):
+        raise ValueError(f"shape is not a tuple: {header['shape']!r}")
+    return header["shape"], np.lib.format.descr_to_dtype(header["descr"])
+
+
+def _product(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def _size_text(nbytes: int) -> str:
+    if nbytes >= 2**70:
+        return f"{float(nbytes):.1e} bytes"
+    for unit, scale in (("EB", 2**60), ("PB", 2**50), ("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def _list_npy(path: str) -> list[ArrayInfo]:
     with open(path, "rb") as f:
-        shape, dtype = _npy_header(f)
+        shape, dtype = _npy_header(f, path, os.fstat(f.fileno()).st_size)
     return [ArrayInfo("", shape, str(dtype), len(shape) == 2 and _is_float(dtype))]
 
 
@@ -137,7 +201,7 @@ def _read_npy(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
     if key is not None:
         raise InputError(f"{path}: a .npy file holds one array; remove the ':{key}' key")
     with open(path, "rb") as f:
-        _, dtype = _npy_header(f)
+        _, dtype = _npy_header(f, path, os.fstat(f.fileno()).st_size)
     if dtype.hasobject:
         raise InputError(f"{path}: contains Python objects; repalign never unpickles data (store a float array)")
     # Memory-mapped: a large file costs no memory until the rows are used.
@@ -147,10 +211,10 @@ def _read_npy(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
 def _list_npz(path: str) -> list[ArrayInfo]:
     out = []
     with zipfile.ZipFile(path) as z:
-        for member in z.namelist():
-            name = member.removesuffix(".npy")
+        for member in z.infolist():
+            name = member.filename.removesuffix(".npy")
             with z.open(member) as f:
-                shape, dtype = _npy_header(f)
+                shape, dtype = _npy_header(f, f"{path}:{name}", member.file_size)
             out.append(ArrayInfo(name, shape, str(dtype), len(shape) == 2 and _is_float(dtype)))
     return out
 
@@ -302,14 +366,34 @@ def _read_parquet(path: str, key: str | None) -> tuple[np.ndarray, str | None]:
 # ---------------------------------------------------------------- common
 
 
+_LIST_ALL_UP_TO, _LIST_FIRST = 20, 10
+
+
+def listing(path: str, infos: list[ArrayInfo], empty: str = "none") -> str:
+    """'a (3×4 float32); b (...)' for an error message; a long list is cut to its first few and a count."""
+    if not infos:
+        return empty
+    if len(infos) <= _LIST_ALL_UP_TO:
+        return "; ".join(i.describe() for i in infos)
+    shown = "; ".join(i.describe() for i in infos[:_LIST_FIRST])
+    return f"{shown}; … and {len(infos) - _LIST_FIRST:,} more; run repalign inspect {path}"
+
+
+def _literal(infos: list[ArrayInfo], key: str) -> ArrayInfo | None:
+    """The array whose name is exactly ``key`` (a leading or trailing '/' aside), whatever characters it holds."""
+    for info in infos:
+        if info.name == key or info.name == key.strip("/"):
+            return info
+    return None
+
+
 def _choose(path: str, infos: list[ArrayInfo], key: str | None, what: str) -> ArrayInfo:
     """Pick the array named by key, or the only embedding-like one."""
     if key is not None:
-        for info in infos:
-            if info.name == key or info.name == key.strip("/"):
-                return info
-        listing = "; ".join(i.describe() for i in infos) or "none"
-        raise InputError(f"{path}: no {what} '{key}' (available: {listing})")
+        info = _literal(infos, key)
+        if info is not None:
+            return info
+        raise InputError(f"{path}: no {what} '{key}' (available: {listing(path, infos)})")
     flat = [i for i in infos if i.embedding_like]
     if len(flat) == 1:  # the one 2-D float array wins, as before layers existed
         return flat[0]
@@ -317,11 +401,10 @@ def _choose(path: str, infos: list[ArrayInfo], key: str | None, what: str) -> Ar
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        listing = "; ".join(i.describe() for i in infos) or "nothing"
         raise InputError(f"{path}: no 2-D (or n×layers×d) floating-point {what} to use as embeddings "
-                         f"(found: {listing})")
-    listing = "; ".join(i.describe() for i in candidates)
-    raise InputError(f"{path}: {len(candidates)} candidate {what}s, choose one with {path}:KEY: {listing}")
+                         f"(found: {listing(path, infos, 'nothing')})")
+    raise InputError(f"{path}: {len(candidates):,} candidate {what}s, choose one with {path}:KEY: "
+                     f"{listing(path, candidates)}")
 
 
 _LISTERS = {"npy": _list_npy, "npz": _list_npz, "hdf5": _list_hdf5, "parquet": _list_parquet}
@@ -374,10 +457,12 @@ def load(selector: Selector | str | os.PathLike, allow_external: bool = False) -
 
 
 def describe(selector: Selector | str | os.PathLike) -> tuple[tuple[int, int], int, int] | None:
-    """Shape, bytes per value and resident bytes of what :func:`load` would read, without reading it.
+    """Shape of one layer, bytes per value and bytes resident while :func:`load` (or one layer's read) runs,
+    from headers and metadata alone.
 
-    Returns None when that cannot be told cheaply (or the input is bad: then
-    :func:`load` gives the error). Used to plan memory before loading.
+    Works for any 2-D array of a fixed-size type (and per layer for an n×L×d one), float or not, so that
+    even an array later refused for its type is never read before the plan. Returns None when that
+    cannot be told (or the input is bad: then :func:`load` gives the error).
     """
     try:
         if not isinstance(selector, Selector):
@@ -386,33 +471,57 @@ def describe(selector: Selector | str | os.PathLike) -> tuple[tuple[int, int], i
         fmt = file_format(path)
         infos = _LISTERS[fmt](path)
         info = infos[0] if fmt == "npy" else _choose(path, infos, selector.key, "array")
-        if len(info.shape) != 2 or not info.embedding_like:
-            return None
-        n, d = info.shape
-        itemsize = np.dtype(info.dtype).itemsize if fmt != "parquet" else 0
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            pf = pq.ParquetFile(path)
-            value_type = _list_type(pf.schema_arrow.field(info.name).type)[0]
-            itemsize = value_type.byte_width
-            if d is None:
-                meta = pf.metadata
-                leaf = [j for j in range(meta.num_columns)
-                        if meta.schema.column(j).path.split(".")[0] == info.name]
-                size = sum(meta.row_group(g).column(j).total_uncompressed_size
-                           for g in range(meta.num_row_groups) for j in leaf)
-                d = max(1, size // max(1, n * itemsize))
-        widened = n * d * 4 if itemsize == 2 else 0
-        if fmt == "npy":
-            resident = widened
-        elif fmt == "parquet":
-            resident = 2 * n * d * itemsize + widened  # the arrow column and its numpy copy, briefly together
-        else:
-            resident = n * d * itemsize + widened
-        return (int(n), int(d)), itemsize, int(resident)
+        return _plan_array(path, fmt, info)
     except Exception:  # noqa: BLE001 - planning must never replace load()'s precise error
         return None
+
+
+def stored_bytes(selector: Selector | str | os.PathLike) -> int | None:
+    """Bytes a whole read of the array a selector names would hold, whatever its shape, from headers alone
+    (0 for a memory-mapped .npy; None when unknown)."""
+    try:
+        if not isinstance(selector, Selector):
+            selector = parse_selector(selector)
+        fmt = file_format(selector.path)
+        infos = _LISTERS[fmt](selector.path)
+        info = infos[0] if fmt == "npy" else _choose(selector.path, infos, selector.key, "array")
+        if fmt == "npy" or None in info.shape:
+            return 0 if fmt == "npy" else None
+        return _product(info.shape) * np.dtype(info.dtype).itemsize
+    except Exception:  # noqa: BLE001 - as describe()
+        return None
+
+
+def _plan_array(path: str, fmt: str, info: ArrayInfo) -> tuple[tuple[int, int], int, int] | None:
+    if len(info.shape) not in (2, 3):
+        return None
+    n, d = int(info.shape[0]), info.shape[-1]
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        itemsize = _list_type(pf.schema_arrow.field(info.name).type)[0].byte_width
+        values = n * d if d is not None else _parquet_values(pf.metadata, info.name)
+        d = -(-values // n) if n else 0
+        resident = 2 * values * itemsize  # the arrow column and its combined copy, briefly together
+    else:
+        itemsize = np.dtype(info.dtype).itemsize
+        layer = n * d * itemsize
+        if fmt == "npy":
+            resident = layer if len(info.shape) == 3 else 0  # memory-mapped; a layer is copied out
+        elif fmt == "npz" and len(info.shape) == 3:
+            resident = _product(info.shape) * itemsize + layer  # the member is read whole, then sliced
+        else:
+            resident = layer
+    widened = n * d * 4 if itemsize == 2 else 0
+    return (n, int(d)), int(itemsize), int(resident + widened)
+
+
+def _parquet_values(meta, column: str) -> int:
+    """Upper bound on the values of a list column from the footer alone: each leaf column chunk's
+    num_values counts every value (plus one per null or empty list), however well the pages compress."""
+    leaf = [j for j in range(meta.num_columns) if meta.schema.column(j).path.split(".")[0] == column]
+    return sum(meta.row_group(g).column(j).num_values for g in range(meta.num_row_groups) for j in leaf)
 
 
 # ---------------------------------------------------------------- layers
@@ -535,14 +644,13 @@ def open_layers(selector: Selector | str | os.PathLike, allow_external: bool = F
     if os.path.getsize(path) == 0:
         raise InputError(f"{path}: empty file")
     infos = _guard(path, fmt, _LISTERS[fmt])
-    if is_glob(key):
+    if is_glob(key) and _literal(infos, key) is None:  # a key that exists as written is never a pattern
         if fmt == "npy":
             raise InputError(f"{path}: a .npy file holds one array; remove the ':{key}' pattern")
         pattern = key.strip("/")
         matched = sorted((i for i in infos if fnmatch.fnmatchcase(i.name, pattern)), key=lambda i: natural_key(i.name))
         if not matched:
-            listing = "; ".join(i.describe() for i in infos) or "none"
-            raise InputError(f"{path}: no array matches '{key}' (available: {listing})")
+            raise InputError(f"{path}: no array matches '{key}' (available: {listing(path, infos)})")
         for i in matched:
             if not i.embedding_like:
                 raise InputError(f"{path}:{i.name} matches '{key}' but is not a 2-D floating-point array "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 
 # Python, numpy, FAISS and pyarrow loaded, before any data.
 _BASE = 200 * 2**20
@@ -85,15 +87,23 @@ def check(parts: dict[str, int], available: int | None, what: str) -> None:
     )
 
 
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*", re.IGNORECASE)
+_SCALE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
 def env_override() -> int | None:
-    """REPALIGN_MEMORY_LIMIT (bytes, or with a K/M/G suffix) caps the memory repalign plans for."""
+    """REPALIGN_MEMORY_LIMIT (bytes, or with a K/M/G/T suffix) caps the memory repalign plans for.
+
+    Unset means no cap; any other value must be a positive finite size (so '', '0', '-5G', 'inf' and
+    'nan' are refused rather than read as "no limit" or "no memory").
+    """
     text = os.environ.get("REPALIGN_MEMORY_LIMIT")
-    if not text:
+    if text is None:
         return None
-    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1].upper(), 1)
-    try:
-        return int(float(text[:-1] if scale > 1 else text) * scale)
-    except ValueError:
+    m = _SIZE.fullmatch(text)
+    size = float(m.group(1)) * _SCALE[m.group(2).upper()] if m else math.nan
+    if not (math.isfinite(size) and size >= 1):
         from repalign.errors import UsageError
 
-        raise UsageError(f"REPALIGN_MEMORY_LIMIT='{text}' is not a size such as 8G or 500M") from None
+        raise UsageError(f"REPALIGN_MEMORY_LIMIT='{text}' is not a positive size such as 8G or 500M")
+    return int(size)

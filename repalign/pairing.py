@@ -66,8 +66,7 @@ def find_ids(selector: _io.Selector, key: str | None) -> str | None:
     infos = _io.inspect(selector.path)
     if key is not None:
         if not any(i.name == key.strip("/") for i in infos):
-            listing = "; ".join(i.describe() for i in infos) or "none"
-            raise InputError(f"{selector.path}: no id array '{key}' (available: {listing})")
+            raise InputError(f"{selector.path}: no id array '{key}' (available: {_io.listing(selector.path, infos)})")
         return key.strip("/")
     found = _id_candidates(infos)
     if len(found) > 1:
