@@ -145,11 +145,31 @@ def _emit(text_or_renderable) -> None:
         raise UsageError("cannot write to standard output (it is closed)")
     text = text_or_renderable if isinstance(text_or_renderable, str) else _render(text_or_renderable)
     try:
-        out.write(for_stream(text, out))
-        out.flush()
+        _write_all(out, for_stream(text, out))
     except (OSError, ValueError) as exc:
         _discard_stdout()
         raise UsageError(f"cannot write to standard output ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _write_all(out, text: str) -> None:
+    """Write and flush every byte. An unbuffered stdout (python -u, PYTHONUNBUFFERED) may take a large write
+    in part when the reader goes away, and its text layer would drop the rest without an error."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    view = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while view:
+        written = buffer.write(view)
+        if written is None:  # a non-blocking stdout that is full: wait until it takes more
+            import select
+
+            select.select([], [buffer], [])
+            continue
+        view = view[written:]
+    buffer.flush()
 
 
 def _discard_stdout() -> None:
