@@ -138,12 +138,17 @@ def _render(renderable) -> str:
     return console.file.getvalue()
 
 
-def _emit(text_or_renderable) -> None:
+def _emit(text_or_renderable, is_json: bool = False) -> None:
     """Write the result to stdout; a closed, full or broken stdout is an error (exit 2), not a traceback."""
     out = sys.stdout
     if out is None:
         raise UsageError("cannot write to standard output (it is closed)")
     text = text_or_renderable if isinstance(text_or_renderable, str) else _render(text_or_renderable)
+    if is_json:
+        from repalign.text import ascii_only, json_ascii
+
+        # For an ASCII stream, JSON's own escapes keep the document valid and the data exact.
+        text = json_ascii(text) if ascii_only(out) else text
     try:
         _write_all(out, for_stream(text, out))
     except (OSError, ValueError) as exc:
@@ -356,7 +361,8 @@ def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bo
         report.write(result, output)
     if plot is not None:
         _save_plot(plot, result)
-    _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result))
+    _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result),
+          is_json=fmt == "json")
     if explain and fmt != "table" and not quiet:
         # Keep stdout machine-readable; the explanation is for the person at the terminal.
         for line in report.explain_lines(result):
@@ -458,7 +464,7 @@ def inspect(
     if fmt == "json":
         rows = [{"key": i.name, "shape": list(i.shape), "dtype": i.dtype, "embedding": i.embedding_like,
                  "layers": i.shape[1] if i.layered else None} for i in infos]
-        _emit(json.dumps(clean_tree({"path": path, "arrays": rows}), indent=2, ensure_ascii=False) + "\n")
+        _emit(json.dumps(clean_tree({"path": path, "arrays": rows}), indent=2, ensure_ascii=False) + "\n", is_json=True)
         return
     from rich.table import Table
 
@@ -480,7 +486,7 @@ def schema():
     """Print the JSON Schema (draft 2020-12) that every --format json report follows."""
     from importlib.resources import files
 
-    _emit(files("repalign").joinpath("schema/report.schema.json").read_text(encoding="utf-8"))
+    _emit(files("repalign").joinpath("schema/report.schema.json").read_text(encoding="utf-8"), is_json=True)
 
 
 class Terminated(BaseException):

@@ -96,6 +96,14 @@ def to_ascii(text: str) -> str:
     return "".join(ch if ch.isascii() else _ascii_char(ch) for ch in text)
 
 
+def json_ascii(document: str) -> str:
+    """A JSON document in ASCII: non-ASCII characters (only ever inside strings) as JSON \\u escapes."""
+    import json
+    import re
+
+    return re.sub(r"[^\x00-\x7f]", lambda m: json.dumps(m.group())[1:-1], document)
+
+
 def for_stream(text: str, stream) -> str:
     """``text`` as ``stream`` can take it: valid Unicode, and ASCII where the stream or locale needs it."""
     text = valid_unicode(text)

@@ -429,3 +429,14 @@ def test_no_color_switches_the_spinner_off(monkeypatch):
     on.close()
     monkeypatch.setenv("NO_COLOR", "1")
     assert _Progress(quiet=False).timer is None
+
+
+@pytest.mark.parametrize("setting", [{"LC_ALL": "C"}, {"PYTHONIOENCODING": "ascii"}])
+@pytest.mark.parametrize("command", ["compare", "inspect"])
+def test_ascii_locale_json_stays_exact(data, setting, command):
+    np.save(data / "é×.npy", golden_pair()[0])
+    args = ["compare", "é×.npy", "b.npy", *FAST] if command == "compare" else ["inspect", "é×.npy"]
+    p = cli(*args, "-f", "json", cwd=data, env=env_for(**setting))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout.decode("ascii"))  # JSON's own \u escapes, not \x text
+    assert (doc["inputs"][0]["path"] if command == "compare" else doc["path"]) == "é×.npy"
