@@ -10,6 +10,7 @@ import traceback
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from repalign import __version__
 from repalign.errors import RepalignError, UsageError
@@ -18,7 +19,28 @@ from repalign.text import for_stream, no_color, shown
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
+class _Group(TyperGroup):
+    """Click's own usage errors quote what was typed; escape it like every other message (no ESC, no newline)."""
+
+    def make_context(self, *args, **kwargs):
+        return _escaping_usage_errors(super().make_context, *args, **kwargs)
+
+    def invoke(self, ctx):
+        return _escaping_usage_errors(super().invoke, ctx)
+
+
+def _escaping_usage_errors(fn, *args, **kwargs):
+    import click
+
+    try:
+        return fn(*args, **kwargs)
+    except click.ClickException as exc:
+        exc.message = shown(exc.message)
+        raise
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Do two embedding spaces organise the same items the same way? Mutual k-NN and CKA, fast and honest.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -440,3 +440,12 @@ def test_ascii_locale_json_stays_exact(data, setting, command):
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout.decode("ascii"))  # JSON's own \u escapes, not \x text
     assert (doc["inputs"][0]["path"] if command == "compare" else doc["path"]) == "é×.npy"
+
+
+@pytest.mark.parametrize("args", [["\x1b[31mred"], ["compare", "a.npy", "b.npy", "new\nline"],
+                                  ["compare", "a.npy", "b.npy", "--k", "\x1b[2J"]])
+def test_usage_errors_escape_what_was_typed(args):
+    r = run(*args)
+    assert r.exit_code == 2 and "\x1b" not in r.stderr and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and ("\\x1b" in last or "new\\" in last or "'--k'" in last)
