@@ -229,6 +229,9 @@ def _check_folder(path: str, what: str) -> None:
         raise UsageError(f"{path}: cannot write {what} (no directory {folder})")
     if os.path.isdir(path):
         raise UsageError(f"{path}: cannot write {what} (it is a directory)")
+    # As the shell's > would: a file or folder we may not write is refused now, not after the work.
+    if not os.access(folder, os.W_OK) or os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{path}: cannot write {what} (permission denied)")
 
 
 def _input_path(selector: str) -> str:

@@ -31,7 +31,8 @@ def snapshot(folder: Path) -> dict:
     out = {}
     for name in os.listdir(os.fsencode(folder)):
         p = os.path.join(os.fsencode(folder), name)
-        out[name] = os.readlink(p) if os.path.islink(p) else open(p, "rb").read()
+        out[name] = os.readlink(p) if os.path.islink(p) else sorted(os.listdir(p)) if os.path.isdir(p) \
+            else open(p, "rb").read()
     return out
 
 
@@ -272,9 +273,15 @@ def test_symlinked_output_replaces_its_target(data):
     assert json.loads((data / "real.json").read_text())["n"] == 100
 
 
-def test_missing_folder_refused_before_work(data, no_work):
-    r = run("compare", data / "a.npy", data / "b.npy", "-o", data / "nowhere" / "r.json")
-    assert r.exit_code == 2 and "no directory" in one_error_line(r.stderr)
+@pytest.mark.parametrize("option,name,needle", [("-o", "nowhere/r.json", "no directory"),
+                                                 ("-o", "folder.json", "it is a directory"),
+                                                 ("--plot", "folder.json/../nowhere/p.png", "no directory")])
+def test_unwritable_output_refused_before_work(data, no_work, option, name, needle):
+    (data / "folder.json").mkdir()
+    before = snapshot(data)
+    r = run("matrix", data / "a.npy", data / "b.npy", option, data / name)
+    assert r.exit_code == 2 and needle in one_error_line(r.stderr)
+    assert snapshot(data) == before
 
 
 # ------------------------------------------------------------------ 4. output that cannot be written
