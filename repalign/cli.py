@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 import traceback
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from repalign import __version__
-from repalign.errors import RepalignError
+from repalign.errors import RepalignError, UsageError
+from repalign.safe_write import check_outputs
+from repalign.text import for_stream, no_color, shown
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+class _Group(TyperGroup):
+    """Click's own usage errors quote what was typed; escape it like every other message (no ESC, no newline)."""
+
+    def make_context(self, *args, **kwargs):
+        return _escaping_usage_errors(super().make_context, *args, **kwargs)
+
+    def invoke(self, ctx):
+        return _escaping_usage_errors(super().invoke, ctx)
+
+
+def _escaping_usage_errors(fn, *args, **kwargs):
+    import click
+
+    try:
+        return fn(*args, **kwargs)
+    except click.ClickException as exc:
+        exc.message = shown(exc.message)
+        raise
+
 
 app = typer.Typer(
+    cls=_Group,
     help="Do two embedding spaces organise the same items the same way? Mutual k-NN and CKA, fast and honest.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -23,8 +50,20 @@ app = typer.Typer(
 )
 
 
+def _err(line: str) -> None:
+    """One line on stderr, escaped and in an encoding it takes; silence when stderr itself is gone."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(for_stream(shown(line), stream) + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def _fail(message: str) -> None:
-    typer.echo(f"Error: {message}", err=True)
+    _err(f"Error: {message}")
     raise typer.Exit(EXIT_INPUT)
 
 
@@ -42,9 +81,10 @@ def handled(fn):
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if type(exc).__module__.startswith("click"):
                 raise
-            traceback.print_exc(file=sys.stderr)
-            typer.echo(f"repalign: internal error ({type(exc).__name__}); this is a bug, please report it "
-                       "with the command that caused it", err=True)
+            if sys.stderr is not None:
+                traceback.print_exc(file=sys.stderr)
+            _err(f"repalign: internal error ({type(exc).__name__}); this is a bug, please report it "
+                 "with the command that caused it")
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
@@ -63,10 +103,12 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 class _Progress:
-    """A spinner on stderr for work that takes longer than a second, and only on a terminal."""
+    """A spinner on stderr for work that takes longer than a second, only on a terminal, never with NO_COLOR."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, quiet: bool):
         import threading
+
+        enabled = not quiet and not no_color() and sys.stderr is not None and sys.stderr.isatty()
 
         self.stage = "working"
         self.status = None
@@ -78,7 +120,11 @@ class _Progress:
     def _show(self):
         from rich.console import Console
 
-        self.status = Console(stderr=True).status(self.stage)
+        from repalign.text import ascii_only
+
+        # The default spinner is drawn in braille; a terminal that takes only ASCII gets - \\ | /.
+        spinner = "line" if ascii_only(sys.stderr) else "dots"
+        self.status = Console(stderr=True).status(self.stage, spinner=spinner)
         self.status.start()
 
     def __call__(self, stage: str):
@@ -93,36 +139,75 @@ class _Progress:
             self.status.stop()
 
 
-def _emit(text_or_renderable) -> None:
-    if isinstance(text_or_renderable, str):
-        sys.stdout.write(text_or_renderable)
-        sys.stdout.flush()
-        return
+def _render(renderable) -> str:
+    """A rich renderable as the text stdout gets: colour only on a terminal, none at all with NO_COLOR."""
+    import io
+
     from rich.console import Console
 
-    # rich decides colour: only on a terminal, never with NO_COLOR set. Off a terminal rich would
-    # assume 80 columns and wrap the table; a log or a pipe has room for the whole row.
-    console = Console(file=sys.stdout)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, width=120)
-    console.print(text_or_renderable)
+    # rich decides colour and width for stdout; the text is then written by _emit, which handles a stdout
+    # that fails. Names are data: no markup, emoji codes or highlighting are read into them. Off a terminal
+    # rich would assume 80 columns and wrap the table; a log or a pipe has room for the whole row.
+    from repalign.text import ascii_only, ascii_renderable
+
+    if ascii_only(sys.stdout):
+        renderable = ascii_renderable(renderable)
+    probe = Console(file=sys.stdout)
+    terminal = probe.is_terminal
+    colours = None if no_color() else probe.color_system  # rich's own NO_COLOR handling keeps bold and dim
+    console = Console(file=io.StringIO(), force_terminal=terminal, color_system=colours,
+                      width=probe.width if terminal else 120, markup=False, emoji=False, highlight=False)
+    console.print(renderable)
+    return console.file.getvalue()
 
 
-def _check_plot_path(path: str | None) -> None:
-    """Refuse a --plot file we could not write before any work is done."""
-    import os
-    from pathlib import Path
+def _emit(text_or_renderable, is_json: bool = False) -> None:
+    """Write the result to stdout; a closed, full or broken stdout is an error (exit 2), not a traceback."""
+    out = sys.stdout
+    if out is None:
+        raise UsageError("cannot write to standard output (it is closed)")
+    text = text_or_renderable if isinstance(text_or_renderable, str) else _render(text_or_renderable)
+    if is_json:
+        from repalign.text import ascii_only, json_ascii
 
-    if path is None:
+        # For an ASCII stream, JSON's own escapes keep the document valid and the data exact.
+        text = json_ascii(text) if ascii_only(out) else text
+    try:
+        _write_all(out, for_stream(text, out))
+    except (OSError, ValueError) as exc:
+        _discard_stdout()
+        raise UsageError(f"cannot write to standard output ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _write_all(out, text: str) -> None:
+    """Write and flush every byte. An unbuffered stdout (python -u, PYTHONUNBUFFERED) may take a large write
+    in part when the reader goes away, and its text layer would drop the rest without an error."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+        out.flush()
         return
-    from repalign.plot import FORMATS
+    out.flush()
+    view = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while view:
+        written = buffer.write(view)
+        if written is None:  # a non-blocking stdout that is full: wait until it takes more
+            import select
 
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise RepalignError(f"{path}: --plot writes .png, .svg or .pdf (got '{suffix or '(none)'}')")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise RepalignError(f"{path}: cannot write the plot (no directory {folder})")
+            select.select([], [buffer], [])
+            continue
+        view = view[written:]
+    buffer.flush()
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null, so Python's final flush of what is left does not fail again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _save_plot(path: str, result) -> None:
@@ -179,7 +264,7 @@ def compare(
         None, "--max-drop", metavar="METRIC=X", help="Exit 1 if the metric fell by more than X since --baseline."),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", metavar="FILE",
-        help="Also write the report to FILE (.json, .csv or .md by suffix; JSON otherwise)."),
+        help="Also write the report to FILE, in the format its suffix names: .json, .csv, .md or .txt."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings or notes on stderr; only the output."),
     allow_external: bool = typer.Option(
         False, "--allow-external", help="Follow HDF5 external links and virtual datasets that read other files."),
@@ -209,13 +294,13 @@ def compare(
 
     if fmt not in report.FORMATS:
         raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
+    check_outputs([a, b], baseline, output=output, plot=plot)
     known = list(REGISTRY)
     gates = {"fail_under": checks.parse_bounds(fail_under, "--fail-under", known),
              "fail_above": checks.parse_bounds(fail_above, "--fail-above", known),
              "max_drop": checks.parse_bounds(max_drop, "--max-drop", known), "on": on, "baseline": baseline}
     checks.validate(parse_metrics(metric), resamples=resamples, **gates)
-    _check_plot_path(plot)
-    progress = _Progress(enabled=sys.stderr.isatty() and not quiet)
+    progress = _Progress(quiet)
     try:
         result = run(a, b, metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
                      resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
@@ -237,19 +322,20 @@ def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bo
 
     if not quiet:
         for note in result.notes:
-            typer.echo(f"warning: {note}", err=True)
+            _err(f"warning: {note}")
     if output is not None:
         report.write(result, output)
     if plot is not None:
         _save_plot(plot, result)
-    _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result))
+    _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result),
+          is_json=fmt == "json")
     if explain and fmt != "table" and not quiet:
         # Keep stdout machine-readable; the explanation is for the person at the terminal.
         for line in report.explain_lines(result):
-            typer.echo(line, err=True)
+            _err(line)
     for c in result.checks:
         if not c.passed:
-            typer.echo(f"FAIL: {c.message} (--{c.kind})", err=True)
+            _err(f"FAIL: {c.message} (--{c.kind})")
     if result.failed:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -286,7 +372,7 @@ def matrix(
         None, "--fail-above", metavar="METRIC=X", help="Exit 1 if any pair's metric is above X (repeatable)."),
     on: str = typer.Option("value", "--on", metavar="WHAT", help="Apply the bounds to: value, ci-low or ci-high."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
-                                         help="Also write the report to FILE (.json, .csv or .md by suffix)."),
+                                         help="Also write the report to FILE: .json, .csv, .md or .txt."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings or notes on stderr; only the output."),
     allow_external: bool = typer.Option(False, "--allow-external",
                                         help="Follow HDF5 external links and virtual datasets."),
@@ -309,12 +395,12 @@ def matrix(
 
     if fmt not in report.FORMATS:
         raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
+    check_outputs(inputs + ([reference] if reference else []), output=output, plot=plot)
     known = list(REGISTRY)
     gates = {"fail_under": checks.parse_bounds(fail_under, "--fail-under", known),
              "fail_above": checks.parse_bounds(fail_above, "--fail-above", known), "on": on}
     checks.validate(parse_metrics(metric), resamples=resamples, **gates)
-    _check_plot_path(plot)
-    progress = _Progress(enabled=sys.stderr.isatty() and not quiet)
+    progress = _Progress(quiet)
     try:
         result = run(inputs, reference=reference, metrics=metric, k=k, distance=distance, clip=clip,
                      normalize=normalize, preset=preset, resamples=resamples, confidence=confidence, seed=seed,
@@ -336,6 +422,7 @@ def inspect(
     import json
 
     from repalign.io import inspect as run
+    from repalign.text import clean_tree
 
     if fmt not in ("table", "json"):
         raise RepalignError(f"unknown --format '{fmt}' for inspect (choose from table, json)")
@@ -343,11 +430,11 @@ def inspect(
     if fmt == "json":
         rows = [{"key": i.name, "shape": list(i.shape), "dtype": i.dtype, "embedding": i.embedding_like,
                  "layers": i.shape[1] if i.layered else None} for i in infos]
-        _emit(json.dumps({"path": path, "arrays": rows}, indent=2) + "\n")
+        _emit(json.dumps(clean_tree({"path": path, "arrays": rows}), indent=2, ensure_ascii=False) + "\n", is_json=True)
         return
     from rich.table import Table
 
-    t = Table(title=path, show_edge=False, header_style="bold")
+    t = Table(title=shown(path), show_edge=False, header_style="bold")
     t.add_column("key")
     t.add_column("shape", justify="right")
     t.add_column("dtype")
@@ -355,7 +442,7 @@ def inspect(
     for i in infos:
         shape = "×".join("?" if s is None else str(s) for s in i.shape)
         usable = "yes" if i.embedding_like else f"{i.shape[1]} layers" if i.layered else ""
-        t.add_row(i.name or "(whole file)", shape, i.dtype, usable)
+        t.add_row(shown(i.name) if i.name else "(whole file)", shape, shown(i.dtype), usable)
     _emit(t)
 
 
@@ -365,9 +452,39 @@ def schema():
     """Print the JSON Schema (draft 2020-12) that every --format json report follows."""
     from importlib.resources import files
 
-    _emit(files("repalign").joinpath("schema/report.schema.json").read_text(encoding="utf-8"))
+    _emit(files("repalign").joinpath("schema/report.schema.json").read_text(encoding="utf-8"), is_json=True)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` (temporary files) runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
+def _reserve_std_fds() -> None:
+    """Put /dev/null on a closed fd 0, 1 or 2, so no file we open takes its place and receives stray output.
+
+    Python has already set sys.stdout (or stderr) to None for a closed descriptor, so writing
+    the result still fails as it should.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free descriptor: this one
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. SIGTERM exits 143 (128 + 15, as the shell reports a kill) after cleanup."""
+    _reserve_std_fds()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if hasattr(signal, "SIGXFSZ"):
+        # Past a file size limit (ulimit -f) the write then fails with EFBIG and is reported, instead of
+        # the process being killed half-way through a file.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        app()
+    except Terminated:
+        sys.exit(EXIT_TERMINATED)

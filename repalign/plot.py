@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from repalign.errors import UsageError
+from repalign.safe_write import write_atomic
 
 FORMATS = (".png", ".svg", ".pdf")
 PNG_DPI = 150
@@ -414,7 +415,5 @@ def save_heatmaps(path: str, panels: list[dict], title: str | None = None) -> No
         if title:
             fig.suptitle(str(title), fontsize=TITLE_FONT + 1)
         metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}.get(fmt)
-        try:
-            fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+        # Through a temporary file: a failed or interrupted save leaves any earlier plot as it was.
+        write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=PNG_DPI, metadata=metadata), "the plot")

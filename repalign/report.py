@@ -7,6 +7,7 @@ import io
 import json
 
 from repalign.results import ComparisonResult, InputInfo, MatrixResult, MetricResult
+from repalign.text import shown
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -84,6 +85,7 @@ def _layers_of(info: InputInfo) -> str:
 def heatmap(result: ComparisonResult, metric: str):
     """A rich table of one metric over all layer pairs; cells keep their numbers and are coloured by value."""
     from rich.table import Table
+    from rich.text import Text
 
     sw = result.sweep
     m = result.metric(metric)
@@ -101,13 +103,14 @@ def heatmap(result: ComparisonResult, metric: str):
                 cells.append("—")
                 continue
             share = 0.0 if hi <= lo else min(max((c.value - lo) / (hi - lo), 0.0), 1.0)
-            cells.append(f"[{_colour(share)}]{c.value:.3f}{mark}[/]")
+            cells.append(Text(f"{c.value:.3f}{mark}", style=_colour(share)))
         t.add_row(_short(sw.layers_a[i]), *cells)
     return t
 
 
 def _short(label: str, width: int = 12) -> str:
     """Layer labels from globs can be long keys; keep their informative end."""
+    label = shown(label)
     return label if len(label) <= width else "…" + label[-(width - 1):]
 
 
@@ -136,12 +139,12 @@ def sweep_lines(result: ComparisonResult) -> list[str]:
             lines.append(f"{metric}: best layer of b for each layer of a: {a}")
         if len(sw.layers_a) > 1:
             lines.append(f"{metric}: best layer of a for each layer of b: {b}")
-    return lines
+    return [shown(line) for line in lines]
 
 
 def _notes(result: ComparisonResult) -> list[str]:
     out = [f"{m.name}: {m.reason}" for m in result.metrics if m.value is None and m.reason]
-    return out + list(result.notes)
+    return [shown(note) for note in out + list(result.notes)]
 
 
 def _uncertainty_line(result: ComparisonResult) -> str:
@@ -201,7 +204,10 @@ def explain_lines(result: ComparisonResult) -> list[str]:
 
 def to_json(result: ComparisonResult) -> str:
     """One JSON document; NaN can never appear (undefined values are null with a reason)."""
-    return json.dumps(result.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    from repalign.text import clean_tree
+
+    # Names keep their exact text, but undecodable bytes of a file name become the text \\xff: valid UTF-8.
+    return json.dumps(clean_tree(result.to_dict()), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
 CSV_COLUMNS = ["metric", "value", "ci_low", "ci_high", "ci_method", "chance", "null_sd", "z", "p_value",
@@ -266,8 +272,8 @@ def to_markdown(result: ComparisonResult) -> str:
     lines = [
         f"**repalign {result.version}** · n = {result.n} · preprocessing: {result.preprocessing.describe()}",
         "",
-        f"- a: `{a.name}` ({_shape(a)})",
-        f"- b: `{b.name}` ({_shape(b)})",
+        f"- a: `{shown(a.name)}` ({_shape(a)})",
+        f"- b: `{shown(b.name)}` ({_shape(b)})",
         *([f"- pairing: {result.pairing.describe()}"] if result.pairing is not None else []),
         "",
     ]
@@ -295,11 +301,11 @@ def to_markdown(result: ComparisonResult) -> str:
         for name, grid in sw.cells.items():
             best = sw.best[name]
             lines += ["", f"**{name}** by layer pair (rows: a, columns: b; **bold** = best)", "",
-                      "| a \\ b | " + " | ".join(sw.layers_b) + " |", "|---|" + "---:|" * len(sw.layers_b)]
+                      "| a \\ b | " + " | ".join(map(shown, sw.layers_b)) + " |", "|---|" + "---:|" * len(sw.layers_b)]
             for i, row in enumerate(grid):
                 cells = [("—" if c.value is None else f"**{c.value:.3f}**" if best == (i, j) else f"{c.value:.3f}")
                          for j, c in enumerate(row)]
-                lines.append(f"| {sw.layers_a[i]} | " + " | ".join(cells) + " |")
+                lines.append(f"| {shown(sw.layers_a[i])} | " + " | ".join(cells) + " |")
     lines += [f"- {'✅' if c.passed else '❌'} {c.message}" for c in result.checks]
     lines += [f"> {note}" for note in _notes(result)]
     return "\n".join(lines) + "\n"
@@ -318,7 +324,7 @@ def table(result: ComparisonResult, explain: bool = False):
     head.add_column()
     head.add_column(style="dim")
     for info in result.inputs:
-        head.add_row(info.label, info.name, _shape(info) + _layers_of(info))
+        head.add_row(shown(info.label), shown(info.name), _shape(info) + _layers_of(info))
     head.add_row("n", f"{result.n} paired items", "")
     if result.pairing is not None and (result.pairing.by != "row" or result.pairing.max_rows is not None):
         head.add_row("pairs", result.pairing.describe(), "")
@@ -355,7 +361,7 @@ def table(result: ComparisonResult, explain: bool = False):
     if result.uncertainty is not None:
         parts.append(Text(_uncertainty_line(result), style="dim"))
     # Undefined values are part of the result; other notes go to stderr as warnings (see cli).
-    parts += [Text(f"{m.name}: {m.reason}", style="yellow") for m in result.metrics if m.value is None]
+    parts += [Text(shown(f"{m.name}: {m.reason}"), style="yellow") for m in result.metrics if m.value is None]
     if explain:
         parts.append(Text(""))
         parts += [Text(line) for line in explain_lines(result)]
@@ -367,7 +373,9 @@ def to_text(result: ComparisonResult, width: int = 120, explain: bool = False) -
     from rich.console import Console
 
     buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None, force_terminal=False).print(table(result, explain=explain))
+    console = Console(file=buf, width=width, color_system=None, force_terminal=False, markup=False, emoji=False,
+                      highlight=False)
+    console.print(table(result, explain=explain))
     return buf.getvalue()
 
 
@@ -375,17 +383,26 @@ RENDERERS = {"json": to_json, "csv": to_csv, "markdown": to_markdown, "table": t
 SUFFIXES = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown", ".txt": "table"}
 
 
-def write(result: ComparisonResult, path: str) -> str:
-    """Write the report to a file in the format its suffix names (JSON for any other suffix)."""
+def output_format(path: str) -> str:
+    """The report format that ``--output``'s suffix names; any other suffix is a UsageError."""
     from pathlib import Path
 
     from repalign.errors import UsageError
+    from repalign.text import shown
 
-    fmt = SUFFIXES.get(Path(path).suffix.lower(), "json")
-    try:
-        Path(path).write_text(RENDERERS[fmt](result), encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(f"{shown(path)}: --output writes {', '.join(SUFFIXES)} (got '{shown(suffix) or '(none)'}')")
+    return SUFFIXES[suffix]
+
+
+def write(result: ComparisonResult, path: str) -> str:
+    """Write the report atomically to a file in the format its suffix names; returns the format."""
+    from repalign.safe_write import write_atomic
+    from repalign.text import valid_unicode
+
+    fmt = output_format(path)
+    write_atomic(path, valid_unicode(RENDERERS[fmt](result)).encode("utf-8"), "the report")
     return fmt
 
 
@@ -407,7 +424,7 @@ def plot_panels(result) -> list[dict]:
             panels.append({"title": metric, "values": grid, "row_labels": rows, "col_labels": cols,
                            "row_axis": "reference" if result.reference is not None else "input",
                            "col_axis": "input", "vmin": rng[0], "vmax": rng[1], "annotate": True})
-        return panels
+        return [_plain_labels(p) for p in panels]
     sw = result.sweep
     a, b = result.inputs
     for m in result.metrics:
@@ -415,7 +432,16 @@ def plot_panels(result) -> list[dict]:
                        "row_labels": list(sw.layers_a), "col_labels": list(sw.layers_b),
                        "row_axis": f"layer of a ({a.name})", "col_axis": f"layer of b ({b.name})",
                        "vmin": m.range[0], "vmax": m.range[1], "best": sw.best[m.name], "annotate": True})
-    return panels
+    return [_plain_labels(p) for p in panels]
+
+
+def _plain_labels(panel: dict) -> dict:
+    """Labels as they are shown everywhere else: one line, undecodable bytes as \\xff (SVG/PDF need valid text)."""
+    for key in ("row_labels", "col_labels"):
+        panel[key] = [shown(x) for x in panel[key]]
+    for key in ("row_axis", "col_axis"):
+        panel[key] = shown(panel[key])
+    return panel
 
 
 # ---------------------------------------------------------------- matrix reports
@@ -459,8 +485,8 @@ def _matrix_rows(result: MatrixResult) -> list[tuple]:
 def _matrix_markdown(result: MatrixResult) -> str:
     lines = [f"**repalign {result.version}** · matrix of {len(result.inputs)} inputs · n = {result.n} · "
              f"preprocessing: {result.preprocessing.describe()}", ""]
-    lines += [f"- {i.label}: `{i.name}` ({_shape(i)}{_layers_of(i)})" for i in result.inputs]
-    names = [i.name for i in result.inputs]
+    lines += [f"- {shown(i.label)}: `{shown(i.name)}` ({_shape(i)}{_layers_of(i)})" for i in result.inputs]
+    names = [shown(i.name) for i in result.inputs]
     for metric in result.metric_names:
         grid = result.grid(metric)
         lines += ["", f"**{metric}**", ""]
@@ -468,9 +494,9 @@ def _matrix_markdown(result: MatrixResult) -> str:
             lines += [f"| input | {metric} vs `{names[0]}` |", "|---|---:|"]
             lines += [f"| `{names[j]}` | {_num(grid[0][j])} |" for j in result.order]
         else:
-            lines += ["| | " + " | ".join(i.label for i in result.inputs) + " |",
+            lines += ["| | " + " | ".join(shown(i.label) for i in result.inputs) + " |",
                       "|---|" + "---:|" * len(names)]
-            lines += [f"| {result.inputs[p].label} | " + " | ".join(_num(v, 3) for v in row) + " |"
+            lines += [f"| {shown(result.inputs[p].label)} | " + " | ".join(_num(v, 3) for v in row) + " |"
                       for p, row in enumerate(grid)]
     head = f"| a | b | metric | score | {_level(result)} | chance ± sd | z | p | parameters |"
     rule = "|---|---|---|---:|---|---:|---:|---:|---|"
@@ -479,19 +505,20 @@ def _matrix_markdown(result: MatrixResult) -> str:
         rule += ":---:|"
     lines += ["", head, rule]
     for a, b, m, mark in _matrix_rows(result):
-        row = (f"| `{a}` | `{b}` | {m.name} | {_num(m.value)} | {_ci(m)} | {_chance(m)} | {_z(m)} | {_p(m)} | "
-               f"{_params(m)} |")
+        row = (f"| `{shown(a)}` | `{shown(b)}` | {m.name} | {_num(m.value)} | {_ci(m)} | {_chance(m)} | {_z(m)} | "
+               f"{_p(m)} | {_params(m)} |")
         if result.checks:
             row += f" {'✅ pass' if mark == 'pass' else '❌ FAIL' if mark else ''} |"
         lines.append(row)
     lines += ["", f"_{CHANCE_NOTE}. {_uncertainty_line(result)}._"]
     lines += [f"- ❌ {c.message}" for c in result.checks if not c.passed]
-    lines += [f"> {note}" for note in result.notes]
+    lines += [f"> {shown(note)}" for note in result.notes]
     return "\n".join(lines) + "\n"
 
 
 def _matrix_heatmap(result: MatrixResult, metric: str):
     from rich.table import Table
+    from rich.text import Text
 
     grid = result.grid(metric)
     lo, hi = result.range(metric)
@@ -500,7 +527,7 @@ def _matrix_heatmap(result: MatrixResult, metric: str):
     cols = result.order if result.reference is not None else range(len(result.inputs))
     rows = [0] if result.reference is not None else range(len(result.inputs))
     for j in cols:
-        t.add_column(result.inputs[j].label, justify="right", no_wrap=True)
+        t.add_column(shown(result.inputs[j].label), justify="right", no_wrap=True)
     for p in rows:
         cells = []
         for q in cols:
@@ -509,8 +536,8 @@ def _matrix_heatmap(result: MatrixResult, metric: str):
                 cells.append("—")
             else:
                 share = 0.0 if hi <= lo else min(max((v - lo) / (hi - lo), 0.0), 1.0)
-                cells.append(f"[{_colour(share)}]{v:.3f}[/]")
-        t.add_row(result.inputs[p].label, *cells)
+                cells.append(Text(f"{v:.3f}", style=_colour(share)))
+        t.add_row(shown(result.inputs[p].label), *cells)
     return t
 
 
@@ -525,7 +552,7 @@ def _matrix_table(result: MatrixResult, explain: bool = False):
     head.add_column(style="dim")
     for i, info in enumerate(result.inputs):
         tag = " (reference)" if result.reference == i else ""
-        head.add_row(info.label, info.name + tag, _shape(info) + _layers_of(info))
+        head.add_row(shown(info.label), shown(info.name) + tag, _shape(info) + _layers_of(info))
     head.add_row("n", f"{result.n} paired items", "")
     if result.pairing is not None and (result.pairing.by != "row" or result.pairing.max_rows is not None):
         text = f"by id: {result.pairing.paired} items present in every input"
@@ -547,8 +574,8 @@ def _matrix_table(result: MatrixResult, explain: bool = False):
     for c in result.cells:
         for m in c.metrics:
             mark = _cell_check(result, c, m.name)
-            cells = [result.inputs[c.a].label, result.inputs[c.b].label, m.name, _num(m.value), _ci(m), _chance(m),
-                     _z(m), _p(m), _params(m)] + ([mark] if result.checks else [])
+            cells = [shown(result.inputs[c.a].label), shown(result.inputs[c.b].label), m.name, _num(m.value), _ci(m),
+                     _chance(m), _z(m), _p(m), _params(m)] + ([mark] if result.checks else [])
             t.add_row(*cells, style="bold red" if mark == "FAIL" else None)
     parts += [t, Text(CHANCE_NOTE + ".", style="dim")]
     if result.uncertainty is not None:
