@@ -11,6 +11,8 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +328,52 @@ def test_baseline_fields_overwritten_at_random(data, report, picks):
     if r.exit_code == 2:
         line = assert_error(r, "base.json")
         assert line.startswith("Error: base.json"), line
+
+
+# --------------------------------------------------------------------------- thread-count determinism
+
+
+def _thread_data(root: Path) -> dict[str, str]:
+    """Inputs big enough for multithreaded BLAS: 3000×300 float32 with shared signal, a 3-layer version,
+    and a wide pair (d > n) that takes the n×n Gram route."""
+    rng = np.random.default_rng(7)
+    n, d = 3000, 300
+    z = rng.standard_normal((n, 8))
+    X = (z @ rng.standard_normal((8, d)) + rng.standard_normal((n, d))).astype(np.float32)
+    Y = (z @ rng.standard_normal((8, d)) + rng.standard_normal((n, d))).astype(np.float32)
+    np.save(root / "tx.npy", X)
+    np.save(root / "ty.npy", Y)
+    np.save(root / "tl.npy", np.stack([X, Y, X + Y], axis=1))
+    w = rng.standard_normal((400, 8))
+    np.save(root / "wx.npy", w @ rng.standard_normal((8, 700)) + rng.standard_normal((400, 700)))
+    np.save(root / "wy.npy", w @ rng.standard_normal((8, 600)) + rng.standard_normal((400, 600)))
+    return {name: str(root / f"{name}.npy") for name in ("tx", "ty", "tl", "wx", "wy")}
+
+
+def _report_with_threads(argv: list[str], threads: int) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), PYTHONPATH=str(Path(__file__).parent.parent))
+    r = subprocess.run([sys.executable, "-m", "repalign", *argv], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    doc.pop("timing")  # wall times, the only field allowed to differ
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("run", ["compare", "sweep", "gram"])
+def test_numbers_do_not_depend_on_thread_count(tmp_path, run):
+    """The same seeded run with 1, 2 and 3 BLAS threads gives the same report, to the last bit.
+
+    Before the products went through repalign.metrics.linalg, CKA's value and interval differed in the last
+    digit between 1 and 2 threads here (OpenBLAS splits a GEMM's inner dimension by thread count)."""
+    f = _thread_data(tmp_path)
+    # mknn's numbers are integer counts; it runs once, so that its FAISS search is covered too.
+    argv = {"compare": ["compare", f["tx"], f["ty"], "-m", "mknn,cka,cka-unbiased"],
+            "sweep": ["compare", f["tl"], f["ty"], "-m", "cka,cka-unbiased"],
+            "gram": ["compare", f["wx"], f["wy"], "-m", "cka,cka-unbiased"]}[run]
+    argv += ["--resamples", "20", "--permutations", "5", "-f", "json", "--seed", "3"]
+    one = _report_with_threads(argv, 1)
+    assert all(m["value"] is not None and m["ci_low"] is not None for m in json.loads(one)["metrics"])
+    for threads in (2, 3) if run == "compare" else (2,):
+        assert _report_with_threads(argv, threads) == one, f"{threads} threads changed the report"
