@@ -17,10 +17,10 @@ def parse_bounds(values, option: str, known) -> dict[str, float]:
     """``["mknn=0.3", "cka=0.8,cka-unbiased=0.5"]`` → {metric: bound}."""
     out: dict[str, float] = {}
     for item in values or ():
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
+        parts = [part.strip() for part in str(item).split(",") if part.strip()]
+        if not parts:  # an empty gate would silently check nothing
+            raise UsageError(f"{option} expects METRIC=NUMBER, e.g. {option} mknn=0.3 (got '{item}')")
+        for part in parts:
             name, sep, num = part.partition("=")
             name = name.strip().lower()
             if not sep:
@@ -28,6 +28,8 @@ def parse_bounds(values, option: str, known) -> dict[str, float]:
             if name not in known:
                 raise UsageError(f"{option}: unknown metric '{name}' (choose from {', '.join(known)})")
             try:
+                if "_" in num:  # float() reads 1_0 as 10; a typo should not become a bound
+                    raise ValueError
                 bound = float(num)
             except ValueError:
                 raise UsageError(f"{option} {name}: '{num.strip()}' is not a number") from None
