@@ -23,6 +23,9 @@ DEFAULT_K = 10
 # A sweep keeps its layers in memory only up to this size; larger inputs are read layer by layer again for
 # each pair, so memory stays at one layer pair plus the neighbour lists (issue: 13×13 layers at n=50,000).
 _LAYER_CACHE_BYTES = 1 << 30
+# Resamples and permutations are drawn one by one; beyond this many a run would take days, and the Monte
+# Carlo error (about 1/sqrt(B)) is already far below the rounding of the report.
+MAX_DRAWS = 1_000_000
 
 
 @dataclass
@@ -215,10 +218,13 @@ def uncertainty_settings(*, resamples: int = 1000, confidence: float = 0.95, see
     """Check the uncertainty options; a missing seed is drawn once and reported, so any run can be repeated."""
     from repalign.metrics import CI_METHODS
 
-    if resamples < 0:
-        raise UsageError(f"--resamples must be 0 or more (got {resamples})")
-    if permutations is not None and permutations < 0:
-        raise UsageError(f"--permutations must be 0 or more (got {permutations})")
+    if resamples < 0 or resamples == 1:
+        # One replicate has no spread: every interval needs at least two.
+        raise UsageError(f"--resamples must be 0 (no intervals) or at least 2 (got {resamples})")
+    if resamples > MAX_DRAWS:
+        raise UsageError(f"--resamples must be at most {MAX_DRAWS:,} (got {resamples:,})")
+    if permutations is not None and not 0 <= permutations <= MAX_DRAWS:
+        raise UsageError(f"--permutations must be between 0 and {MAX_DRAWS:,} (got {permutations:,})")
     if not 0.0 < confidence < 1.0:
         raise UsageError(f"--confidence must be strictly between 0 and 1 (got {confidence})")
     if ci_method not in CI_METHODS:

@@ -17,10 +17,10 @@ def parse_bounds(values, option: str, known) -> dict[str, float]:
     """``["mknn=0.3", "cka=0.8,cka-unbiased=0.5"]`` → {metric: bound}."""
     out: dict[str, float] = {}
     for item in values or ():
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
+        parts = [part.strip() for part in str(item).split(",") if part.strip()]
+        if not parts:  # an empty gate would silently check nothing
+            raise UsageError(f"{option} expects METRIC=NUMBER, e.g. {option} mknn=0.3 (got '{item}')")
+        for part in parts:
             name, sep, num = part.partition("=")
             name = name.strip().lower()
             if not sep:
@@ -28,6 +28,8 @@ def parse_bounds(values, option: str, known) -> dict[str, float]:
             if name not in known:
                 raise UsageError(f"{option}: unknown metric '{name}' (choose from {', '.join(known)})")
             try:
+                if "_" in num:  # float() reads 1_0 as 10; a typo should not become a bound
+                    raise ValueError
                 bound = float(num)
             except ValueError:
                 raise UsageError(f"{option} {name}: '{num.strip()}' is not a number") from None
@@ -38,26 +40,81 @@ def parse_bounds(values, option: str, known) -> dict[str, float]:
 
 
 def load_baseline(path: str) -> dict:
-    """Read an earlier repalign JSON report, refusing other documents and other schema versions."""
+    """Read an earlier repalign JSON report, refusing other documents and other schema versions.
+
+    Returns ``{"n": int | None, "metrics": {name: {"value": float | None, "params": dict | None}}}``: every
+    field the comparison uses, checked here once.
+    """
     from repalign.io import check_regular_file  # a FIFO or device would block the open below
+
     check_regular_file(path, "baseline file")
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such baseline file")
+    if os.path.getsize(path) > MAX_BASELINE_BYTES:
+        raise InputError(f"{path}: {os.path.getsize(path):,} bytes is too large for a baseline report "
+                         f"(at most {MAX_BASELINE_BYTES >> 20} MB)")
     try:
         with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a JSON report ({' '.join(str(exc).split())})") from None
+            doc = json.load(f, parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, over-long integers
+        raise InputError(f"{path}: not a JSON report ({' '.join(str(exc).split())[:200]})") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a JSON report (nested too deeply)") from None
     if not isinstance(doc, dict) or "metrics" not in doc or "schema_version" not in doc:
         raise InputError(f"{path}: not a repalign JSON report (no schema_version/metrics)")
     if doc.get("kind") == "matrix":
         raise InputError(f"{path}: a repalign matrix report; --baseline takes a report of repalign compare")
-    if doc["schema_version"] != SCHEMA_VERSION:
-        raise InputError(f"{path}: written with report schema version {doc['schema_version']}, but this repalign "
+    version = doc["schema_version"]
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise InputError(f"{path}: written with report schema version {_short(version)}, but this repalign "
                          f"reads version {SCHEMA_VERSION}; regenerate the baseline with this version")
-    if not isinstance(doc["metrics"], list) or not all(isinstance(m, dict) and "name" in m for m in doc["metrics"]):
-        raise InputError(f"{path}: malformed metrics list")
-    return doc
+    n = doc.get("n")
+    if n is not None and (type(n) is not int or n < 0):
+        raise InputError(f"{path}: field 'n' must be a count of items (got {_short(n)})")
+    return {"n": n, "metrics": _baseline_metrics(path, doc["metrics"])}
+
+
+# A report is a few kB (a large sweep a few MB); anything far larger is not one, so it is not read.
+MAX_BASELINE_BYTES = 64 << 20
+
+
+def _refuse_constant(name: str):
+    # Python's json reads NaN and Infinity, which no report contains (reports are written with allow_nan=False).
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _baseline_metrics(path: str, metrics) -> dict[str, dict]:
+    """{name: {"value", "params"}} from a report's metrics list, each field checked."""
+    if not isinstance(metrics, list) or not metrics:
+        raise InputError(f"{path}: field 'metrics' must be a non-empty list (got {_short(metrics)})")
+    out: dict[str, dict] = {}
+    for i, m in enumerate(metrics):
+        where = f"{path}: metrics[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+            raise InputError(f"{where} must be an object with a string 'name' (got {_short(m)})")
+        name = m["name"]
+        if name in out:
+            raise InputError(f"{where}: metric '{_short(name)}' appears twice")
+        value = m.get("value")
+        if value is not None:
+            if type(value) not in (int, float):
+                raise InputError(f"{where}.value must be a number or null (got {_short(value)})")
+            try:
+                value = float(value)
+            except OverflowError:
+                value = math.inf
+            if not math.isfinite(value):
+                raise InputError(f"{where}.value must be a finite number (got {_short(m['value'])})")
+        params = m.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise InputError(f"{where}.params must be an object (got {_short(params)})")
+        out[name] = {"value": value, "params": params}
+    return out
 
 
 def validate(names, *, fail_under=None, fail_above=None, on="value", baseline=None, max_drop=None,
@@ -134,18 +191,17 @@ def evaluate(result: ComparisonResult, *, fail_under=None, fail_above=None, on: 
     base = None
     if baseline is not None:
         doc = load_baseline(baseline)
-        old = {m["name"]: m for m in doc["metrics"]}
+        old = doc["metrics"]
         rows = []
         for m in result.metrics:
             prev = old.get(m.name, {}).get("value")
-            prev = prev if isinstance(prev, (int, float)) else None
             diff = None if prev is None or m.value is None else m.value - prev
             rows.append(BaselineRow(m.name, prev, m.value, diff))
-            if m.name in old and old[m.name].get("params") != m.params:
-                notes.append(f"baseline {baseline}: {m.name} was computed with {old[m.name].get('params')}, "
+            if m.name in old and old[m.name]["params"] != m.params:
+                notes.append(f"baseline {baseline}: {m.name} was computed with {_short(old[m.name]['params'], 200)}, "
                              f"now {m.params}; the values are not comparable")
-        if doc.get("n") != result.n:
-            notes.append(f"baseline {baseline} has n = {doc.get('n')}, this run n = {result.n}; mknn depends on n")
+        if doc["n"] != result.n:
+            notes.append(f"baseline {baseline} has n = {doc['n']}, this run n = {result.n}; mknn depends on n")
         base = Baseline(baseline, tuple(rows))
         for name, bound in max_drop.items():
             row = next(r for r in rows if r.metric == name)

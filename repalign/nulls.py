@@ -36,6 +36,7 @@ from fractions import Fraction
 import numpy as np
 
 from repalign.metrics.cka import CrossStats, unbiased_terms
+from repalign.metrics.linalg import dot
 
 
 def _falling(n: int, r: int) -> int:
@@ -254,8 +255,8 @@ def biased_cka_null(st: CrossStats) -> tuple[float | None, float | None]:
     mean = math.sqrt(beta_x * beta_y) / (n - 1)
     # Rounding can push n−1−β a hair below its true bound 0 (isotropic, d ≫ n).
     p_x, p_y = max(n - 1 - beta_x, 0.0), max(n - 1 - beta_y, 0.0)
-    q_x = n * (n + 1) * float(a @ a) / st.sxx - (n - 1) * (beta_x + 2)
-    q_y = n * (n + 1) * float(b @ b) / st.syy - (n - 1) * (beta_y + 2)
+    q_x = n * (n + 1) * dot(a, a) / st.sxx - (n - 1) * (beta_x + 2)
+    q_y = n * (n + 1) * dot(b, b) / st.syy - (n - 1) * (beta_y + 2)
     var = (2 * p_x * p_y / ((n + 1) * (n - 1) ** 2 * (n - 2))
            + q_x * q_y / (n * (n + 1) * (n - 1) * (n - 2) * (n - 3)))
     return float(mean), math.sqrt(max(var, 0.0))

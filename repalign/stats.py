@@ -378,6 +378,7 @@ def cka_permutation_null(X: np.ndarray, Y: np.ndarray, st, perms, *, unbiased: b
     through the n×n Grams when n is small next to d1·d2 (then formed once).
     """
     from repalign.metrics.cka import unbiased_terms
+    from repalign.metrics.linalg import dot, matmul
 
     n = X.shape[0]
     Xc = np.asarray(X, dtype=np.float64)
@@ -386,7 +387,7 @@ def cka_permutation_null(X: np.ndarray, Y: np.ndarray, st, perms, *, unbiased: b
     Yc = Yc - Yc.mean(axis=0)
     gram = n * 4 < X.shape[1] * Y.shape[1] and n <= 8000
     if gram:
-        K, L = Xc @ Xc.T, Yc @ Yc.T
+        K, L = matmul(Xc, Xc.T), matmul(Yc, Yc.T)
     if unbiased:
         _, sxx, syy = unbiased_terms(st)
         const = float(st.a.sum()) * float(st.b.sum()) / ((n - 1) * (n - 2))
@@ -396,12 +397,12 @@ def cka_permutation_null(X: np.ndarray, Y: np.ndarray, st, perms, *, unbiased: b
     out = []
     for perm in perms:
         if gram:
-            sxy = float(np.vdot(K, L[np.ix_(perm, perm)]))
+            sxy = dot(K, L[np.ix_(perm, perm)])
         else:
-            c = Xc.T @ Yc[perm]
-            sxy = float(np.vdot(c, c))
+            c = matmul(Xc.T, Yc[perm])
+            sxy = dot(c, c)
         if unbiased:
-            sxy = sxy - n / (n - 2) * float(st.a @ st.b[perm]) + const
+            sxy = sxy - n / (n - 2) * dot(st.a, st.b[perm]) + const
         out.append(sxy / denom)
     return np.asarray(out)
 

@@ -15,6 +15,7 @@ from repalign.errors import InputError
 from repalign.io import LayerSet
 from repalign.metrics import COVERS, REGISTRY, PairData, list_depth
 from repalign.metrics import cka as _cka
+from repalign.metrics.linalg import dot, matmul
 from repalign.results import MetricResult, Sweep, UncertaintySettings
 from repalign.validation import as_embedding, check_k
 
@@ -172,7 +173,7 @@ def _cross(ra: Representation, i: int, rb: Representation, j: int, xc=None) -> _
         sxy = 0.0
     else:
         g = _cka.cross_product(x, sa.mean, y, sb.mean) if xc is None else _cka.cross_product(xc, None, y, sb.mean)
-        sxy = float(np.vdot(g, g))
+        sxy = dot(g, g)
     return _cka.CrossStats(n, sxy, sa.sxx, sb.sxx, sa.a, sb.a)
 
 
@@ -234,10 +235,10 @@ def _gram_numerators(ra: Representation, rb: Representation, progress) -> tuple:
             ga, gb = buffers[shape]
             for g, lhs, rhs in ((ga, left[0], right[0]), (gb, left[1], right[1])):
                 for i, (x, y) in enumerate(zip(lhs, rhs)):
-                    np.matmul(x, y.T, out=g[i])  # x is y on a diagonal block: numpy then runs a SYRK
+                    g[i] = matmul(x, y.T)
             w = 1.0 if c0 == r0 else 2.0
             fa, fb = ga.reshape(La, -1), gb.reshape(Lb, -1)
-            out += w * (fa @ fb.T)
+            out += w * matmul(fa, fb.T)
             self_a += w * np.einsum("ij,ij->i", fa, fa)
             self_b += w * np.einsum("ij,ij->i", fb, fb)
     return out, self_a, self_b

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from repalign.metrics.linalg import dot, matmul, matvec, vecmat
+
 # Rows per pass: a block of both inputs in float64 stays small while the
 # matrix products remain large enough to run at BLAS speed.
 _BLOCK_ROWS = 8192
@@ -59,15 +61,16 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
             Xc[:] = 0.0
         if float(np.einsum("ij,ij->", Yc, Yc)) <= _residue(n, my):
             Yc[:] = 0.0
-        K = Xc @ Xc.T
-        L = Yc @ Yc.T
+        K = matmul(Xc, Xc.T)
+        L = matmul(Yc, Yc.T)
         a, b = np.diag(K).copy(), np.diag(L).copy()
         rows = None
         if per_row:
             rows = {"qxy": np.einsum("ij,ij->i", K, L), "qxx": np.einsum("ij,ij->i", K, K),
-                    "qyy": np.einsum("ij,ij->i", L, L), "Ka": K @ a, "Kb": K @ b, "La": L @ a, "Lb": L @ b,
+                    "qyy": np.einsum("ij,ij->i", L, L), "Ka": matvec(K, a), "Kb": matvec(K, b),
+                    "La": matvec(L, a), "Lb": matvec(L, b),
                     "K": K, "L": L}
-        return CrossStats(n, float(np.vdot(K, L)), float(np.vdot(K, K)), float(np.vdot(L, L)), a, b, rows)
+        return CrossStats(n, dot(K, L), dot(K, K), dot(L, L), a, b, rows)
     # One pass over both inputs. Each sum takes the same block products in the same order as
     # layer_stats() and cross_product(), which a layer sweep uses, so both give identical numbers.
     gxx, gyy, gxy = np.zeros((d1, d1)), np.zeros((d2, d2)), np.zeros((d1, d2))
@@ -75,9 +78,9 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
     for s in range(0, n, _BLOCK_ROWS):
         xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
         yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
-        gxx += xc.T @ xc  # numpy runs A.T @ A as a symmetric rank-k update
-        gyy += yc.T @ yc
-        gxy += xc.T @ yc
+        gxx += matmul(xc.T, xc)
+        gyy += matmul(yc.T, yc)
+        gxy += matmul(xc.T, yc)
         a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
         b[s : s + yc.shape[0]] = np.einsum("ij,ij->i", yc, yc)
     # Centring identical rows leaves rounding residue, not variance: below this much, a side is constant.
@@ -86,7 +89,7 @@ def cross_stats(X: np.ndarray, Y: np.ndarray, per_row: bool = False) -> CrossSta
             norms[:] = 0.0
             g[:] = 0.0
             gxy[:] = 0.0
-    st = CrossStats(n, float(np.vdot(gxy, gxy)), float(np.vdot(gxx, gxx)), float(np.vdot(gyy, gyy)), a, b)
+    st = CrossStats(n, dot(gxy, gxy), dot(gxx, gxx), dot(gyy, gyy), a, b)
     if per_row:
         st.per_row = _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b)
         st.per_row.update(gxy=gxy, gxx=gxx, gyy=gyy, mx=mx, my=my)
@@ -123,7 +126,7 @@ def layer_stats(X: np.ndarray, mean: np.ndarray | None = None, keep_gram: bool =
     for s in range(0, n, _BLOCK_ROWS):
         xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
         if with_sxx:
-            gxx += xc.T @ xc  # numpy runs A.T @ A as a symmetric rank-k update
+            gxx += matmul(xc.T, xc)
         a[s : s + xc.shape[0]] = np.einsum("ij,ij->i", xc, xc)
     # Centring identical rows leaves rounding residue, not variance: below this much, a side is constant.
     constant = bool(a.sum() <= _residue(n, mx))
@@ -131,7 +134,7 @@ def layer_stats(X: np.ndarray, mean: np.ndarray | None = None, keep_gram: bool =
         a[:] = 0.0
         if with_sxx:
             gxx[:] = 0.0
-    sxx = float(np.vdot(gxx, gxx)) if with_sxx else float("nan")
+    sxx = dot(gxx, gxx) if with_sxx else float("nan")
     return LayerStats(mx, a, sxx, constant, gxx if keep_gram and with_sxx else None)
 
 
@@ -149,7 +152,7 @@ def cross_product(X: np.ndarray, mx: np.ndarray | None, Y: np.ndarray, my: np.nd
     for s in range(0, X.shape[0], _BLOCK_ROWS):
         xc = X[s : s + _BLOCK_ROWS] if mx is None else np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
         yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
-        gxy += xc.T @ yc
+        gxy += matmul(xc.T, yc)
     return gxy
 
 
@@ -165,19 +168,19 @@ def _per_row_feature(X, Y, mx, my, gxx, gyy, gxy, a, b) -> dict:
         xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
         yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
         sl = slice(s, s + xc.shape[0])
-        xa += xc.T @ a[sl]
-        xb += xc.T @ b[sl]
-        ya += yc.T @ a[sl]
-        yb += yc.T @ b[sl]
+        xa += vecmat(a[sl], xc)
+        xb += vecmat(b[sl], xc)
+        ya += vecmat(a[sl], yc)
+        yb += vecmat(b[sl], yc)
     for s in range(0, n, _BLOCK_ROWS):
         xc = np.asarray(X[s : s + _BLOCK_ROWS], dtype=np.float64) - mx
         yc = np.asarray(Y[s : s + _BLOCK_ROWS], dtype=np.float64) - my
         sl = slice(s, s + xc.shape[0])
-        out["qxy"][sl] = np.einsum("ij,ij->i", xc @ gxy, yc)
-        out["qxx"][sl] = np.einsum("ij,ij->i", xc @ gxx, xc)
-        out["qyy"][sl] = np.einsum("ij,ij->i", yc @ gyy, yc)
-        out["Ka"][sl], out["Kb"][sl] = xc @ xa, xc @ xb
-        out["La"][sl], out["Lb"][sl] = yc @ ya, yc @ yb
+        out["qxy"][sl] = np.einsum("ij,ij->i", matmul(xc, gxy), yc)
+        out["qxx"][sl] = np.einsum("ij,ij->i", matmul(xc, gxx), xc)
+        out["qyy"][sl] = np.einsum("ij,ij->i", matmul(yc, gyy), yc)
+        out["Ka"][sl], out["Kb"][sl] = matvec(xc, xa), matvec(xc, xb)
+        out["La"][sl], out["Lb"][sl] = matvec(yc, ya), matvec(yc, yb)
     return out
 
 
@@ -193,7 +196,7 @@ def _loo_terms(n, F, q, u, v, Lu, Kv):
     m = n - 1
     c = n / m
     F_loo = F - 2 * c * q + c * c * u * v
-    U, V, P = u.sum(), v.sum(), float(u @ v)
+    U, V, P = u.sum(), v.sum(), dot(u, v)
     uv = u * v
     s1 = Lu - uv  # Σ_{j≠i} u_j L_ij
     s2 = Kv - uv  # Σ_{j≠i} K_ij v_j
@@ -233,7 +236,7 @@ def jackknife(X: np.ndarray, Y: np.ndarray, st: CrossStats | None = None) -> tup
 
 def _unbiased(s: float, u: np.ndarray, v: np.ndarray, n: int) -> float:
     """n(n−3)·HSIC₁ for linear kernels, from ‖XcᵀYc‖²_F and the centred row norms."""
-    return s - n / (n - 2) * float(u @ v) + float(u.sum()) * float(v.sum()) / ((n - 1) * (n - 2))
+    return s - n / (n - 2) * dot(u, v) + float(u.sum()) * float(v.sum()) / ((n - 1) * (n - 2))
 
 
 def biased_terms(st: CrossStats) -> tuple[float, float, float]:
@@ -348,7 +351,7 @@ def _pair_forms(X, Y, st: CrossStats, R: np.ndarray):
 
         def block(rows_i):
             Ki, Li = K[R[rows_i]], L[R[rows_i]]
-            return Ki[:, R], Li[:, R], Ki @ LR, Li @ KR, Ki @ KR, Li @ LR
+            return Ki[:, R], Li[:, R], matmul(Ki, LR), matmul(Li, KR), matmul(Ki, KR), matmul(Li, LR)
 
         return block
     x = np.asarray(X[R], dtype=np.float64) - r["mx"]
@@ -356,8 +359,9 @@ def _pair_forms(X, Y, st: CrossStats, R: np.ndarray):
 
     def block(rows_i):
         xi, yi = x[rows_i], y[rows_i]
-        return (xi @ x.T, yi @ y.T, (xi @ r["gxy"]) @ y.T, (yi @ r["gxy"].T) @ x.T,
-                (xi @ r["gxx"]) @ x.T, (yi @ r["gyy"]) @ y.T)
+        return (matmul(xi, x.T), matmul(yi, y.T), matmul(matmul(xi, r["gxy"]), y.T),
+                matmul(matmul(yi, r["gxy"].T), x.T), matmul(matmul(xi, r["gxx"]), x.T),
+                matmul(matmul(yi, r["gyy"]), y.T))
 
     return block
 
@@ -384,7 +388,7 @@ def second_order(X: np.ndarray, Y: np.ndarray, st: CrossStats, values: tuple[flo
     R = np.arange(n) if exact else np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
     s = R.size
     S_ab = (float(a.sum()), float(b.sum()))
-    P_ab, P_aa, P_bb = float(a @ b), float(a @ a), float(b @ b)
+    P_ab, P_aa, P_bb = dot(a, b), dot(a, a), dot(b, b)
     block = _pair_forms(X, Y, st, R)
 
     def pair(v, rows_i):
