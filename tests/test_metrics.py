@@ -125,15 +125,16 @@ def test_cka_undefined_for_constant_input(rng):
 
 
 def _vdot_shapes(monkeypatch):
-    """Spy on np.vdot inside cka.py: the Gram branch takes ⟨K, L⟩ of n×n Grams, the other ‖XcᵀYc‖² of d×d sums."""
+    """Spy on the inner product cka.py takes its sums with: the Gram branch takes ⟨K, L⟩ of n×n Grams, the other
+    ‖XcᵀYc‖² of d×d sums."""
     shapes = []
-    real = np.vdot
+    real = cka_mod.dot
 
     def spy(x, y):
         shapes.append((np.shape(x), np.shape(y)))
         return real(x, y)
 
-    monkeypatch.setattr(cka_mod.np, "vdot", spy)
+    monkeypatch.setattr(cka_mod, "dot", spy)
     return shapes
 
 

@@ -600,16 +600,27 @@ def test_one_layer_of_b_gives_only_the_other_line():
 
 
 @pytest.mark.parametrize("name, fmt", [("r.json", "json"), ("r.CSV", "csv"), ("r.md", "markdown"),
-                                       ("r.markdown", "markdown"), ("r.txt", "table"), ("r.out", "json")])
+                                       ("r.markdown", "markdown"), ("r.txt", "table")])
 def test_write_picks_the_renderer_by_suffix(tmp_path, name, fmt):
     path = tmp_path / name
     assert report.write(RESULT, str(path)) == fmt
     assert path.read_text(encoding="utf-8") == report.RENDERERS[fmt](RESULT)
 
 
+@pytest.mark.parametrize("name", ["r.out", "r"])
+def test_write_refuses_an_unknown_suffix(tmp_path, name):
+    from repalign.errors import UsageError
+
+    with pytest.raises(UsageError, match=".json, .csv, .md"):
+        report.write(RESULT, str(tmp_path / name))
+    assert not (tmp_path / name).exists()
+
+
 def test_write_to_a_directory_is_a_usage_error(tmp_path):
     from repalign.errors import UsageError
 
+    folder = tmp_path / "out.json"
+    folder.mkdir()
     with pytest.raises(UsageError, match="cannot write the report") as info:
-        report.write(RESULT, str(tmp_path))
+        report.write(RESULT, str(folder))
     assert "\n" not in str(info.value)
