@@ -12,7 +12,7 @@ from repalign import nulls as _nulls
 from repalign import preprocess as _pre
 from repalign import stats as _stats
 from repalign.errors import InputError
-from repalign.io import ArrayLayers, Checked, LayerSet  # noqa: F401 - ArrayLayers, Checked re-exported
+from repalign.io import ArrayLayers, Checked, LayerSet  # the array adapters live in io/; api.py imports them from here
 from repalign.metrics import COVERS, REGISTRY, PairData, list_depth
 from repalign.metrics import cka as _cka
 from repalign.results import MetricResult, Sweep, UncertaintySettings

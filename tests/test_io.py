@@ -138,6 +138,10 @@ def _id_files(write, fmt, rng):
     X, Y = rng.standard_normal((60, 5)), rng.standard_normal((60, 7))
     ids = [f"item{i:02d}" for i in range(60)]
     perm = rng.permutation(60)
+    if fmt == "hdf5-layers":  # each layer is read on its own: none of those reads may list the file again
+        stack = np.stack([X, 2 * X, X + 1], axis=1)
+        return (write.h5("a.h5", emb=stack, ids=np.array(ids, dtype="S")),
+                write.h5("b.h5", emb=Y[perm], ids=np.array([ids[i] for i in perm], dtype="S")))
     if fmt == "hdf5":
         return (write.h5("a.h5", emb=X, ids=np.array(ids, dtype="S")),
                 write.h5("b.h5", emb=Y[perm], ids=np.array([ids[i] for i in perm], dtype="S")))
@@ -145,7 +149,7 @@ def _id_files(write, fmt, rng):
             write.parquet("b.parquet", emb=Y[perm], ids=[ids[i] for i in perm]))
 
 
-@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+@pytest.mark.parametrize("fmt", ["hdf5", "hdf5-layers", "parquet"])
 def test_compare_with_ids_lists_each_input_once(write, rng, listings, fmt):
     from test_cli import run
 
@@ -153,7 +157,7 @@ def test_compare_with_ids_lists_each_input_once(write, rng, listings, fmt):
     r = run("compare", a, b, "--ids", "auto", "--resamples", "0", "--permutations", "0", "-f", "json")
     assert r.exit_code == 0, r.stderr
     assert dict(listings["reader"]) == {a: 1, b: 1}
-    if fmt == "hdf5":
+    if fmt.startswith("hdf5"):
         assert dict(listings["h5 walk"]) == {a: 1, b: 1}
 
 
@@ -173,3 +177,16 @@ def test_a_changed_file_is_listed_afresh(write, arr):
     write.h5(emb=arr[:, :4], other=arr)
     assert kept.shape == (30, 6) and {i.name for i in io.inspect(p)} == {"emb", "other"}
     assert io.open_layers(f"{p}:emb").shape == (30, 4)
+
+
+def test_every_source_and_reader_implements_its_protocol(write, arr):
+    from repalign import sweep
+
+    p = write.h5(emb=arr)
+    layers = io.open_layers(p)
+    in_memory = io.ArrayLayers(arr, "array a")
+    for source in (layers, in_memory, io.Checked(layers, arr)):
+        assert isinstance(source, io.LayerSource)
+    for path in (write.npy(arr), write.npz(emb=arr), p, write.parquet(emb=arr)):
+        assert isinstance(io.reader_for(path), io.Reader)
+    assert sweep.ArrayLayers is io.ArrayLayers and sweep.Checked is io.Checked  # still importable from sweep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -101,7 +102,7 @@ def guard(path: str, fmt: str, fn: Callable[[], T]) -> T:
         raise InputError(f"{path}: cannot be read as {fmt} ({reason})") from None
 
 
-class FileReader:
+class FileReader(ABC):
     """The part of a :class:`~repalign.io.protocol.Reader` that no format changes.
 
     A subclass lists its file in ``_scan`` and reads in ``_read`` and ``_read_ids``; this class keeps the
@@ -123,7 +124,7 @@ class FileReader:
     def arrays(self) -> list[ArrayInfo]:
         if self._arrays is None:
             self._arrays = guard(self.path, self.format, self._scan)
-        return self._arrays
+        return list(self._arrays)  # a copy: callers may not change what every later step sees
 
     def choose(self, key: str | None, what: str | None = None) -> ArrayInfo:
         infos = self.arrays()
@@ -138,9 +139,11 @@ class FileReader:
 
     def describe(self, key: str | None) -> Plan | None:
         info = self._planned(key)
-        n = info.shape[0] if len(info.shape) in (2, 3) else None
-        footprint = None if n is None else self._footprint(info, int(n))
-        if n is None or footprint is None:
+        if len(info.shape) not in (2, 3) or info.shape[0] is None:
+            return None
+        n = int(info.shape[0])
+        footprint = self._footprint(info, n)
+        if footprint is None:
             return None
         d, itemsize, resident = footprint
         widened = n * d * 4 if itemsize == 2 else 0  # float16 is widened to float32 once read
@@ -163,14 +166,17 @@ class FileReader:
         itemsize = np.dtype(info.dtype).itemsize
         return d, itemsize, n * d * itemsize
 
+    @abstractmethod
     def _scan(self) -> list[ArrayInfo]:
-        raise NotImplementedError
+        """Every array in the file, from headers and metadata only."""
 
+    @abstractmethod
     def _read(self, key: str | None, layer: int | None, allow_external: bool) -> tuple[np.ndarray, str | None]:
-        raise NotImplementedError
+        """The array ``key`` (or its layer ``layer``) and the key used."""
 
+    @abstractmethod
     def _read_ids(self, key: str) -> np.ndarray:
-        raise NotImplementedError
+        """The id array ``key`` as stored."""
 
 
 def layer_of(array: np.ndarray, layer: int | None) -> np.ndarray:

@@ -132,8 +132,6 @@ def open_layers(selector: Selector | str | os.PathLike[str], allow_external: boo
     infos = reader.arrays()
     if key is not None and is_glob(key) and literal(infos, key) is None:  # a key that exists is never a pattern
         return _glob_layers(selector, key, reader, infos, allow_external)
-    if reader.format == "npy" and key is not None:
-        raise InputError(f"{path}: a .npy file holds one array; remove the ':{key}' key")
     info = reader.choose(key)
     name = info.name or None
     where = f"{path}{':' + info.name if info.name else ''}"

@@ -10,7 +10,7 @@ from typing import IO, Any
 import numpy as np
 
 from repalign.errors import InputError
-from repalign.io.base import FileReader, is_float, layer_of, product, size_text
+from repalign.io.base import FileReader, Stamp, is_float, layer_of, product, size_text
 from repalign.io.protocol import ArrayInfo
 
 
@@ -64,7 +64,7 @@ class NpyReader(FileReader):
     format = "npy"
     member = "array"
 
-    def __init__(self, path: str, stamp: tuple[int, ...] = ()):
+    def __init__(self, path: str, stamp: Stamp = ()):
         super().__init__(path, stamp)
         self._dtype: np.dtype | None = None
 
@@ -75,12 +75,12 @@ class NpyReader(FileReader):
         return [ArrayInfo("", shape, str(dtype), len(shape) == 2 and is_float(dtype))]
 
     def choose(self, key: str | None, what: str | None = None) -> ArrayInfo:
+        if key is not None:
+            raise InputError(f"{self.path}: a .npy file holds one array; remove the ':{key}' key")
         return self.arrays()[0]
 
     def _read(self, key: str | None, layer: int | None, allow_external: bool) -> tuple[np.ndarray, str | None]:
-        if key is not None:
-            raise InputError(f"{self.path}: a .npy file holds one array; remove the ':{key}' key")
-        self.arrays()
+        self.choose(key)
         assert self._dtype is not None  # set by the listing
         refuse_objects(self.path, self._dtype)
         # Memory-mapped: a large file costs no memory until the rows are used.
@@ -93,6 +93,9 @@ class NpyReader(FileReader):
     def stored_bytes(self, key: str | None) -> int | None:
         self.arrays()
         return 0  # memory-mapped
+
+    def _planned(self, key: str | None) -> ArrayInfo:
+        return self.arrays()[0]  # a stray key is the read's error to give
 
     def _footprint(self, info: ArrayInfo, n: int) -> tuple[int, int, int] | None:
         footprint = super()._footprint(info, n)

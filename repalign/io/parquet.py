@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from repalign.errors import InputError
-from repalign.io.base import FileReader
+from repalign.io.base import FileReader, Stamp
 from repalign.io.protocol import ArrayInfo
 from repalign.validation import rows_text
 
@@ -35,7 +35,7 @@ class ParquetReader(FileReader):
     format = "parquet"
     member = "column"
 
-    def __init__(self, path: str, stamp: tuple[int, ...] = ()):
+    def __init__(self, path: str, stamp: Stamp = ()):
         super().__init__(path, stamp)
         self._footer: tuple[Any, Any] | None = None
         """(metadata, arrow schema), kept from the listing for the memory plan."""
