@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from repalign import io as _io
 from repalign.errors import InputError, UsageError
-from repalign.validation import rows_text
 
 ID_NAMES = ("id", "ids", "key", "name")
 
@@ -32,12 +32,12 @@ class Pairing:
     """Subsample size, if --max-rows cut the paired items."""
     subsample_seed: int | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"by": self.by, "ids": list(self.ids), "rows": list(self.rows), "paired": self.paired,
                 "dropped": list(self.dropped), "max_rows": self.max_rows, "subsample_seed": self.subsample_seed}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Pairing:
+    def from_dict(cls, d: dict[str, Any]) -> Pairing:
         return cls(d["by"], tuple(d["ids"]), tuple(d["rows"]), d["paired"], tuple(d["dropped"]), d["max_rows"],
                    d["subsample_seed"])
 
@@ -52,18 +52,21 @@ class Pairing:
         return text
 
 
-def _id_candidates(infos) -> list:
+def _id_candidates(infos: list[_io.ArrayInfo]) -> list[_io.ArrayInfo]:
     return [i for i in infos if i.name.rsplit("/", 1)[-1].lower() in ID_NAMES and len(i.shape) == 1]
 
 
 def find_ids(selector: _io.Selector, key: str | None) -> str | None:
-    """The id key of a file: ``key`` if given, else the one array named id/ids/key/name, else None."""
-    fmt = _io.file_format(selector.path)
-    if fmt == "npy":
+    """The id key of a file: ``key`` if given, else the one array named id/ids/key/name, else None.
+
+    The file's listing comes from its reader, so a file already opened for its layers is not listed again.
+    """
+    reader = _io.reader_for(selector.path)
+    if reader.format == "npy":
         if key is not None:
             raise UsageError(f"{selector.path}: a .npy file holds one array and no ids; use .npz, HDF5 or parquet")
         return None
-    infos = _io.inspect(selector.path)
+    infos = reader.arrays()
     if key is not None:
         if not any(i.name == key.strip("/") for i in infos):
             raise InputError(f"{selector.path}: no id array '{key}' (available: {_io.listing(selector.path, infos)})")
@@ -78,31 +81,7 @@ def find_ids(selector: _io.Selector, key: str | None) -> str | None:
 def read_ids(path: str, key: str) -> np.ndarray:
     """A 1-D array of str or int64 ids; nulls, floats and objects are refused."""
     where = f"{path}:{key}"
-    fmt = _io.file_format(path)
-
-    def read():
-        if fmt == "npz":
-            with np.load(path, allow_pickle=False) as z:
-                return z[key]
-        if fmt == "hdf5":
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                ds = f[key]
-                return ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        col = pq.read_table(path, columns=[key]).column(0)
-        if col.null_count:
-            rows = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))
-            raise InputError(f"{where}: null ids in {rows_text(rows)}")
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_integer(col.type)):
-            raise InputError(f"{where}: ids must be strings or integers, not {col.type}")
-        return col.to_numpy()
-
-    ids = _io._guard(path, fmt, lambda p: read())  # noqa: SLF001 - same one-line errors as every reader
-    ids = np.asarray(ids)
+    ids = np.asarray(_io.reader_for(path).read_ids(key))
     if ids.ndim != 1:
         raise InputError(f"{where}: ids must be 1-D, got shape {ids.shape}")
     if ids.dtype.kind in "iu":
@@ -122,7 +101,8 @@ def _check_unique(ids: np.ndarray, where: str) -> None:
         raise InputError(f"{where}: {dup.size} duplicate id{'s' if dup.size > 1 else ''}, e.g. {shown}")
 
 
-def join(ids_a: np.ndarray, ids_b: np.ndarray, where: tuple[str, str], require_all: bool = False):
+def join(ids_a: np.ndarray, ids_b: np.ndarray, where: tuple[str, str], require_all: bool = False
+         ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (ia, ib) of the items both sides have, in a's row order."""
     kind = {"i": "integers", "U": "strings"}
     ka, kb = ids_a.dtype.kind, ids_b.dtype.kind
@@ -145,7 +125,7 @@ def subsample(n: int, max_rows: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_rows, replace=False))
 
 
-def is_file(x) -> bool:
+def is_file(x: object) -> bool:
     return isinstance(x, (str, os.PathLike, _io.Selector))
 
 

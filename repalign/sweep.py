@@ -12,69 +12,12 @@ from repalign import nulls as _nulls
 from repalign import preprocess as _pre
 from repalign import stats as _stats
 from repalign.errors import InputError
-from repalign.io import LayerSet
+from repalign.io import ArrayLayers, Checked, LayerSet  # the array adapters live in io/; api.py imports them from here
 from repalign.metrics import COVERS, REGISTRY, PairData, list_depth
 from repalign.metrics import cka as _cka
 from repalign.metrics.linalg import dot, matmul
 from repalign.results import MetricResult, Sweep, UncertaintySettings
 from repalign.validation import as_embedding, check_k
-
-
-class ArrayLayers:
-    """An in-memory (n, d) or (n, L, d) array with the interface of :class:`~repalign.io.LayerSet`."""
-
-    def __init__(self, array: np.ndarray, name: str):
-        self.array = np.asanyarray(array)
-        self.name = name
-        self.layered = self.array.ndim == 3
-        count = self.array.shape[1] if self.layered else 1
-        self.labels = tuple(str(i) for i in range(count)) if self.layered else (name,)
-        self.indices = tuple(range(count)) if self.layered else (None,)
-        self.shape = tuple(self.array.shape)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def where(self) -> str:
-        return self.name
-
-    def layer_name(self, i: int) -> str:
-        return f"{self.name} layer {self.indices[i]}" if self.layered else self.name
-
-    def read(self, i: int) -> np.ndarray:
-        return self.array[:, self.indices[i], :] if self.layered else self.array
-
-    def select(self, spec: str | None) -> ArrayLayers:
-        from repalign.io import parse_layers
-
-        if spec is None:
-            return self
-        if not self.layered:
-            raise InputError(f"{self.name}: a single 2-D array has no layers to select (--layer {spec})")
-        out = ArrayLayers.__new__(ArrayLayers)
-        pick = parse_layers(spec, len(self), self.name)
-        out.array, out.name, out.layered, out.shape = self.array, self.name, True, self.shape
-        out.labels = tuple(self.labels[i] for i in pick)
-        out.indices = tuple(self.indices[i] for i in pick)
-        return out
-
-
-class Checked:
-    """A single-array source whose array has been read and validated already."""
-
-    def __init__(self, source, array: np.ndarray):
-        self.source, self.array = source, array
-        self.labels, self.layered, self.where = source.labels, False, source.where
-
-    def __len__(self) -> int:
-        return 1
-
-    def layer_name(self, i: int) -> str:
-        return self.source.layer_name(i)
-
-    def read(self, i: int) -> np.ndarray:
-        return self.array
 
 
 class Representation:

@@ -102,3 +102,91 @@ def test_file_not_modified(write, arr):
     io.load(p)
     io.inspect(p)
     assert before == (open(p, "rb").read(), os.stat(p).st_mtime_ns)
+
+
+# ----------------------------------------------------------------------------- each input listed once per run
+
+
+@pytest.fixture
+def listings(monkeypatch):
+    """Counts, per file, every listing made by a reader and (for HDF5) every walk of the file's tree."""
+    import collections
+
+    import h5py
+
+    counts = {"reader": collections.Counter(), "h5 walk": collections.Counter()}
+    for reader in io.READERS.values():
+        original = reader._scan  # noqa: SLF001
+
+        def scan(self, original=original):
+            counts["reader"][self.path] += 1
+            return original(self)
+
+        monkeypatch.setattr(reader, "_scan", scan)
+    walk = h5py.Group.visititems
+
+    def visititems(self, func):
+        counts["h5 walk"][self.file.filename] += 1
+        return walk(self, func)
+
+    monkeypatch.setattr(h5py.Group, "visititems", visititems)
+    return counts
+
+
+def _id_files(write, fmt, rng):
+    """Two files of one format holding an embedding and string ids, b's rows shuffled."""
+    X, Y = rng.standard_normal((60, 5)), rng.standard_normal((60, 7))
+    ids = [f"item{i:02d}" for i in range(60)]
+    perm = rng.permutation(60)
+    if fmt == "hdf5-layers":  # each layer is read on its own: none of those reads may list the file again
+        stack = np.stack([X, 2 * X, X + 1], axis=1)
+        return (write.h5("a.h5", emb=stack, ids=np.array(ids, dtype="S")),
+                write.h5("b.h5", emb=Y[perm], ids=np.array([ids[i] for i in perm], dtype="S")))
+    if fmt == "hdf5":
+        return (write.h5("a.h5", emb=X, ids=np.array(ids, dtype="S")),
+                write.h5("b.h5", emb=Y[perm], ids=np.array([ids[i] for i in perm], dtype="S")))
+    return (write.parquet("a.parquet", emb=X, ids=ids),
+            write.parquet("b.parquet", emb=Y[perm], ids=[ids[i] for i in perm]))
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "hdf5-layers", "parquet"])
+def test_compare_with_ids_lists_each_input_once(write, rng, listings, fmt):
+    from test_cli import run
+
+    a, b = _id_files(write, fmt, rng)
+    r = run("compare", a, b, "--ids", "auto", "--resamples", "0", "--permutations", "0", "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    assert dict(listings["reader"]) == {a: 1, b: 1}
+    if fmt.startswith("hdf5"):
+        assert dict(listings["h5 walk"]) == {a: 1, b: 1}
+
+
+def test_a_second_run_lists_the_files_again(write, rng, listings):
+    """Listings are shared within a run, not kept across runs (a file may change in between)."""
+    from test_cli import run
+
+    a, b = _id_files(write, "hdf5", rng)
+    for _ in range(2):
+        assert run("compare", a, b, "--ids", "auto", "--resamples", "0", "--permutations", "0").exit_code == 0
+    assert dict(listings["h5 walk"]) == {a: 2, b: 2}
+
+
+def test_a_changed_file_is_listed_afresh(write, arr):
+    p = write.h5(emb=arr)
+    kept = io.open_layers(p)  # holds the reader, as a run does
+    write.h5(emb=arr[:, :4], other=arr)
+    assert kept.shape == (30, 6) and {i.name for i in io.inspect(p)} == {"emb", "other"}
+    assert io.open_layers(f"{p}:emb").shape == (30, 4)
+
+
+def test_every_source_and_reader_implements_its_protocol(write, arr):
+    from repalign import sweep
+
+    p = write.h5(emb=arr)
+    layers = io.open_layers(p)
+    in_memory = io.ArrayLayers(arr, "array a")
+    for source in (layers, in_memory, io.Checked(layers, arr)):
+        assert isinstance(source, io.LayerSource)
+    for path in (write.npy(arr), write.npz(emb=arr), p, write.parquet(emb=arr)):
+        assert isinstance(io.reader_for(path), io.Reader)
+    assert sweep.ArrayLayers is io.ArrayLayers and sweep.Checked is io.Checked  # still importable from sweep

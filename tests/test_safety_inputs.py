@@ -95,8 +95,8 @@ def no_reads(monkeypatch):
         raise AssertionError("an array was read before the memory plan was accepted")
 
     monkeypatch.setattr(rio.LayerSet, "read", refuse)
-    for fmt in rio._READERS:  # noqa: SLF001
-        monkeypatch.setitem(rio._READERS, fmt, refuse)  # noqa: SLF001
+    for reader in rio.READERS.values():
+        monkeypatch.setattr(reader, "read", refuse)
 
 
 # ----------------------------------------------------------------------------- 1. memory guard first

@@ -1,0 +1,89 @@
+"""The HDF5 reader: datasets listed by one walk, one layer read from disk, other files reached only on request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from repalign.errors import InputError
+from repalign.io.base import FileReader, is_float
+from repalign.io.protocol import ArrayInfo
+
+_HINT = "refused, since it would read another file (pass --allow-external to permit it)"
+
+
+class HDF5Reader(FileReader):
+    """An HDF5 file: each dataset is an array named by its path; external links are listed, never followed."""
+
+    format = "hdf5"
+    member = "dataset"
+
+    def _scan(self) -> list[ArrayInfo]:
+        import h5py
+
+        out = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                dtype = obj.dtype
+                shape = tuple(obj.shape) if obj.shape is not None else ()
+                text = "string" if h5py.check_string_dtype(dtype) else str(dtype)
+                out.append(ArrayInfo(name, shape, text, len(shape) == 2 and is_float(dtype)))
+
+        def links(name: str, link: Any) -> None:
+            if isinstance(link, h5py.ExternalLink):
+                out.append(ArrayInfo(name, (), f"external link to {link.filename}:{link.path}", False))
+
+        with h5py.File(self.path, "r") as f:
+            f.visititems(visit)  # follows hard links only: never opens another file
+            f.visititems_links(links)
+        return out
+
+    def _read(self, key: str | None, layer: int | None, allow_external: bool) -> tuple[np.ndarray, str | None]:
+        """Read one dataset (or one layer of an n×L×d one); links and virtual or external storage that reach
+        other files need allow_external."""
+        import h5py
+
+        info = self.choose(key)
+        where = f"{self.path}:{info.name}"
+        with h5py.File(self.path, "r") as f:
+            _check_links(f, info.name, where, allow_external)
+            obj = f[info.name]
+            if not isinstance(obj, h5py.Dataset):
+                raise InputError(f"{where}: is a group, not a dataset")
+            if obj.shape is None:
+                raise InputError(f"{where}: empty dataset (null dataspace), no values")
+            if not allow_external:
+                _refuse_external_storage(obj, where)
+            if layer is not None:
+                return obj[:, layer, :], info.name  # reads only this layer from disk
+            return obj[()], info.name
+
+    def _read_ids(self, key: str) -> np.ndarray:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            ds = f[key]
+            return np.asarray(ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()])
+
+
+def _check_links(f: Any, name: str, where: str, allow_external: bool) -> None:
+    """Refuse a path any part of which is an external link (it would open another file), unless allowed."""
+    import h5py
+
+    parts = name.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        link = f.get("/".join(parts[:i]), getlink=True)
+        if isinstance(link, h5py.ExternalLink) and not allow_external:
+            raise InputError(f"{where}: external link to {link.filename}:{link.path}; {_HINT}")
+
+
+def _refuse_external_storage(obj: Any, where: str) -> None:
+    """Refuse a virtual dataset that maps other files, or one stored in external raw files."""
+    if obj.is_virtual:
+        others = sorted({s.file_name for s in obj.virtual_sources() if s.file_name != "."})
+        if others:
+            raise InputError(f"{where}: virtual dataset reading {', '.join(others)}; {_HINT}")
+    if obj.external:
+        raise InputError(f"{where}: stored in external raw files; {_HINT}")
