@@ -129,6 +129,7 @@ def columns(result: Result, calibrated: bool) -> list[Column]:
     compare = isinstance(result, ComparisonResult)
     out = [] if compare else [Column("a", "a"), Column("b", "b")]
     out += [Column("metric", "metric"),
+            # Only a compare's scores are bold, as they always were: making both alike would change the output.
             Column("score", "score", "right", "---:", "bold" if compare else None),
             Column("ci", level(result)),
             Column("chance", "chance ± sd", "right", "---:"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Required, TypedDict
 
 import numpy as np
 
@@ -26,9 +28,26 @@ PANEL_MAX_W_IN = 16.0
 PANEL_MAX_H_IN = 16.0
 FIGURE_MAX_W_IN = 48.0
 COLORBAR_W_IN = 0.15
+
 MAJOR_SEPARATORS = "/\\: "
 ALL_SEPARATORS = "/\\: ._-"
 PT_PER_IN = 72.0
+
+
+class Panel(TypedDict, total=False):
+    """One heatmap as :func:`repalign.report.plot.save_heatmaps` takes it (its docstring explains the keys)."""
+
+    title: Required[str]
+    values: Required[Sequence[Sequence[float | None]] | np.ndarray]
+    row_labels: Required[list[str]]
+    col_labels: Required[list[str]]
+    row_axis: Required[str]
+    col_axis: Required[str]
+    vmin: Required[float]
+    vmax: Required[float]
+    best: tuple[int, int] | None
+    annotate: bool
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -134,12 +153,12 @@ def _tick_step(n: int, cell_in: float, spacing_in: float) -> int:
     return max(1, math.ceil(spacing_in / cell_in))
 
 
-def geometry(panel: dict) -> Geometry:
+def geometry(panel: Panel) -> Geometry:
     """Work out the size of one panel from its matrix shape and its labels.
 
     Parameters
     ----------
-    panel : dict
+    panel : Panel
         A panel as accepted by :func:`save_heatmaps`.
 
     Returns
@@ -147,7 +166,7 @@ def geometry(panel: dict) -> Geometry:
     Geometry
         Heatmap area, whole-panel size, column-label rotation and tick thinning.
     """
-    nrows, ncols = np.shape(panel["values"])
+    nrows, ncols = np.asarray(panel["values"], dtype=object).shape
     heat_w = min(max(ncols * CELL_IN, HEAT_MIN_IN), HEAT_MAX_IN)
     heat_h = min(max(nrows * CELL_IN, HEAT_MIN_IN), HEAT_MAX_IN)
     row_chars = max((len(s) for s in tick_labels(panel["row_labels"])), default=1)
@@ -180,12 +199,12 @@ def _round_up(x: float, step: float = SIZE_STEP) -> float:
     return math.ceil(x / step - 1e-9) * step
 
 
-def figure_size(panels: list[dict], title: str | None = None) -> tuple[float, float]:
+def figure_size(panels: list[Panel], title: str | None = None) -> tuple[float, float]:
     """Figure size in inches: panels side by side, the tallest panel sets the height.
 
     Parameters
     ----------
-    panels : list of dict
+    panels : list of Panel
         Panels as accepted by :func:`save_heatmaps`.
     title : str or None
         Figure title; adds a line of height when given.
@@ -202,6 +221,7 @@ def figure_size(panels: list[dict], title: str | None = None) -> tuple[float, fl
     if title:
         height += 2.0 * TITLE_FONT / PT_PER_IN
     return _round_up(width), _round_up(height)
+
 
 def wrap(text: str, width_in: float, font: float) -> str:
     """Wrap an axis label to lines that fit in ``width_in`` inches.

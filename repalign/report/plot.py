@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,16 +21,22 @@ from repalign.report.layout import (
     PT_PER_IN,
     TICK_FONT,
     TITLE_FONT,
+    Panel,
     figure_size,
     geometry,
     tick_labels,
     wrap,
 )
-from repalign.results import ComparisonResult
 from repalign.safe_write import write_atomic
 from repalign.text import shown
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap, Normalize
+    from matplotlib.figure import Figure
+
 SUFFIXES = (".png", ".svg", ".pdf")
+MISSING_COLOUR = "#d0d0d0"
 
 
 class PlotFormat:
@@ -43,34 +51,25 @@ class PlotFormat:
         save_heatmaps(path, plot_panels(result), title=None)
 
 
-def plot_panels(result: Result) -> list[dict]:
+def plot_panels(result: Result) -> list[Panel]:
     """The heatmap panels of a sweep or a matrix, as :func:`save_heatmaps` takes them."""
+    a, b = result.inputs[0].name, result.inputs[1].name
+    axes = {"layers": (f"layer of a ({a})", f"layer of b ({b})"), "pairs": ("input", "input"),
+            "reference": ("reference", "input")}
     panels = []
     for grid in common.grids(result):
-        if isinstance(result, ComparisonResult):
-            a, b = result.inputs
-            axes, best = (f"layer of a ({a.name})", f"layer of b ({b.name})"), {"best": grid.best}
-        else:  # a matrix has no best cell: every pair is shown for itself
-            axes, best = ("reference" if grid.kind == "reference" else "input", "input"), {}
-        panels.append(_plain_labels({
-            "title": grid.metric, "values": grid.values, "row_labels": grid.row_names, "col_labels": grid.col_names,
-            "row_axis": axes[0], "col_axis": axes[1], "vmin": grid.range[0], "vmax": grid.range[1], **best,
-            "annotate": True}))
+        row_axis, col_axis = axes[grid.kind]
+        # Labels as they are shown everywhere else: one line, undecodable bytes as \\xff (SVG/PDF need valid text).
+        panel: Panel = {"title": grid.metric, "values": grid.values, "row_labels": [shown(x) for x in grid.row_names],
+                        "col_labels": [shown(x) for x in grid.col_names], "row_axis": shown(row_axis),
+                        "col_axis": shown(col_axis), "vmin": grid.range[0], "vmax": grid.range[1], "annotate": True}
+        if grid.kind == "layers":  # a sweep frames its best pair; a matrix shows every pair for itself
+            panel["best"] = grid.best
+        panels.append(panel)
     return panels
 
 
-def _plain_labels(panel: dict) -> dict:
-    """Labels as they are shown everywhere else: one line, undecodable bytes as \\xff (SVG/PDF need valid text)."""
-    for key in ("row_labels", "col_labels"):
-        panel[key] = [shown(x) for x in panel[key]]
-    for key in ("row_axis", "col_axis"):
-        panel[key] = shown(panel[key])
-    return panel
-
-MISSING_COLOUR = "#d0d0d0"
-
-
-def _as_matrix(values) -> np.ndarray:
+def _as_matrix(values: Sequence[Sequence[float | None]] | np.ndarray) -> np.ndarray:
     """Convert a 2-D list/array of float or None to a float array with NaN for undefined cells."""
     rows = np.asarray(values, dtype=object)
     if rows.ndim != 2:
@@ -82,7 +81,7 @@ def _as_matrix(values) -> np.ndarray:
     return out
 
 
-def _check_panel(panel: dict) -> None:
+def _check_panel(panel: Panel) -> None:
     """Raise ValueError if ``panel`` is not a non-empty matrix with matching labels and an in-range best cell."""
     nrows, ncols = _as_matrix(panel["values"]).shape
     name = panel.get("title")
@@ -96,7 +95,7 @@ def _check_panel(panel: dict) -> None:
         raise ValueError(f"panel {name!r}: best cell {tuple(best)} is outside the {nrows}x{ncols} matrix")
 
 
-def _colormap(vmin: float, vmax: float):
+def _colormap(vmin: float, vmax: float) -> Colormap:
     """A diverging colour map for ranges around zero, a sequential one otherwise; NaN is grey."""
     from matplotlib import colormaps
 
@@ -104,13 +103,13 @@ def _colormap(vmin: float, vmax: float):
     return colormaps[name].with_extremes(bad=MISSING_COLOUR)
 
 
-def _text_colour(rgba) -> str:
+def _text_colour(rgba: Sequence[float]) -> str:
     """Black or white, whichever reads better on a cell of colour ``rgba``."""
     r, g, b = rgba[:3]
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
-def _set_ticks(ax, n: int, labels: list[str], step: int, axis: str, rotation: int = 0) -> None:
+def _set_ticks(ax: Axes, n: int, labels: list[str], step: int, axis: str, rotation: int = 0) -> None:
     """Label every ``step``-th cell along ``axis`` ("x" or "y"); unlabelled cells get minor ticks."""
     major = list(range(0, n, step))
     short = tick_labels(labels)
@@ -126,8 +125,7 @@ def _set_ticks(ax, n: int, labels: list[str], step: int, axis: str, rotation: in
             ax.set_yticks(range(n), minor=True)
 
 
-
-def _annotate(ax, matrix: np.ndarray, cmap, norm, cell_in: float) -> None:
+def _annotate(ax: Axes, matrix: np.ndarray, cmap: Colormap, norm: Normalize, cell_in: float) -> None:
     """Write each defined value with 2 decimals in its cell, in a colour that contrasts with the cell."""
     font = min(ANNOT_FONT_MAX, 0.8 * cell_in * PT_PER_IN / (CHAR_WIDTH * 5))
     for (i, j), v in np.ndenumerate(matrix):
@@ -136,7 +134,7 @@ def _annotate(ax, matrix: np.ndarray, cmap, norm, cell_in: float) -> None:
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=font, color=_text_colour(cmap(norm(v))))
 
 
-def _mark_best(ax, row: int, col: int) -> None:
+def _mark_best(ax: Axes, row: int, col: int) -> None:
     """Frame cell (row, col) with a white-in-black double rectangle, visible on any colour."""
     from matplotlib.patches import Rectangle
 
@@ -145,7 +143,7 @@ def _mark_best(ax, row: int, col: int) -> None:
                                clip_on=False, zorder=3))
 
 
-def _draw_panel(fig, ax, cax, panel: dict) -> None:
+def _draw_panel(fig: Figure, ax: Axes, cax: Axes, panel: Panel) -> None:
     """Draw one panel: the heatmap with ticks, axis labels, title and best-cell marker, and its colour bar.
 
     Parameters
@@ -154,7 +152,7 @@ def _draw_panel(fig, ax, cax, panel: dict) -> None:
         The figure that owns both axes.
     ax, cax : matplotlib.axes.Axes
         Axes for the heatmap and for its colour bar.
-    panel : dict
+    panel : Panel
         A checked panel as accepted by :func:`save_heatmaps`.
     """
     from matplotlib.colors import Normalize
@@ -193,7 +191,7 @@ def _check_path(path: str) -> str:
     return suffix.lower()[1:]
 
 
-def save_heatmaps(path: str, panels: list[dict], title: str | None = None) -> None:
+def save_heatmaps(path: str, panels: list[Panel], title: str | None = None) -> None:
     """Write one heatmap per panel, side by side, to a PNG, SVG or PDF file.
 
     Parameters
@@ -201,7 +199,7 @@ def save_heatmaps(path: str, panels: list[dict], title: str | None = None) -> No
     path : str
         Output file; its suffix (``.png``, ``.svg`` or ``.pdf``) chooses the format.
         PNGs are written at 150 dpi.
-    panels : list of dict
+    panels : list of Panel
         One dict per heatmap, with keys
 
         - ``"title"`` (str): panel title, e.g. the metric name.

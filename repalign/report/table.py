@@ -12,7 +12,7 @@ from repalign.results import ComparisonResult, MatrixResult
 from repalign.text import shown
 
 if TYPE_CHECKING:
-    from rich.console import Group
+    from rich.console import Group, RenderableType
     from rich.table import Table
 
 
@@ -20,6 +20,7 @@ class TableFormat:
     """The terminal table; ``format`` gives it as plain text (the .txt report), ``renderable`` for a console."""
 
     def format(self, result: Result, width: int = 120, explain: bool = False) -> str:
+        """The table as plain text (no colour), e.g. for --output r.txt, tests and logs."""
         from rich.console import Console
 
         buf = io.StringIO()
@@ -33,9 +34,9 @@ class TableFormat:
         from rich.console import Group
         from rich.text import Text
 
-        parts: list = [_inputs(result), Text("")]
+        parts: list[RenderableType] = [_inputs(result), Text("")]
         for grid in common.grids(result):
-            parts += [Text(_title(result, grid), style="bold"), heatmap(grid), Text("")]
+            parts += [Text(_title(grid), style="bold"), heatmap(grid), Text("")]
         if isinstance(result, ComparisonResult) and result.sweep is not None:
             parts += [Text(line, style="dim") for line in common.sweep_lines(result)] + [Text("")]
         parts += [_metric_table(result), Text(CHANCE_NOTE + ".", style="dim")]
@@ -76,7 +77,7 @@ def _pairing(result: Result, pairing: Pairing) -> str:
     return text
 
 
-def _title(result: Result, grid: Grid) -> str:
+def _title(grid: Grid) -> str:
     if grid.kind == "layers":
         return f"{grid.metric} by layer pair (rows: layers of a, columns: layers of b; * = best)"
     if grid.kind == "reference":
