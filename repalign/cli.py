@@ -210,13 +210,6 @@ def _discard_stdout() -> None:
         pass
 
 
-def _save_plot(path: str, result) -> None:
-    from repalign import report
-    from repalign.plot import save_heatmaps
-
-    save_heatmaps(path, report.plot_panels(result), title=None)
-
-
 @app.command()
 @handled
 def compare(
@@ -326,8 +319,8 @@ def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bo
     if output is not None:
         report.write(result, output)
     if plot is not None:
-        _save_plot(plot, result)
-    _emit(report.table(result, explain=explain) if fmt == "table" else report.RENDERERS[fmt](result),
+        report.PLOT.save(result, plot)
+    _emit(report.table(result, explain=explain) if fmt == "table" else report.FORMATTERS[fmt].format(result),
           is_json=fmt == "json")
     if explain and fmt != "table" and not quiet:
         # Keep stdout machine-readable; the explanation is for the person at the terminal.

@@ -67,10 +67,10 @@ def _check_plot_path(path: str | None) -> None:
         return
     from pathlib import Path
 
-    from repalign.plot import FORMATS
+    from repalign.report import PLOT_SUFFIXES
 
     suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
+    if suffix not in PLOT_SUFFIXES:
         raise UsageError(f"{path}: --plot writes .png, .svg or .pdf (got '{suffix or '(none)'}')")
     _check_folder(path, "the plot")
 

@@ -11,7 +11,8 @@ from repalign.errors import UsageError
 
 pytest.importorskip("matplotlib")
 
-from repalign.plot import PNG_DPI, _figure_size, _geometry, _text_in, _tick_labels, _wrap, save_heatmaps
+from repalign.report.layout import PNG_DPI, figure_size, geometry, text_in, tick_labels, wrap
+from repalign.report.plot import save_heatmaps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +42,7 @@ def test_png_has_the_size_of_the_figure_rule(rng, tmp_path):
     panels = make_panels(rng)
     out = tmp_path / "heat.png"
     save_heatmaps(str(out), panels, title="a vs b")
-    w_in, h_in = _figure_size(panels, "a vs b")
+    w_in, h_in = figure_size(panels, "a vs b")
     # Sizes are multiples of 0.5 in, so size x 150 dpi is a whole number of pixels and the match is exact
     # (no bbox_inches="tight", which would crop the canvas to its content).
     assert (w_in * 2).is_integer() and (h_in * 2).is_integer()
@@ -49,9 +50,9 @@ def test_png_has_the_size_of_the_figure_rule(rng, tmp_path):
 
 
 def test_figure_grows_with_the_matrix_within_limits(rng):
-    small = _figure_size(make_panels(rng, 3, 4))
-    big = _figure_size(make_panels(rng, 30, 40))
-    huge = _figure_size(make_panels(rng, 500, 500))
+    small = figure_size(make_panels(rng, 3, 4))
+    big = figure_size(make_panels(rng, 30, 40))
+    huge = figure_size(make_panels(rng, 500, 500))
     assert big[0] > small[0] and big[1] > small[1]
     assert huge[0] <= 48 and huge[1] <= 16
     assert small[0] >= 4 and small[1] >= 2
@@ -104,10 +105,10 @@ def test_many_long_labels(rng, tmp_path):
 
 def test_tick_labels_stay_short_and_distinct():
     names = [f"/data/runs/experiment_{i}/embeddings_layer_{i}_final_checkpoint.h5" for i in range(3)]
-    short = _tick_labels(names, limit=36)
+    short = tick_labels(names, limit=36)
     assert all(len(s) <= 36 for s in short)
     assert len(set(short)) == 3
-    assert _tick_labels(["0", "1"]) == ["0", "1"]
+    assert tick_labels(["0", "1"]) == ["0", "1"]
 
 
 @pytest.mark.parametrize("name", ["heat.jpg", "heat", "heat.png.txt"])
@@ -158,26 +159,26 @@ def svg_text(path):
 
 def test_a_single_long_label_is_cut_in_the_middle():
     label = "".join(chr(ord("a") + i % 26) for i in range(50))
-    assert _tick_labels([label], limit=36) == [label[:17] + "…" + label[-18:]]
+    assert tick_labels([label], limit=36) == [label[:17] + "…" + label[-18:]]
 
 
 def test_labels_too_long_without_their_affixes_are_cut_in_the_middle():
     labels = [f"run/{c * 60}/end" for c in "xyz"]
-    short = _tick_labels(labels, limit=20)
+    short = tick_labels(labels, limit=20)
     assert short == [f"…{c * 8}…{c * 9}…" for c in "xyz"]  # shared 'run/' and '/end' dropped, then the middle
 
 
 def test_axis_labels_wrap_and_cut_long_pieces():
     text = "abcdefghijklmnopqrstuvwxyz0123456789/tail"
-    assert _text_in(1, 9.0) == pytest.approx(0.075)  # so 1 inch holds 13 characters
-    assert _wrap(text, 1.0, 9.0) == "abcdefghijklm\nnopqrstuvwxyz\n0123456789/\ntail"
-    assert _wrap("layer of a (a.h5)", 9.0, 9.0) == "layer of a (a.h5)"
-    assert _wrap("ab/" + "c" * 20, 1.0, 9.0) == "ab/\n" + "c" * 13 + "\n" + "c" * 7  # a long piece starts a line
+    assert text_in(1, 9.0) == pytest.approx(0.075)  # so 1 inch holds 13 characters
+    assert wrap(text, 1.0, 9.0) == "abcdefghijklm\nnopqrstuvwxyz\n0123456789/\ntail"
+    assert wrap("layer of a (a.h5)", 9.0, 9.0) == "layer of a (a.h5)"
+    assert wrap("ab/" + "c" * 20, 1.0, 9.0) == "ab/\n" + "c" * 13 + "\n" + "c" * 7  # a long piece starts a line
 
 
 def test_dropping_the_shared_prefix_keeps_the_endings():
     labels = [f"/data/runs/experiment_2026_11/model_{c}_embeddings.npy" for c in "ab"]
-    assert _tick_labels(labels) == ["…model_a_embeddings.npy", "…model_b_embeddings.npy"]
+    assert tick_labels(labels) == ["…model_a_embeddings.npy", "…model_b_embeddings.npy"]
 
 
 def test_one_row_panel_with_turned_column_labels(tmp_path):
@@ -186,12 +187,12 @@ def test_one_row_panel_with_turned_column_labels(tmp_path):
     panel = {"title": "mknn", "values": [[0.1, 0.2, None, 0.4, 0.5]], "row_labels": ["/data/ref.npy"],
              "col_labels": cols, "row_axis": "reference", "col_axis": "input", "vmin": 0, "vmax": 1,
              "annotate": True}
-    geom = _geometry(panel)
+    geom = geometry(panel)
     assert geom.row_step == 1 and geom.col_rotation == 45
     out = tmp_path / "ref.svg"
     save_heatmaps(str(out), [panel])
     text = svg_text(out)
-    for label in _tick_labels(cols) + ["/data/ref.npy", "0.10", "0.50", "reference"]:
+    for label in tick_labels(cols) + ["/data/ref.npy", "0.10", "0.50", "reference"]:
         assert label in text
     assert "nan" not in " ".join(text)  # the undefined cell is grey, not annotated
 
@@ -200,7 +201,7 @@ def test_many_rows_label_every_few_rows(tmp_path, rng):
     rows = [f"r{i}" for i in range(100)]
     panel = {"title": "cka", "values": rng.uniform(0, 1, (100, 3)), "row_labels": rows, "col_labels": ["a", "b", "c"],
              "row_axis": "layer of a", "col_axis": "layer of b", "vmin": 0, "vmax": 1}
-    step = _geometry(panel).row_step
+    step = geometry(panel).row_step
     assert step > 1
     out = tmp_path / "tall.svg"
     save_heatmaps(str(out), [panel])

@@ -15,6 +15,7 @@ from repalign import checks, report
 from repalign.cli import app
 from repalign.pairing import Pairing
 from repalign.preprocess import Preprocessing
+from repalign.report import common
 from repalign.results import (
     Baseline,
     BaselineRow,
@@ -207,11 +208,11 @@ def test_baseline_without_a_row_for_the_metric():
     """A baseline that lacks a metric shows dashes in both columns (not a crash, not a zero)."""
     base = Baseline("old.json", (BaselineRow("mknn", 0.5, 0.25, -0.25),))
     result = dataclasses.replace(RESULT, baseline=base)
-    assert report._baseline_cells(result, "mknn") == ("0.5000", "-0.2500")
-    assert report._baseline_cells(result, "cka") == ("—", "—")
-    assert report._baseline_raw(result, "cka") == (None, None)
-    assert report._baseline_raw(result, "mknn") == (0.5, -0.25)
-    assert report._baseline_cells(RESULT, "mknn") == ("—", "—")
+    assert common.baseline_cells(result, "mknn") == ("0.5000", "-0.2500")
+    assert common.baseline_cells(result, "cka") == ("—", "—")
+    assert common.baseline_raw(result, "cka") == (None, None)
+    assert common.baseline_raw(result, "mknn") == (0.5, -0.25)
+    assert common.baseline_cells(RESULT, "mknn") == ("—", "—")
 
 
 def test_baseline_columns_from_a_real_run(tmp_path, pair_files):
