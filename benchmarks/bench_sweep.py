@@ -139,7 +139,7 @@ def _import_all() -> int:
     import repalign.metrics.cka
     import repalign.neighbors
     import repalign.pairing
-    import repalign.sweep  # noqa: F401
+    import repalign.engine  # noqa: F401
 
     return status_kb().get("VmRSS", 0)
 
@@ -323,21 +323,22 @@ def _install_profiler() -> _Profiler:
     import repalign.neighbors as rnb
     import repalign.nulls as rnulls
     import repalign.stats as rstats
-    import repalign.sweep as rsweep
+    import repalign.engine.representation as rrep
+    import repalign.engine.scoring as rscore
 
     prof = _Profiler()
     hooks = [
         (rio.LayerSet, "read", "read a layer (HDF5)"),
-        (rsweep, "as_embedding", "validate a layer"),
+        (rrep, "as_embedding", "validate a layer"),
         (rnb, "knn", "neighbour search (knn)"),
         (rnulls, "graph_counts", "overlap counts per layer"),
         (rcka, "layer_stats", "CKA layer statistics"),
         (rcka, "cross_product", "CKA cross-product XcᵀYc (float64 GEMM)"),
-        (rsweep, "_cross", "pair CKA sums, besides the cross-product"),
+        (rscore, "cross", "pair CKA sums, besides the cross-product"),
         (rcka, "cross_stats", "cross_stats (best pair, from scratch)"),
         (rcka, "jackknife", "CKA jackknife (best pair)"),
         (rstats, "knn_max_permutation_null", "mknn max-over-pairs permutation null"),
-        (rsweep, "_full", "best pair's uncertainty, rest"),
+        (rscore, "_full", "best pair's uncertainty, rest"),
     ]
     for owner, attr, label in hooks:
         if hasattr(owner, attr):

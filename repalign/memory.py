@@ -7,7 +7,7 @@ import os
 import re
 
 # Python, numpy, FAISS and pyarrow loaded, before any data.
-_BASE = 200 * 2**20
+BASE_BYTES = 200 * 2**20
 
 
 def available_bytes() -> int | None:
@@ -44,7 +44,7 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
     in a sweep; the dims are then those of one layer, which is all a sweep
     holds at once, plus every layer's neighbour lists.
     """
-    parts = {"base": _BASE, "inputs": sum(resident)}
+    parts = {"base": BASE_BYTES, "inputs": sum(resident)}
     persistent = 0
     peaks = [0]
     for d, item in zip(dims, work_itemsize):

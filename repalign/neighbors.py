@@ -160,7 +160,7 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
         # at most ~3 roundings instead of 1, which adds ≤ 6u to a score, far inside the 2(d+2)u bound the
         # certification uses. Otherwise (a row near underflow) in float64 first, then rounded once.
         single = 2.0**-60 <= float(norms.min()) and float(norms.max()) <= 2.0**60
-        inv = (1.0 / norms).astype(np.float32)[:, None] if single else None
+        inv = (1.0 / norms).astype(np.float32)[:, None] if single else np.empty((0, 1), np.float32)
         for s0 in range(0, n, 1 << 14):
             rows = slice(s0, s0 + (1 << 14))
             if single:
@@ -218,6 +218,6 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
             if bad.any():
                 uncertain.append(r[bad])
     if uncertain:
-        rows = np.concatenate(uncertain)
-        out[rows] = exact_knn(X, k, distance, rows=rows, norms=norms)
+        recheck = np.concatenate(uncertain)
+        out[recheck] = exact_knn(X, k, distance, rows=recheck, norms=norms)
     return out

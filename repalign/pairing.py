@@ -20,13 +20,13 @@ class Pairing:
 
     by: str
     """'row' (row i with row i) or 'id' (inner join on ids)."""
-    ids: tuple[str | None, str | None] = (None, None)
+    ids: tuple[str | None, ...] = (None, None)
     """Id key in each file."""
-    rows: tuple[int, int] = (0, 0)
+    rows: tuple[int, ...] = (0, 0)
     """Rows each input had."""
     paired: int = 0
     """Items compared (before subsampling)."""
-    dropped: tuple[int, int] = (0, 0)
+    dropped: tuple[int, ...] = (0, 0)
     """Rows of each input without a partner."""
     max_rows: int | None = None
     """Subsample size, if --max-rows cut the paired items."""

@@ -22,7 +22,7 @@ class InputInfo:
     """Array inside the file (npz member, HDF5 dataset, parquet column), if any."""
     format: str
     """npy, npz, hdf5, parquet or array."""
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     """Shape as stored."""
     dtype: str
     """Element type as stored."""
@@ -389,7 +389,7 @@ class MatrixResult:
     def grid(self, metric: str) -> list[list[float | None]]:
         """m×m values; symmetric, since every metric here is."""
         m = len(self.inputs)
-        out = [[None] * m for _ in range(m)]
+        out: list[list[float | None]] = [[None] * m for _ in range(m)]
         for c in self.cells + self.diagonal:
             v = c.metric(metric).value
             out[c.a][c.b] = out[c.b][c.a] = v

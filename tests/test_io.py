@@ -180,8 +180,6 @@ def test_a_changed_file_is_listed_afresh(write, arr):
 
 
 def test_every_source_and_reader_implements_its_protocol(write, arr):
-    from repalign import sweep
-
     p = write.h5(emb=arr)
     layers = io.open_layers(p)
     in_memory = io.ArrayLayers(arr, "array a")
@@ -189,4 +187,3 @@ def test_every_source_and_reader_implements_its_protocol(write, arr):
         assert isinstance(source, io.LayerSource)
     for path in (write.npy(arr), write.npz(emb=arr), p, write.parquet(emb=arr)):
         assert isinstance(io.reader_for(path), io.Reader)
-    assert sweep.ArrayLayers is io.ArrayLayers and sweep.Checked is io.Checked  # still importable from sweep

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from repalign import preprocess
-from repalign.api import resolve_options
 from repalign.errors import InputError, UsageError
+from repalign.options import Options
 
 
 def test_clip_threshold_is_the_value_at_int_qN(rng):
@@ -39,12 +39,12 @@ def test_normalize_zero_row_errors(rng):
 
 
 def test_preset_prh_and_overrides():
-    k, pre = resolve_options(k=None, clip=None, normalize=None, preset="prh", distance="cosine")
-    assert (k, pre.clip, pre.normalize, pre.preset) == (10, 0.95, True, "prh")
-    k, pre = resolve_options(k=5, clip=None, normalize=False, preset="prh", distance="cosine")
-    assert (k, pre.clip, pre.normalize) == (5, 0.95, False)
+    o = Options.build(preset="prh")
+    assert (o.k, o.preprocessing.clip, o.preprocessing.normalize, o.preprocessing.preset) == (10, 0.95, True, "prh")
+    o = Options.build(k=5, normalize=False, preset="prh")
+    assert (o.k, o.preprocessing.clip, o.preprocessing.normalize) == (5, 0.95, False)
     with pytest.raises(UsageError, match="unknown preset"):
-        resolve_options(k=None, clip=None, normalize=None, preset="nope", distance="cosine")
+        Options.build(preset="nope")
 
 
 @pytest.mark.parametrize("q", [0.0, -0.1, 1.5])

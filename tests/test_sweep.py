@@ -9,7 +9,8 @@ from test_checks import validate
 from test_cli import expect_input_error, run
 
 import repalign
-from repalign import api, io, stats
+from repalign import io, stats
+from repalign.engine import inputs as engine_inputs
 from repalign.errors import InputError, UsageError
 
 FAST = dict(resamples=0, permutations=0, seed=3)
@@ -174,7 +175,7 @@ def test_sweep_from_files_streaming_equals_cached(write, stacks, monkeypatch):
     a = write.h5(name="a.h5", emb=A.astype(np.float32)) + ":emb"
     b = write.npy(B.astype(np.float32), "b.npy")
     cached = repalign.compare(a, b, metrics=METRICS, layer_b="0:4:2", **FAST)
-    monkeypatch.setattr(api, "_LAYER_CACHE_BYTES", 0)
+    monkeypatch.setattr(engine_inputs, "LAYER_CACHE_BYTES", 0)
     reads = []
     original = io.LayerSet.read
     monkeypatch.setattr(io.LayerSet, "read", lambda self, i: reads.append(i) or original(self, i))
@@ -350,15 +351,15 @@ def test_cli_layer_errors(stack_files, write, rng):
 
 def test_gram_route_equals_cross_products(rng, monkeypatch):
     """Many wide layers and few items: all-pairs CKA through blocked Grams, equal to the pair-by-pair values."""
-    from repalign import sweep
+    from repalign.engine import representation, scoring
 
     z = rng.standard_normal((70, 3))
     A, B = layered(rng, n=70, layers=5, d=40, shared=z), layered(rng, n=70, layers=6, d=30, shared=z)
     B[:, 2] = 1.0  # a constant layer: CKA undefined there, through either route
     used = []
-    monkeypatch.setattr(sweep, "_GRAM_BLOCK", 16)  # several blocks, off-diagonal ones counted twice
-    original = sweep._gram_numerators
-    monkeypatch.setattr(sweep, "_gram_numerators", lambda *a: used.append(1) or original(*a))
+    monkeypatch.setattr(representation, "_GRAM_BLOCK", 16)  # several blocks, off-diagonal ones counted twice
+    original = representation.gram_numerators
+    monkeypatch.setattr(scoring, "gram_numerators", lambda *a: used.append(1) or original(*a))
     r = repalign.compare(A, B, metrics="cka,cka-unbiased", **FAST)
     assert used
     for i in range(5):

@@ -1,0 +1,178 @@
+"""One input's selected layers, paired and preprocessed, with the per-layer work done once; CKA numerators."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from repalign import nulls as _nulls
+from repalign import preprocess as _pre
+from repalign.errors import InputError
+from repalign.io import Checked, LayerSource
+from repalign.metrics import cka as _cka
+from repalign.metrics.linalg import dot, matmul
+from repalign.validation import as_embedding
+
+
+class Representation:
+    """One input's selected layers, paired and preprocessed, with per-layer work computed once.
+
+    Layers are read one at a time; they stay in memory only when ``keep`` is
+    True (the caller decides from the memory there is), so a sweep over a
+    file larger than memory holds one layer pair plus the neighbour lists.
+    """
+
+    def __init__(self, source: LayerSource, label: str, rows: np.ndarray | None,
+                 pre: _pre.Preprocessing, keep: bool = True):
+        self.source = source
+        self.label = label
+        self.rows = rows
+        self.pre = pre
+        self.keep = keep
+        self.labels = tuple(source.labels)
+        self.notes: list[str] = []
+        self._layers: dict = {}
+        self._lists: dict = {}
+        self._counts: dict = {}
+        self._cka: dict = {}
+        self._shape: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def layered(self) -> bool:
+        return bool(self.source.layered)
+
+    def name(self, i: int) -> str:
+        return self.source.layer_name(i)
+
+    def layer(self, i: int) -> np.ndarray:
+        """Layer i, validated, with the paired rows and preprocessed."""
+        if i in self._layers:
+            return self._layers[i]
+        name = self.name(i)
+        if isinstance(self.source, Checked):  # validated when it was opened
+            array, notes = self.source.read(i), list[str]()
+        else:
+            array, notes = as_embedding(self.source.read(i), name)
+        for note in notes:
+            # One note per input, not one per layer.
+            note = note.replace(name, self.source.where, 1) if len(self) > 1 else note
+            if note not in self.notes:
+                self.notes.append(note)
+        if self._shape is None:
+            self._shape = (array.shape, name)
+        elif array.shape != self._shape[0]:
+            shape, first = self._shape
+            raise InputError(f"{self.source.where}: layers differ in shape: {first} is "
+                             f"{'×'.join(map(str, shape))} but {name} is {'×'.join(map(str, array.shape))}")
+        if self.rows is not None:
+            array = array[self.rows]
+        array = _pre.apply(array, self.pre, name)
+        if self.keep:
+            self._layers[i] = array
+        return array
+
+    def lists(self, i: int, depth: int, distance: str, k: int) -> np.ndarray:
+        """Neighbour lists of layer i; ordered exactly when deeper than k (resamples read the order)."""
+        from repalign.neighbors import knn
+
+        if i not in self._lists:
+            self._lists[i] = knn(self.layer(i), depth, distance, label=self.name(i), ordered=depth > k)
+        return self._lists[i]
+
+    def counts(self, i: int, k: int, depth: int, distance: str) -> dict:
+        if i not in self._counts:
+            self._counts[i] = _nulls.graph_counts(self.lists(i, depth, distance, k)[:, :k])
+        return self._counts[i]
+
+    def cka(self, i: int, with_sxx: bool = True) -> _cka.LayerStats:
+        """Layer i's CKA statistics; ``with_sxx`` False when the Gram route will supply ‖XcᵀXc‖²_F."""
+        st = self._cka.get(i)
+        if st is None or (with_sxx and np.isnan(st.sxx)):
+            st = self._cka[i] = _cka.layer_stats(self.layer(i), keep_gram=False, with_sxx=with_sxx)
+        return st
+
+
+def cross(ra: Representation, i: int, rb: Representation, j: int, xc=None) -> _cka.CrossStats:
+    """The CKA sums of one layer pair from the per-layer statistics and one cross-product.
+
+    ``xc``: layer i of a, already centred in float64 (computed once for all the pairs it is in).
+    """
+    x = ra.layer(i)
+    y = rb.layer(j)
+    n = x.shape[0]
+    if x.shape[1] > n and y.shape[1] > n:  # the Gram route of cross_stats; n is small then
+        return _cka.cross_stats(x, y)
+    sa, sb = ra.cka(i), rb.cka(j)
+    if sa.constant or sb.constant:
+        sxy = 0.0
+    else:
+        g = _cka.cross_product(x, sa.mean, y, sb.mean) if xc is None else _cka.cross_product(xc, None, y, sb.mean)
+        sxy = dot(g, g)
+    return _cka.CrossStats(n, sxy, sa.sxx, sb.sxx, sa.a, sb.a)
+
+
+# Rows per block of the blocked Gram products (two blocks of every layer are in memory at once).
+_GRAM_BLOCK = 1024
+
+
+def gram_route_pays(ra: Representation, rb: Representation, n: int) -> bool:
+    """Whether all-pairs CKA numerators are cheaper through n×n Grams than through La·Lb cross-products.
+
+    Cross-products cost La·Lb·2n·d1·d2 flops; the Grams n²·(La·d1 + Lb·d2) (half of each, by symmetry),
+    after which every pair is one inner product. The Gram route needs every layer in memory.
+    """
+    La, Lb = len(ra), len(rb)
+    if La * Lb == 1 or not (ra.keep and rb.keep):
+        return False
+    d1, d2 = ra.layer(0).shape[1], rb.layer(0).shape[1]
+    if d1 > n and d2 > n:
+        return False  # cross_stats takes its own Gram route then
+    return n * n * (La * d1 + Lb * d2) < 0.8 * La * Lb * 2 * n * d1 * d2
+
+
+def gram_numerators(ra: Representation, rb: Representation, progress: Callable[[str], None]) -> tuple:
+    """⟨Kc_i, Lc_j⟩ = ‖XcᵢᵀYcⱼ‖²_F for every layer pair (La×Lb), and ⟨Kc_i, Kc_i⟩ (La), ⟨Lc_j, Lc_j⟩ (Lb),
+    from blocked centred Grams.
+
+    The Grams are symmetric, so only blocks (r, c) with r ≤ c are formed, off-diagonal ones counted
+    twice; a block of every layer's Gram is stacked so that all pairs' inner products are one GEMM.
+    Exact in float64 like the cross-product route (the sums run in another order).
+    """
+    La, Lb = len(ra), len(rb)
+    n = ra.layer(0).shape[0]
+    means = ([ra.cka(i, with_sxx=False).mean for i in range(La)], [rb.cka(j, with_sxx=False).mean for j in range(Lb)])
+    out = np.zeros((La, Lb))
+    self_a, self_b = np.zeros(La), np.zeros(Lb)
+    buffers: dict = {}
+    starts = list(range(0, n, _GRAM_BLOCK))
+
+    def block(r: Representation, mean, i: int, rows: slice) -> np.ndarray:
+        return np.asarray(r.layer(i)[rows], dtype=np.float64) - mean
+
+    done, total = 0, len(starts) * (len(starts) + 1) // 2
+    for bi, r0 in enumerate(starts):
+        rs = slice(r0, r0 + _GRAM_BLOCK)
+        left = ([block(ra, means[0][i], i, rs) for i in range(La)], [block(rb, means[1][j], j, rs) for j in range(Lb)])
+        for c0 in starts[bi:]:
+            done += 1
+            progress(f"CKA Gram blocks {done}/{total}")
+            cs = slice(c0, c0 + _GRAM_BLOCK)
+            right = left if c0 == r0 else ([block(ra, means[0][i], i, cs) for i in range(La)],
+                                           [block(rb, means[1][j], j, cs) for j in range(Lb)])
+            shape = (left[0][0].shape[0], right[0][0].shape[0])
+            if shape not in buffers:  # at most three shapes (full and last blocks); reused, not reallocated
+                buffers[shape] = (np.empty((La,) + shape), np.empty((Lb,) + shape))
+            ga, gb = buffers[shape]
+            for g, lhs, rhs in ((ga, left[0], right[0]), (gb, left[1], right[1])):
+                for i, (x, y) in enumerate(zip(lhs, rhs)):
+                    g[i] = matmul(x, y.T)
+            w = 1.0 if c0 == r0 else 2.0
+            fa, fb = ga.reshape(La, -1), gb.reshape(Lb, -1)
+            out += w * matmul(fa, fb.T)
+            self_a += w * np.einsum("ij,ij->i", fa, fa)
+            self_b += w * np.einsum("ij,ij->i", fb, fb)
+    return out, self_a, self_b

@@ -1,0 +1,95 @@
+"""One Options object per run: built once from the CLI or the API keywords, validated once, then trusted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from repalign.errors import UsageError
+from repalign.metrics import CI_METHODS, parse_metrics
+from repalign.neighbors import DISTANCES
+from repalign.preprocess import PRESETS, Preprocessing
+from repalign.results import UncertaintySettings
+
+DEFAULT_K = 10
+# Resamples and permutations are drawn one by one; beyond this many a run would take days, and the Monte
+# Carlo error (about 1/sqrt(B)) is already far below the rounding of the report.
+MAX_DRAWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that decides the numbers of a compare, sweep or matrix run (not how they are shown)."""
+
+    metrics: tuple[str, ...]
+    k: int
+    distance: str
+    preprocessing: Preprocessing
+    uncertainty: UncertaintySettings
+    ids: tuple[str | None, ...] = (None, None)
+    """Id key per input (None: pair by row order unless another input names ids)."""
+    require_all: bool = False
+    max_rows: int | None = None
+    layers: tuple[str | None, ...] = (None, None)
+    """Layer selection per input (None: all)."""
+    allow_external: bool = False
+
+    @classmethod
+    def build(cls, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
+              normalize: bool | None = None, preset: str | None = None, resamples: int = 1000,
+              confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
+              permutations: int | None = None, ids: tuple[str | None, ...] = (None, None),
+              require_all: bool = False, max_rows: int | None = None,
+              layers: tuple[str | None, ...] = (None, None), allow_external: bool = False,
+              id_options: str = "--ids, --ids-a or --ids-b") -> Options:
+        """Fill unset values from the preset, then the defaults (explicit values win), and check them all.
+
+        ``id_options``: how the command names its id options, for the message of --require-all without ids.
+        """
+        names = tuple(parse_metrics(metrics))
+        base: dict = {}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise UsageError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
+            base = PRESETS[preset]
+        if distance not in DISTANCES:
+            raise UsageError(f"unknown --distance '{distance}' (choose from {', '.join(DISTANCES)})")
+        k = base.get("k", DEFAULT_K) if k is None else k
+        if k < 1:
+            raise UsageError(f"--k must be at least 1 (got {k})")
+        clip = base.get("clip") if clip is None else clip
+        normalize = base.get("normalize", False) if normalize is None else normalize
+        pre = Preprocessing(clip=clip, normalize=bool(normalize), preset=preset)
+        if require_all and all(key is None for key in ids):
+            raise UsageError(f"--require-all needs ids ({id_options})")
+        if max_rows is not None and max_rows < 1:
+            raise UsageError(f"--max-rows must be at least 1 (got {max_rows})")
+        u = _uncertainty(resamples, confidence, seed, ci_method, permutations)
+        return cls(names, k, distance, pre, u, tuple(ids), require_all, max_rows, tuple(layers), allow_external)
+
+
+def _uncertainty(resamples: int, confidence: float, seed: int | None, ci_method: str,
+                 permutations: int | None) -> UncertaintySettings:
+    """A missing seed is drawn once and reported, so any run can be repeated."""
+    if resamples < 0 or resamples == 1:
+        # One replicate has no spread: every interval needs at least two.
+        raise UsageError(f"--resamples must be 0 (no intervals) or at least 2 (got {resamples})")
+    if resamples > MAX_DRAWS:
+        raise UsageError(f"--resamples must be at most {MAX_DRAWS:,} (got {resamples:,})")
+    if permutations is not None and not 0 <= permutations <= MAX_DRAWS:
+        raise UsageError(f"--permutations must be between 0 and {MAX_DRAWS:,} (got {permutations:,})")
+    if not 0.0 < confidence < 1.0:
+        raise UsageError(f"--confidence must be strictly between 0 and 1 (got {confidence})")
+    if ci_method not in CI_METHODS:
+        raise UsageError(f"unknown --ci-method '{ci_method}' (choose from {', '.join(CI_METHODS)})")
+    if resamples and resamples < 100 and ci_method in ("percentile", "basic", "bca"):
+        raise UsageError(f"--ci-method {ci_method} needs at least 100 resamples (got {resamples})")
+    if seed is None:
+        entropy = np.random.SeedSequence().entropy  # an int when drawn fresh
+        seed = int(entropy) % (2**63)  # type: ignore[arg-type]  # numpy types it as int | Sequence[int] | None
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more (got {seed})")
+    return UncertaintySettings(resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
+                               permutations=1000 if permutations is None else permutations,
+                               permutations_explicit=permutations is not None)
