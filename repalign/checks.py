@@ -6,9 +6,10 @@ import dataclasses
 import json
 import math
 import os
+from dataclasses import dataclass, field
 
 from repalign.errors import InputError, UsageError
-from repalign.results import SCHEMA_VERSION, Baseline, BaselineRow, Check, ComparisonResult
+from repalign.results import SCHEMA_VERSION, Baseline, BaselineRow, Check, ComparisonResult, MatrixResult
 
 ON = ("value", "ci-low", "ci-high")
 
@@ -130,8 +131,6 @@ def validate(names, *, fail_under=None, fail_above=None, on="value", baseline=No
         raise UsageError(f"--on {on} needs confidence intervals, but --resamples is 0")
     if max_drop and baseline is None:
         raise UsageError("--max-drop needs --baseline FILE to compare with")
-    if baseline is not None:
-        load_baseline(baseline)
 
 
 def _observed(m, on: str) -> float | None:
@@ -159,16 +158,99 @@ def _bound_checks(lookup, fail_under: dict, fail_above: dict, on: str, where: st
     return checks
 
 
-def evaluate_matrix(result, *, fail_under=None, fail_above=None, on: str = "value"):
-    """Attach --fail-under/--fail-above checks for every pair of a matrix (the diagonal is not checked)."""
-    fail_under, fail_above = fail_under or {}, fail_above or {}
-    resamples = result.uncertainty.resamples if result.uncertainty is not None else 0
-    validate(list(result.metric_names), fail_under=fail_under, fail_above=fail_above, on=on, resamples=resamples)
+@dataclass(frozen=True)
+class Gates:
+    """The pass/fail rules of a run: parsed and checked once, before any work; the baseline report read once."""
+
+    fail_under: dict[str, float] = field(default_factory=dict)
+    fail_above: dict[str, float] = field(default_factory=dict)
+    on: str = "value"
+    """What the bounds apply to: value, ci-low or ci-high."""
+    max_drop: dict[str, float] = field(default_factory=dict)
+    baseline_path: str | None = None
+    baseline: dict | None = None
+    """The fields of the baseline report that the comparison uses (see :func:`load_baseline`)."""
+
+    @classmethod
+    def build(cls, names, *, fail_under=None, fail_above=None, on: str = "value", baseline: str | None = None,
+              max_drop=None, resamples: int = 0) -> Gates:
+        """Bounds given as ``["mknn=0.3", ...]`` (the CLI's) or as ``{metric: bound}``; refused when they
+        contradict the run (a metric not computed, --on ci-low without intervals, --max-drop without a baseline).
+        """
+        from repalign.metrics import REGISTRY
+
+        known = list(REGISTRY)
+        bounds = [b if isinstance(b, dict) else parse_bounds(b, option, known)
+                  for b, option in ((fail_under, "--fail-under"), (fail_above, "--fail-above"),
+                                    (max_drop, "--max-drop"))]
+        validate(list(names), fail_under=bounds[0], fail_above=bounds[1], on=on, baseline=baseline,
+                 max_drop=bounds[2], resamples=resamples)
+        doc = load_baseline(baseline) if baseline is not None else None
+        return cls(bounds[0], bounds[1], on, bounds[2], baseline, doc)
+
+    def apply(self, result):
+        """The result with its checks (and, for a comparison, the baseline comparison) attached."""
+        if isinstance(result, MatrixResult):
+            return self._apply_matrix(result)
+        return self._apply_compare(result)
+
+    def _apply_matrix(self, result: MatrixResult) -> MatrixResult:
+        """Every pair of a matrix is checked (the diagonal is not)."""
+        checks = []
+        for c in result.cells:
+            where = f" ({result.inputs[c.a].name} vs {result.inputs[c.b].name})"
+            checks += _bound_checks(c.metric, self.fail_under, self.fail_above, self.on, where, (c.a, c.b))
+        return dataclasses.replace(result, checks=tuple(checks))
+
+    def _apply_compare(self, result: ComparisonResult) -> ComparisonResult:
+        """A check whose number does not exist (undefined value, no interval) fails: a gate must not pass by
+        default."""
+        checks = _bound_checks(result.metric, self.fail_under, self.fail_above, self.on)
+        notes = list(result.notes)
+        base = None
+        if self.baseline is not None and self.baseline_path is not None:
+            base, baseline_checks = _against_baseline(result, self.baseline_path, self.baseline, self.max_drop, notes)
+            checks += baseline_checks
+        return dataclasses.replace(result, checks=tuple(checks), baseline=base, notes=tuple(notes))
+
+
+def _against_baseline(result: ComparisonResult, path: str, doc: dict, max_drop: dict[str, float],
+                      notes: list[str]) -> tuple[Baseline, list[Check]]:
+    """Each metric's change since the baseline report, and the --max-drop checks on it."""
+    old = doc["metrics"]
+    rows = []
+    for m in result.metrics:
+        prev = old.get(m.name, {}).get("value")
+        diff = None if prev is None or m.value is None else m.value - prev
+        rows.append(BaselineRow(m.name, prev, m.value, diff))
+        if m.name in old and old[m.name]["params"] != m.params:
+            notes.append(f"baseline {path}: {m.name} was computed with {_short(old[m.name]['params'], 200)}, "
+                         f"now {m.params}; the values are not comparable")
+    if doc["n"] != result.n:
+        notes.append(f"baseline {path} has n = {doc['n']}, this run n = {result.n}; mknn depends on n")
     checks = []
-    for c in result.cells:
-        where = f" ({result.inputs[c.a].name} vs {result.inputs[c.b].name})"
-        checks += _bound_checks(c.metric, fail_under, fail_above, on, where, (c.a, c.b))
-    return dataclasses.replace(result, checks=tuple(checks))
+    for name, bound in max_drop.items():
+        row = next(r for r in rows if r.metric == name)
+        if row.diff is None or row.old is None or row.new is None:
+            checks.append(Check(name, "max-drop", bound, "value", None, False,
+                                f"{name} cannot be compared with the baseline (missing value)"))
+        else:
+            drop = 0.0 - row.diff  # 0.0 − x, so that no change reads 0.0000 rather than -0.0000
+            checks.append(Check(name, "max-drop", bound, "value", drop, drop <= bound,
+                                f"{name} changed by {row.diff:+.4f} ({row.old:.4f} → {row.new:.4f}); "
+                                f"a drop of more than {bound:g} fails"))
+    return Baseline(path, tuple(rows)), checks
+
+
+def _resamples(result) -> int:
+    return result.uncertainty.resamples if result.uncertainty is not None else 0
+
+
+def evaluate_matrix(result: MatrixResult, *, fail_under=None, fail_above=None, on: str = "value") -> MatrixResult:
+    """Attach --fail-under/--fail-above checks for every pair of a matrix (the diagonal is not checked)."""
+    gates = Gates.build(result.metric_names, fail_under=fail_under or {}, fail_above=fail_above or {}, on=on,
+                        resamples=_resamples(result))
+    return gates._apply_matrix(result)
 
 
 def evaluate(result: ComparisonResult, *, fail_under=None, fail_above=None, on: str = "value",
@@ -177,41 +259,8 @@ def evaluate(result: ComparisonResult, *, fail_under=None, fail_above=None, on: 
 
     ``fail_under``/``fail_above``: {metric: bound}, applied to the value or to
     an end of the interval (``on``). ``max_drop``: {metric: largest allowed
-    fall from the baseline's value}. A check whose number does not exist
-    (undefined value, no interval) fails: a gate must not pass by default.
+    fall from the baseline's value}.
     """
-    fail_under, fail_above, max_drop = fail_under or {}, fail_above or {}, max_drop or {}
-    resamples = result.uncertainty.resamples if result.uncertainty is not None else 0
-    validate([m.name for m in result.metrics], fail_under=fail_under, fail_above=fail_above, on=on,
-             baseline=baseline, max_drop=max_drop, resamples=resamples)
-
-    checks = _bound_checks(result.metric, fail_under, fail_above, on)
-
-    notes = list(result.notes)
-    base = None
-    if baseline is not None:
-        doc = load_baseline(baseline)
-        old = doc["metrics"]
-        rows = []
-        for m in result.metrics:
-            prev = old.get(m.name, {}).get("value")
-            diff = None if prev is None or m.value is None else m.value - prev
-            rows.append(BaselineRow(m.name, prev, m.value, diff))
-            if m.name in old and old[m.name]["params"] != m.params:
-                notes.append(f"baseline {baseline}: {m.name} was computed with {_short(old[m.name]['params'], 200)}, "
-                             f"now {m.params}; the values are not comparable")
-        if doc["n"] != result.n:
-            notes.append(f"baseline {baseline} has n = {doc['n']}, this run n = {result.n}; mknn depends on n")
-        base = Baseline(baseline, tuple(rows))
-        for name, bound in max_drop.items():
-            row = next(r for r in rows if r.metric == name)
-            if row.diff is None:
-                checks.append(Check(name, "max-drop", bound, "value", None, False,
-                                    f"{name} cannot be compared with the baseline (missing value)"))
-            else:
-                drop = 0.0 - row.diff  # 0.0 − x, so that no change reads 0.0000 rather than -0.0000
-                ok = drop <= bound
-                checks.append(Check(name, "max-drop", bound, "value", drop, ok,
-                                    f"{name} changed by {row.diff:+.4f} ({row.old:.4f} → {row.new:.4f}); "
-                                    f"a drop of more than {bound:g} fails"))
-    return dataclasses.replace(result, checks=tuple(checks), baseline=base, notes=tuple(notes))
+    gates = Gates.build([m.name for m in result.metrics], fail_under=fail_under or {}, fail_above=fail_above or {},
+                        on=on, baseline=baseline, max_drop=max_drop or {}, resamples=_resamples(result))
+    return gates._apply_compare(result)

@@ -422,7 +422,7 @@ def test_no_color_means_no_escape_codes_even_on_a_forced_terminal(data):
 
 
 def test_no_color_switches_the_spinner_off(monkeypatch):
-    from repalign.cli import _Progress
+    from repalign.console import Progress as _Progress
 
     class Tty:
         encoding = "utf-8"
