@@ -140,8 +140,6 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     error bound) is recomputed exactly by :func:`exact_knn`. The result is
     therefore the exact float64 neighbour list, whatever FAISS's rounding.
     """
-    import faiss
-
     _check_distance(distance)
     n, d = X.shape
     if not 1 <= k <= n - 1:
@@ -152,24 +150,49 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
         check_nonzero_rows(norms, label, "cosine similarity")
     # Candidates past k let the certification see a gap; rows it cannot certify take the exact path.
     depth = min(n, k + 1 + max(8, k // 2))
+    cand, s32, worst32, broken = _faiss_candidates(X, norms, depth, distance)
+    # Plus an absolute term for float32 underflow of tiny products (validation keeps max |x| near 1).
+    eps = _error_bound(norms, d, distance, _U32) + 4.0 * d * np.finfo(np.float32).tiny
+    out = cand[:, :k].copy()
+    settled = _settled(s32, worst32, eps, k, ordered) & ~broken
+    todo = np.flatnonzero(~settled)
+    uncertain = _rescore(X, norms, distance, k, todo, cand, worst32, eps, broken, out)
+    if uncertain.size:
+        out[uncertain] = exact_knn(X, k, distance, rows=uncertain, norms=norms)
+    return out
 
-    # FAISS computes in float32; the float64 rescoring below makes the result independent of that.
-    if distance == "cosine":
-        Xf = np.empty((n, d), dtype=np.float32)
-        # Normalised in float32 when every row norm is far from float32's limits: each entry then carries
-        # at most ~3 roundings instead of 1, which adds ≤ 6u to a score, far inside the 2(d+2)u bound the
-        # certification uses. Otherwise (a row near underflow) in float64 first, then rounded once.
-        single = 2.0**-60 <= float(norms.min()) and float(norms.max()) <= 2.0**60
-        inv = (1.0 / norms).astype(np.float32)[:, None] if single else np.empty((0, 1), np.float32)
-        for s0 in range(0, n, 1 << 14):
-            rows = slice(s0, s0 + (1 << 14))
-            if single:
-                np.multiply(np.asarray(X[rows], dtype=np.float32), inv[rows], out=Xf[rows])
-            else:
-                Xf[rows] = np.asarray(X[rows], dtype=np.float64) / norms[rows, None]
-    else:
-        Xf = np.ascontiguousarray(X, dtype=np.float32)
+
+def _float32_copy(X: np.ndarray, norms: np.ndarray, distance: str) -> np.ndarray:
+    """What FAISS searches: X in float32, rows L2-normalised for cosine."""
+    if distance != "cosine":
+        return np.ascontiguousarray(X, dtype=np.float32)
+    n, d = X.shape
+    Xf = np.empty((n, d), dtype=np.float32)
+    # Normalised in float32 when every row norm is far from float32's limits: each entry then carries
+    # at most ~3 roundings instead of 1, which adds ≤ 6u to a score, far inside the 2(d+2)u bound the
+    # certification uses. Otherwise (a row near underflow) in float64 first, then rounded once.
+    single = 2.0**-60 <= float(norms.min()) and float(norms.max()) <= 2.0**60
+    inv = (1.0 / norms).astype(np.float32)[:, None] if single else np.empty((0, 1), np.float32)
+    for s0 in range(0, n, 1 << 14):
+        rows = slice(s0, s0 + (1 << 14))
+        if single:
+            np.multiply(np.asarray(X[rows], dtype=np.float32), inv[rows], out=Xf[rows])
+        else:
+            Xf[rows] = np.asarray(X[rows], dtype=np.float64) / norms[rows, None]
+    return Xf
+
+
+def _faiss_candidates(X: np.ndarray, norms: np.ndarray, depth: int, distance: str):
+    """FAISS's float32 lists of ``depth`` candidates, self removed and sorted by float32 score.
+
+    Returns (candidates, their float32 scores as float64, each row's worst score FAISS returned, rows FAISS
+    could not fill). The float64 rescoring after this makes the result independent of float32 rounding.
+    """
+    import faiss
+
+    n = X.shape[0]
     metric = faiss.METRIC_L2 if distance == "l2" else faiss.METRIC_INNER_PRODUCT
+    Xf = _float32_copy(X, norms, distance)
     D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
     del Xf
     s32 = (-D if distance == "l2" else D).astype(np.float64)
@@ -182,16 +205,17 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     worst32 = s32[:, -1].copy()  # every row FAISS left out scores at most this (in float32)
     s32[cand == rows_all[:, None]] = -np.inf  # self, by index
     order = np.argsort(-s32, axis=1, kind="stable")
-    cand = np.take_along_axis(cand, order, axis=1)
-    s32 = np.take_along_axis(s32, order, axis=1)
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(s32, order, axis=1), worst32, broken
 
-    # Plus an absolute term for float32 underflow of tiny products (validation keeps max |x| near 1).
-    eps = _error_bound(norms, d, distance, _U32) + 4.0 * d * np.finfo(np.float32).tiny
-    out = cand[:, :k].copy()
-    # The float32 order is the exact order when every step down the list to rank k+1, and the
-    # gap from rank k to anything not returned, exceeds twice the error bound: then no float64
-    # score can swap two of them. Only the other rows (near-ties, exact ties, duplicates) are
-    # rescored in float64.
+
+def _settled(s32: np.ndarray, worst32: np.ndarray, eps: np.ndarray, k: int, ordered: bool) -> np.ndarray:
+    """Rows whose float32 order (or set of k, when not ``ordered``) is certainly the exact one.
+
+    The float32 order is the exact order when every step down the list to rank k+1, and the gap from rank k
+    to anything not returned, exceeds twice the error bound: then no float64 score can swap two of them.
+    Only the other rows (near-ties, exact ties, duplicates) are rescored in float64.
+    """
+    n, depth = s32.shape
     top = min(k + 1, depth - 1)
     margin = 2 * eps[:, None]
     with np.errstate(invalid="ignore"):  # −inf − (−inf) in a broken row is NaN, which settles nothing
@@ -201,10 +225,17 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
             settled = s32[:, k - 1] - s32[:, top - 1] > margin[:, 0] if top > k else np.ones(n, dtype=bool)
         if depth < n:
             settled &= s32[:, k - 1] - worst32 > margin[:, 0]
-    settled &= ~broken
+    return settled
+
+
+def _rescore(X: np.ndarray, norms: np.ndarray, distance: str, k: int, todo: np.ndarray, cand: np.ndarray,
+             worst32: np.ndarray, eps: np.ndarray, broken: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Rescore the candidates of the ``todo`` rows in float64 into ``out``; returns the rows that even then
+    cannot be certified (a better row may hide among those FAISS left out)."""
+    n = X.shape[0]
+    depth = cand.shape[1]
     uncertain = []
-    todo = np.flatnonzero(~settled)
-    block = _block_rows(depth, d)
+    block = _block_rows(depth, X.shape[1])
     for s0 in range(0, todo.size, block):
         r = todo[s0 : s0 + block]
         c = cand[r]
@@ -217,7 +248,4 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
             bad = (sc_sorted[:, k - 1] <= worst32[r] + eps[r]) | broken[r]
             if bad.any():
                 uncertain.append(r[bad])
-    if uncertain:
-        recheck = np.concatenate(uncertain)
-        out[recheck] = exact_knn(X, k, distance, rows=recheck, norms=norms)
-    return out
+    return np.concatenate(uncertain) if uncertain else np.empty(0, dtype=np.int64)
