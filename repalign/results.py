@@ -1,4 +1,8 @@
-"""Result objects: frozen dataclasses with to_dict()/from_dict(); no printing here."""
+"""Result objects: frozen dataclasses with to_dict()/from_dict(); no printing here.
+
+Over 400 lines on purpose: this module is the JSON schema in Python (one docstring per field), and keeping every
+result type and its (de)serialisation side by side is what keeps them in step with schema/report.schema.json.
+"""
 
 from __future__ import annotations
 
