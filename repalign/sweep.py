@@ -17,6 +17,7 @@ from repalign.metrics import COVERS, REGISTRY, PairData, list_depth
 from repalign.metrics import cka as _cka
 from repalign.metrics.linalg import dot, matmul
 from repalign.results import MetricResult, Sweep, UncertaintySettings
+from repalign.seeds import Streams
 from repalign.validation import as_embedding, check_k
 
 
@@ -371,7 +372,7 @@ def _full(m: str, ra: Representation, rb: Representation, at: tuple[int, int], *
     wants_perm = u.permutations > 0 and (REGISTRY[m].needs_neighbors or u.permutations_explicit)
     count = u.permutations if u.permutations_explicit or pairs == 1 else min(u.permutations, SWEEP_PERMUTATIONS)
     if wants_perm and res.value is not None:
-        perm_seed = np.random.SeedSequence(u.seed).spawn(2)[1]  # the stream compare uses
+        perm_seed = Streams.from_seed(u.seed).perm  # the stream compare uses
         perms = list(_stats.permutations(perm_seed, ra.layer(0).shape[0], count))
         progress(f"{m}: {count} permutations over {pairs} layer pair{'s' if pairs > 1 else ''}")
         if REGISTRY[m].needs_neighbors:
