@@ -28,7 +28,6 @@ def resample_weights(seed: np.random.SeedSequence, n: int, count: int, block: in
         done += m
 
 
-
 class FullList(Protocol):
     """Row i's ordered neighbour list on side "a" or "b", to the given depth (self excluded, ties by index)."""
 
@@ -229,6 +228,8 @@ IJ_NULL_PERMUTATIONS = 4
 
 @dataclass
 class IjVariance:
+    """The infinitesimal-jackknife variance of mknn and its calibration on randomly re-paired data."""
+
     replicates: np.ndarray
     """The bootstrap replicates of the observed pairing."""
     ij: float
@@ -260,7 +261,7 @@ def knn_ij_variance(rs: KnnResampler, boot_seed: np.random.SeedSequence, resampl
     from k-NN graphs overstates its variance by its higher-order part, as the
     jackknife does (Efron & Stein 1981); with unrelated spaces that part is all
     of it. For the data's own two graphs, randomly re-paired, the true variance
-    is known exactly (the null variance, :func:`repalign.nulls.mknn_null`), so
+    is known exactly (the null variance, :func:`repalign.stats.nulls.mknn_null`), so
     the IJ's excess there is measured: the mean over ``pairings`` random
     pairings (resamples/pairings replicates each) of IJ − null variance.
     The calibrated variance is IJ − that excess: exact in expectation when the
