@@ -320,6 +320,7 @@ def _install_profiler() -> _Profiler:
     import repalign.io as rio
     import repalign.metrics as rmetrics
     import repalign.metrics.cka as rcka
+    import repalign.metrics.cka_jackknife as rjack
     import repalign.neighbors as rnb
     import repalign.nulls as rnulls
     import repalign.stats as rstats
@@ -336,7 +337,7 @@ def _install_profiler() -> _Profiler:
         (rcka, "cross_product", "CKA cross-product XcᵀYc (float64 GEMM)"),
         (rscore, "cross", "pair CKA sums, besides the cross-product"),
         (rcka, "cross_stats", "cross_stats (best pair, from scratch)"),
-        (rcka, "jackknife", "CKA jackknife (best pair)"),
+        (rjack, "jackknife", "CKA jackknife (best pair)"),
         (rstats, "knn_max_permutation_null", "mknn max-over-pairs permutation null"),
         (rscore, "_full", "best pair's uncertainty, rest"),
     ]

@@ -167,10 +167,10 @@ def truth_task(args):
 
 
 def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bool = False) -> dict:
-    """Every mknn interval for one dataset, mirroring repalign.metrics._mknn line by line."""
+    """Every mknn interval for one dataset, mirroring repalign.metrics.mknn line by line."""
     import repalign
     from repalign import nulls, stats
-    from repalign.metrics import PairData, _clamp
+    from repalign.metrics import PairData, clamp
     from repalign.metrics.knn import mutual_knn, overlaps
     from repalign.results import UncertaintySettings
 
@@ -218,7 +218,7 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
             lo, hi = stats.interval(value, "normal", confidence, jack=jack)
         else:
             lo, hi = stats.interval(value, m, confidence, replicates=reps, jack=jack)
-        iv[m] = list(_clamp(lo, hi, (0.0, 1.0)))
+        iv[m] = list(clamp(lo, hi, (0.0, 1.0)))
     res["intervals"] = iv
     if check:
         # The same dataset through the public API, default method and each of the others.
@@ -238,7 +238,8 @@ def ci_task(args):
     """Intervals of interval datasets j0..j1−1."""
     import repalign
     from repalign import stats
-    from repalign.metrics import _clamp, cka
+    from repalign.metrics import clamp
+    from repalign.metrics.cka_jackknife import jackknife
 
     n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn = args
     A, B = population(d, signal, seed)
@@ -256,11 +257,11 @@ def ci_task(args):
         # interval (--ci-method jackknife) from the same leave-one-out values.
         r = repalign.compare(X, Y, metrics=",".join(CKA_METRICS), k=K, resamples=resamples, seed=s,
                              ci_method="auto", permutations=0, confidence=confidence)
-        loo = cka.jackknife(X, Y)
+        loo = jackknife(X, Y)
         for e, name in enumerate(CKA_METRICS):
             m = r.metric(name)
             se = stats.jackknife_se(loo[e])
-            plain = _clamp(m.value - z * se, m.value + z * se, (0.0, 1.0) if name == "cka" else (-1.0, 1.0))
+            plain = clamp(m.value - z * se, m.value + z * se, (0.0, 1.0) if name == "cka" else (-1.0, 1.0))
             rec[name] = {"value": m.value, "intervals": {m.ci_method: [m.ci_low, m.ci_high],
                                                          "jackknife-normal": list(plain)},
                          "ci_method": m.ci_method}

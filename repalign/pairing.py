@@ -10,6 +10,7 @@ import numpy as np
 
 from repalign import io as _io
 from repalign.errors import InputError, UsageError
+from repalign.seeds import Streams
 
 ID_NAMES = ("id", "ids", "key", "name")
 
@@ -120,8 +121,8 @@ def join(ids_a: np.ndarray, ids_b: np.ndarray, where: tuple[str, str], require_a
 
 
 def subsample(n: int, max_rows: int, seed: int) -> np.ndarray:
-    """The same max_rows items for both sides, in their original order, from its own random stream."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    """The same max_rows items for both sides, in their original order, from the seed's subsample stream."""
+    rng = np.random.default_rng(Streams.from_seed(seed).subsample)
     return np.sort(rng.choice(n, size=max_rows, replace=False))
 
 

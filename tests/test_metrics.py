@@ -124,9 +124,8 @@ def test_cka_undefined_for_constant_input(rng):
         assert m.value is None and "b" in m.reason and "undefined" in m.reason
 
 
-def _vdot_shapes(monkeypatch):
-    """Spy on the inner product cka.py takes its sums with: the Gram branch takes ⟨K, L⟩ of n×n Grams, the other
-    ‖XcᵀYc‖² of d×d sums."""
+def _dot_shapes(monkeypatch):
+    """Spy on the dot products of cka.py: the Gram branch takes ⟨K, L⟩ of n×n Grams, the other ‖XcᵀYc‖² of d×d sums."""
     shapes = []
     real = cka_mod.dot
 
@@ -144,7 +143,7 @@ def test_sample_space_branch_matches_dense_reference(rng, monkeypatch, shape):
     n, d1, d2 = shape
     X, Y = make_pair(rng, n=n, d1=d1, d2=d2)
     X += 3.0  # an offset that centring must remove
-    shapes = _vdot_shapes(monkeypatch)
+    shapes = _dot_shapes(monkeypatch)
     st = cka_mod.cross_stats(X, Y, per_row=True)
     assert shapes == [((n, n), (n, n))] * 3  # the Gram branch ran, and only it
     H = np.eye(n) - np.ones((n, n)) / n
@@ -161,7 +160,7 @@ def test_sample_space_branch_matches_dense_reference(rng, monkeypatch, shape):
 def test_feature_space_branch_when_one_side_is_narrow(rng, monkeypatch):
     """The counterpart: d1 ≤ n keeps the d×d sums (so the spy above can tell the branches apart)."""
     X, Y = make_pair(rng, n=20, d1=20, d2=50)
-    shapes = _vdot_shapes(monkeypatch)
+    shapes = _dot_shapes(monkeypatch)
     st = cka_mod.cross_stats(X, Y)
     assert shapes == [((20, 50), (20, 50)), ((20, 20), (20, 20)), ((50, 50), (50, 50))]
     assert cka_mod.ratio(cka_mod.biased_terms(st)) == pytest.approx(ref.cka(X, Y), abs=CKA_TOL)

@@ -12,6 +12,7 @@ import repalign
 from repalign import io, stats
 from repalign.engine import inputs as engine_inputs
 from repalign.errors import InputError, UsageError
+from repalign.stats import permutation
 
 FAST = dict(resamples=0, permutations=0, seed=3)
 METRICS = "mknn,cka,cka-unbiased"
@@ -202,12 +203,12 @@ def test_max_permutation_null_tables_agree(rng):
     perms = list(stats.permutations(np.random.SeedSequence(5), n, 40))
     brute = np.max([[stats.knn_permutation_null(a, b, perms) for b in lists[1]] for a in lists[0]], axis=(0, 1))
     dense = stats.knn_max_permutation_null(lists[0], lists[1], perms)
-    old = stats._DENSE_TABLE_BYTES
+    old = permutation._DENSE_TABLE_BYTES
     try:
-        stats._DENSE_TABLE_BYTES = 0  # the sorted-table path used for large n
+        permutation._DENSE_TABLE_BYTES = 0  # the sorted-table path used for large n
         sparse = stats.knn_max_permutation_null(lists[0], lists[1], perms)
     finally:
-        stats._DENSE_TABLE_BYTES = old
+        permutation._DENSE_TABLE_BYTES = old
     assert np.array_equal(dense, brute) and np.array_equal(sparse, brute)
 
 

@@ -16,6 +16,7 @@ from repalign.metrics import COVERS, REGISTRY, PairData, list_depth
 from repalign.metrics import cka as _cka
 from repalign.options import Options
 from repalign.results import MetricResult, Sweep, UncertaintySettings
+from repalign.seeds import Streams
 from repalign.validation import check_k
 
 # Default permutations behind a best-over-layers p-value: each costs La·n·k table lookups (about 20 ms for
@@ -216,7 +217,7 @@ def _max_p_value(job: _Job, m: str, res: MetricResult, defined: set | None) -> d
     if not wants_perm or res.value is None:
         return {}
     count = u.permutations if u.permutations_explicit or pairs == 1 else min(u.permutations, SWEEP_PERMUTATIONS)
-    perm_seed = np.random.SeedSequence(u.seed).spawn(2)[1]  # the stream compare uses
+    perm_seed = Streams.from_seed(u.seed).perm  # the stream compare uses
     perms = list(_stats.permutations(perm_seed, job.n, count))
     job.progress(f"{m}: {count} permutations over {pairs} layer pair{'s' if pairs > 1 else ''}")
     if REGISTRY[m].needs_neighbors:

@@ -1,20 +1,18 @@
-"""Resampling for uncertainty: exact bootstrap replicates of k-NN metrics, jackknives, intervals, permutations."""
+"""Bootstrap and jackknife replicates of mutual k-NN from stored neighbour lists, and its calibrated IJ variance."""
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from statistics import NormalDist
-from typing import Callable
+from typing import Protocol
 
 import numpy as np
 
-from repalign.metrics.knn import overlaps
+from repalign.stats.graphs import overlaps
+from repalign.stats.permutation import permutations
 
-# ---------------------------------------------------------------- random streams
 
-
-def resample_weights(seed: np.random.SeedSequence, n: int, count: int, block: int = 64):
+def resample_weights(seed: np.random.SeedSequence, n: int, count: int, block: int = 64) -> Iterator[np.ndarray]:
     """Yield ``count`` bootstrap count vectors w ~ Multinomial(n, 1/n), in blocks of rows.
 
     Every metric draws from a copy of the same SeedSequence, so replicate b
@@ -30,14 +28,10 @@ def resample_weights(seed: np.random.SeedSequence, n: int, count: int, block: in
         done += m
 
 
-def permutations(seed: np.random.SeedSequence, n: int, count: int):
-    """Yield ``count`` random permutations of range(n)."""
-    rng = np.random.default_rng(seed)
-    for _ in range(count):
-        yield rng.permutation(n)
+class FullList(Protocol):
+    """Row i's ordered neighbour list on side "a" or "b", to the given depth (self excluded, ties by index)."""
 
-
-# ---------------------------------------------------------------- k-NN replicates
+    def __call__(self, side: str, i: int, depth: int) -> np.ndarray: ...
 
 
 @dataclass
@@ -49,7 +43,7 @@ class KnnResampler:
     lists_a, lists_b : (n, K) ordered neighbour lists (self excluded, ties by
         index) with K > k, from :func:`repalign.neighbors.knn`.
     k : the metric's k.
-    full_list : callable(side, i, depth) -> the ordered list of row i to that
+    full_list : :class:`FullList`, the ordered list of row i to a given
         depth, used only when a resample leaves fewer than k slots in the
         stored K (rare for K ≈ 3k).
 
@@ -69,9 +63,9 @@ class KnnResampler:
     lists_a: np.ndarray
     lists_b: np.ndarray
     k: int
-    full_list: Callable[[str, int], np.ndarray] | None = None
+    full_list: FullList | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         n, K = self.lists_a.shape
         self.n, self.K = n, K
         # Positions (row, pa, pb) where both lists hold the same item; they do not depend on the resample.
@@ -85,7 +79,7 @@ class KnnResampler:
         self.m_pb = np.maximum(p1, p2) - K
         self._flat_a = self.m_rows * K + self.m_pa
         self._flat_b = self.m_rows * K + self.m_pb
-        self._full: dict = {}
+        self._full: dict[tuple[str, int], np.ndarray] = {}
 
     @staticmethod
     def _slots(w_of_list: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +94,8 @@ class KnnResampler:
 
     def _deep_list(self, side: str, i: int, w: np.ndarray) -> np.ndarray:
         """Row i's list, deep enough that the present items fill k slots (deepened by doubling, cached)."""
+        if self.full_list is None:
+            raise RuntimeError("a resample needs deeper neighbour lists than were stored")
         lst = self._full.get((side, i))
         depth = 4 * self.K if lst is None else lst.size
         while lst is None or (w[lst].sum() < self.k and lst.size < self.n - 1):
@@ -110,7 +106,7 @@ class KnnResampler:
 
     def _full_overlap(self, i: int, w: np.ndarray) -> int:
         """Overlap of row i in a resample whose stored lists ran out of slots (fallback)."""
-        out = {}
+        out: dict[str, dict[int, int]] = {}
         for side in ("a", "b"):
             lst = self._deep_list(side, i, w)
             slots, _ = self._slots(w[lst], self.k)
@@ -126,24 +122,22 @@ class KnnResampler:
         vals = np.minimum(sa, sb)
         ov = np.bincount(self.m_rows, weights=vals, minlength=self.n)
         short = np.flatnonzero((w > 0) & ((tot_a < k) | (tot_b < k)))
-        if short.size:
-            if self.full_list is None:
-                raise RuntimeError("a resample needs deeper neighbour lists than were stored")
-            for i in short:
-                ov[i] = self._full_overlap(int(i), w)
+        for i in short:
+            ov[i] = self._full_overlap(int(i), w)
         return ov
 
     def replicate(self, w: np.ndarray) -> float:
         """Mutual k-NN of the resample with counts w (length n, summing to n)."""
         return float(w @ self.overlaps(w) / (w.sum() * self.k))
 
-    def bootstrap(self, weight_blocks) -> np.ndarray:
-        out = []
+    def bootstrap(self, weight_blocks: Iterable[np.ndarray]) -> np.ndarray:
+        """Mutual k-NN of every resample, from blocks of count vectors (:func:`resample_weights`)."""
+        out: list[float] = []
         for block in weight_blocks:
             out.extend(self.replicate(w) for w in block)
         return np.asarray(out)
 
-    def bootstrap_ij(self, weight_blocks) -> tuple[np.ndarray, float]:
+    def bootstrap_ij(self, weight_blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, float]:
         """Bootstrap replicates and the infinitesimal-jackknife variance Σ_i cov*(w_i, T*)².
 
         Efron's IJ estimate (Efron 2014; Wager, Hastie & Efron 2014) from the
@@ -164,7 +158,7 @@ class KnnResampler:
         starts = np.flatnonzero(np.r_[True, held[1:] != held[:-1]])
         items = held[starts]
 
-        def held_sums(v):  # S_i = v_i + Σ_{a holds i} v_a
+        def held_sums(v: np.ndarray) -> np.ndarray:  # S_i = v_i + Σ_{a holds i} v_a
             S = v.copy()
             S[items] += np.add.reduceat(v[holder], starts)
             return S
@@ -191,16 +185,18 @@ class KnnResampler:
         var = (float(np.sum(coef * coef - noise)) - n * float(coef.mean()) ** 2) / float(n * k) ** 2
         return np.asarray(out), var
 
-    def relabelled(self, perm: np.ndarray) -> "KnnResampler":
+    def relabelled(self, perm: np.ndarray) -> KnnResampler:
         """The resampler of the data with side b's rows permuted (row i of b becomes row perm[i])."""
         inv = np.empty_like(perm)
         inv[perm] = np.arange(perm.size)
         full = self.full_list
+        if full is None:
+            return KnnResampler(self.lists_a, inv[self.lists_b[perm]], self.k)
 
-        def full_list(side, i, depth):
+        def full_list(side: str, i: int, depth: int) -> np.ndarray:
             return full(side, i, depth) if side == "a" else inv[full(side, int(perm[i]), depth)]
 
-        return KnnResampler(self.lists_a, inv[self.lists_b[perm]], self.k, full_list if full else None)
+        return KnnResampler(self.lists_a, inv[self.lists_b[perm]], self.k, full_list)
 
     def jackknife(self) -> np.ndarray:
         """All n leave-one-out values of mutual k-NN, in O(n·k²).
@@ -226,15 +222,14 @@ class KnnResampler:
         return (base.sum() - base - delta) / ((n - 1) * k)
 
 
-# ---------------------------------------------------------------- intervals
-
-
 # Permutations (each with resamples/IJ_NULL_PERMUTATIONS replicates) that calibrate the IJ variance of mknn.
 IJ_NULL_PERMUTATIONS = 4
 
 
 @dataclass
 class IjVariance:
+    """The infinitesimal-jackknife variance of mknn and its calibration on randomly re-paired data."""
+
     replicates: np.ndarray
     """The bootstrap replicates of the observed pairing."""
     ij: float
@@ -266,7 +261,7 @@ def knn_ij_variance(rs: KnnResampler, boot_seed: np.random.SeedSequence, resampl
     from k-NN graphs overstates its variance by its higher-order part, as the
     jackknife does (Efron & Stein 1981); with unrelated spaces that part is all
     of it. For the data's own two graphs, randomly re-paired, the true variance
-    is known exactly (the null variance, :func:`repalign.nulls.mknn_null`), so
+    is known exactly (the null variance, :func:`repalign.stats.nulls.mknn_null`), so
     the IJ's excess there is measured: the mean over ``pairings`` random
     pairings (resamples/pairings replicates each) of IJ − null variance.
     The calibrated variance is IJ − that excess: exact in expectation when the
@@ -290,214 +285,3 @@ def knn_ij_variance(rs: KnnResampler, boot_seed: np.random.SeedSequence, resampl
     return IjVariance(reps, ij, null_excess, ij - null_excess, null_sd**2)
 
 
-def _z(q: float) -> float:
-    return NormalDist().inv_cdf(q)
-
-
-def jackknife_se(values: np.ndarray) -> float:
-    n = values.size
-    return float(np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2)))
-
-
-def interval(estimate: float, method: str, confidence: float, *, replicates: np.ndarray | None = None,
-             jack: np.ndarray | None = None, se: float | None = None) -> tuple[float, float]:
-    """A two-sided interval (Efron & Tibshirani 1993).
-
-    ``percentile``: quantiles of the replicates. ``basic``: 2θ̂ minus them.
-    ``bca``: bias-corrected and accelerated (z₀ from the share of replicates
-    below θ̂, acceleration from the jackknife). ``normal``: θ̂ ± z·SE with the
-    SE from the bootstrap replicates, or from the jackknife when there are none, or ``se`` when given.
-    """
-    alpha = 1.0 - confidence
-    lo_q, hi_q = alpha / 2, 1 - alpha / 2
-    if method == "normal" and se is not None:
-        z = _z(hi_q)
-        return estimate - z * se, estimate + z * se
-    if method == "normal":
-        se = float(np.std(replicates, ddof=1)) if replicates is not None and replicates.size > 1 else jackknife_se(jack)
-        z = _z(hi_q)
-        return estimate - z * se, estimate + z * se
-    r = np.sort(replicates)
-    if method == "percentile":
-        return float(np.quantile(r, lo_q)), float(np.quantile(r, hi_q))
-    if method == "basic":
-        return 2 * estimate - float(np.quantile(r, hi_q)), 2 * estimate - float(np.quantile(r, lo_q))
-    if method == "bca":
-        share = (np.count_nonzero(r < estimate) + 0.5 * np.count_nonzero(r == estimate)) / r.size
-        share = min(max(share, 0.5 / r.size), 1 - 0.5 / r.size)
-        z0 = _z(share)
-        d = jack.mean() - jack
-        denom = 6.0 * np.sum(d**2) ** 1.5
-        a = float(np.sum(d**3) / denom) if denom > 0 else 0.0
-        qs = []
-        for q in (lo_q, hi_q):
-            zq = _z(q)
-            qs.append(NormalDist().cdf(z0 + (z0 + zq) / (1 - a * (z0 + zq))))
-        return float(np.quantile(r, qs[0])), float(np.quantile(r, qs[1]))
-    raise ValueError(method)
-
-
-# ---------------------------------------------------------------- permutations
-
-
-def knn_permutation_null(lists_a: np.ndarray, lists_b: np.ndarray, perms) -> np.ndarray:
-    """Mutual k-NN with B's rows permuted, by relabelling the stored lists: O(n·k) each.
-
-    If B's row i is replaced by row π(i), the neighbours of i in the permuted
-    B are π⁻¹(N_B(π(i))).
-    """
-    n, k = lists_a.shape
-    out = []
-    for perm in perms:
-        inv = np.empty(n, dtype=np.int64)
-        inv[perm] = np.arange(n)
-        out.append(overlaps(lists_a, inv[lists_b[perm]]).sum() / (n * k))
-    return np.asarray(out)
-
-
-def p_value(observed: float, null: np.ndarray) -> float:
-    """(1 + #{null ≥ observed}) / (B + 1): never 0."""
-    return float((1 + np.count_nonzero(null >= observed)) / (null.size + 1))
-
-
-def calibrated_score(observed: float, null: np.ndarray, alpha: float = 0.05) -> float:
-    """Gröger, Wen & Brbić 2026: clamp((s − τ)/(1 − τ), 0, 1), τ the ⌈(1−α)(B+1)⌉-th smallest of {s} ∪ null."""
-    pool = np.sort(np.append(null, observed))
-    rank = int(np.ceil((1 - alpha) * (null.size + 1)))
-    tau = float(pool[min(rank, pool.size) - 1])
-    if tau >= 1.0:
-        return 0.0
-    return float(min(max((observed - tau) / (1 - tau), 0.0), 1.0))
-
-
-def cka_permutation_null(X: np.ndarray, Y: np.ndarray, st, perms, *, unbiased: bool) -> np.ndarray:
-    """Linear CKA with Y's rows permuted, for each permutation.
-
-    Only ‖XcᵀYc^π‖²_F and aᵀb^π change under a permutation (the other sums
-    are invariant), so each costs one cross-product: O(n·d1·d2), or O(n²)
-    through the n×n Grams when n is small next to d1·d2 (then formed once).
-    """
-    from repalign.metrics.cka import unbiased_terms
-    from repalign.metrics.linalg import dot, matmul
-
-    n = X.shape[0]
-    Xc = np.asarray(X, dtype=np.float64)
-    Xc = Xc - Xc.mean(axis=0)
-    Yc = np.asarray(Y, dtype=np.float64)
-    Yc = Yc - Yc.mean(axis=0)
-    gram = n * 4 < X.shape[1] * Y.shape[1] and n <= 8000
-    if gram:
-        K, L = matmul(Xc, Xc.T), matmul(Yc, Yc.T)
-    if unbiased:
-        _, sxx, syy = unbiased_terms(st)
-        const = float(st.a.sum()) * float(st.b.sum()) / ((n - 1) * (n - 2))
-    else:
-        sxx, syy = st.sxx, st.syy
-    denom = np.sqrt(sxx * syy)
-    out = []
-    for perm in perms:
-        if gram:
-            sxy = dot(K, L[np.ix_(perm, perm)])
-        else:
-            c = matmul(Xc.T, Yc[perm])
-            sxy = dot(c, c)
-        if unbiased:
-            sxy = sxy - n / (n - 2) * dot(st.a, st.b[perm]) + const
-        out.append(sxy / denom)
-    return np.asarray(out)
-
-
-# Largest edge → layer-mask table kept dense (n² entries); above it, a sorted table and binary search.
-_DENSE_TABLE_BYTES = 256 << 20
-
-
-@functools.lru_cache(maxsize=4)
-def _bit_matrix(count: int) -> np.ndarray:
-    """(2^count, count) 0/1 matrix: row v holds the bits of v."""
-    v = np.arange(1 << count, dtype=np.int64)
-    return ((v[:, None] >> np.arange(count)) & 1).astype(np.float64)
-
-
-def knn_max_permutation_null(lists_a: list, lists_b: list, perms) -> np.ndarray:
-    """For each permutation, the largest mutual k-NN over all (layer of A, layer of B) pairs.
-
-    The same permutation of the items is applied to every layer of B, and the
-    max is taken as for the observed best pair (docs/formulas.md §4), so comparing
-    the best score with this null accounts for having chosen the best pair.
-
-    Parameters
-    ----------
-    lists_a, lists_b : lists of (n, k) neighbour lists, one per layer.
-    perms : iterable of permutations of range(n) (row i of B ← row π(i)).
-
-    Notes
-    -----
-    Edge (i, j) of an A layer counts for B layer m under π iff (π(i), π(j)) is
-    an edge of B layer m. Every B edge is stored once with a bit mask of the
-    layers holding it, so one permutation costs one gather per A layer,
-    O(La·n·k), whatever Lb is (up to 64 B layers per table; more are chunked).
-    With one layer on each side it equals :func:`knn_permutation_null`.
-    """
-    n, k = lists_a[0].shape
-    La = len(lists_a)
-    tables = _edge_tables(lists_b, n, k)
-    stacked = np.stack([np.asarray(A, dtype=np.int64) for A in lists_a], axis=1)  # (n, La, k)
-    # Codes row·n + column < n² fit int32 whenever n ≤ 46340.
-    itype = np.int32 if n * n < 2**31 else np.int64
-    row_codes = (np.repeat(np.arange(n, dtype=np.int64), La * k) * n).astype(itype)
-    layer_of = np.tile(np.repeat(np.arange(La, dtype=np.int64), k), n)  # the A layer of each code
-    code = np.empty(n * La * k, dtype=itype)
-    out = []
-    for perm in perms:
-        perm = np.asarray(perm, dtype=np.int64)
-        inv = np.empty(n, dtype=np.int64)
-        inv[perm] = np.arange(n)
-        # Edge (i, j) of an A layer counts for B layer m iff (π(i), π(j)) is an edge of m. Visiting B's rows
-        # in order (row r = π(i) holds i = π⁻¹(r)), every A layer at once, reads the table row after row.
-        np.add(row_codes, perm.astype(itype)[stacked[inv]].ravel(), out=code)
-        best = 0
-        for lookup, count in tables:
-            best = max(best, _most_shared(lookup(code), layer_of, La, count))
-        out.append(best / (n * k))
-    return np.asarray(out)
-
-
-def _edge_tables(lists_b: list, n: int, k: int) -> list:
-    """Every B edge once, with a bit mask of the B layers holding it (64 layers per table)."""
-    rows = np.repeat(np.arange(n, dtype=np.int64), k)
-    tables = []
-    for start in range(0, len(lists_b), 64):
-        chunk = lists_b[start : start + 64]
-        mtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if np.dtype(t).itemsize * 8 >= len(chunk))
-        codes = [rows * n + np.asarray(B, dtype=np.int64).ravel() for B in chunk]
-        if n * n * np.dtype(mtype).itemsize <= _DENSE_TABLE_BYTES:
-            table = np.zeros(n * n, dtype=mtype)
-            for m, c in enumerate(codes):
-                table[c] |= mtype(1 << m)
-            tables.append((table.__getitem__, len(chunk)))
-        else:
-            keys, inverse = np.unique(np.concatenate(codes), return_inverse=True)
-            masks = np.zeros(keys.size, dtype=mtype)
-            np.bitwise_or.at(masks, inverse, np.concatenate([np.full(c.size, 1 << m, dtype=mtype)
-                                                             for m, c in enumerate(codes)]))
-
-            def lookup(code, keys=keys, masks=masks):
-                pos = np.minimum(np.searchsorted(keys, code), keys.size - 1)
-                return np.where(keys[pos] == code, masks[pos], 0).astype(masks.dtype)
-
-            tables.append((lookup, len(chunk)))
-    return tables
-
-
-def _most_shared(masks: np.ndarray, layer_of: np.ndarray, La: int, count: int) -> int:
-    """max over (A layer l, B layer m) of #{edges of l whose mask has bit m}."""
-    if count <= 16:
-        # One histogram of (A layer, mask) gives every pair at once.
-        hist = np.bincount(np.add(masks, layer_of << count, dtype=np.int64), minlength=La << count)
-        counts = hist.reshape(La, 1 << count).astype(np.float64) @ _bit_matrix(count)  # exact: < 2^53
-        return int(round(float(counts.max())))
-    best = 0
-    for m in range(count):
-        has = (masks >> masks.dtype.type(m)) & masks.dtype.type(1)
-        best = max(best, int(np.bincount(layer_of, weights=has, minlength=La).max()))
-    return best

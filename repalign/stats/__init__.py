@@ -1,0 +1,37 @@
+"""Generic statistics the metrics call: resampling, intervals, exact nulls, permutations and p-values."""
+
+from repalign.stats.graphs import overlaps
+from repalign.stats.intervals import interval, jackknife_se
+from repalign.stats.nulls import (
+    CkaSums,
+    biased_cka_null,
+    graph_counts,
+    mknn_null,
+    mknn_null_from_counts,
+    mknn_z,
+    unbiased_cka_null,
+    z_score,
+)
+from repalign.stats.permutation import (
+    calibrated_score,
+    cka_permutation_null,
+    knn_max_permutation_null,
+    knn_permutation_null,
+    p_value,
+    permutations,
+)
+from repalign.stats.resampling import (
+    IJ_NULL_PERMUTATIONS,
+    FullList,
+    IjVariance,
+    KnnResampler,
+    knn_ij_variance,
+    resample_weights,
+)
+
+__all__ = [
+    "IJ_NULL_PERMUTATIONS", "CkaSums", "FullList", "IjVariance", "KnnResampler", "biased_cka_null",
+    "calibrated_score", "cka_permutation_null", "graph_counts", "interval", "jackknife_se", "knn_ij_variance",
+    "knn_max_permutation_null", "knn_permutation_null", "mknn_null", "mknn_null_from_counts", "mknn_z",
+    "overlaps", "p_value", "permutations", "resample_weights", "unbiased_cka_null", "z_score",
+]
