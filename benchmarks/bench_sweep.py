@@ -135,10 +135,6 @@ def _import_all() -> int:
 
     import repalign
     import repalign.api
-    import repalign.memory
-    import repalign.metrics.cka
-    import repalign.neighbors
-    import repalign.pairing
     import repalign.engine  # noqa: F401
 
     return status_kb().get("VmRSS", 0)
@@ -317,6 +313,8 @@ def _install_profiler() -> _Profiler:
     """Hook repalign's sweep stages in this process only (the package files are not changed)."""
     import dataclasses
 
+    import repalign.engine.representation as rrep
+    import repalign.engine.scoring as rscore
     import repalign.io as rio
     import repalign.metrics as rmetrics
     import repalign.metrics.cka as rcka
@@ -324,8 +322,6 @@ def _install_profiler() -> _Profiler:
     import repalign.neighbors as rnb
     import repalign.nulls as rnulls
     import repalign.stats as rstats
-    import repalign.engine.representation as rrep
-    import repalign.engine.scoring as rscore
 
     prof = _Profiler()
     hooks = [
