@@ -100,7 +100,8 @@ def _inputs(result: Result) -> Table:
 
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
-    head.add_column()
+    # A long path folds rather than ending in "…" (which ASCII output would widen to "...", past the width).
+    head.add_column(overflow="fold")
     head.add_column(style="dim")
     for i, info in enumerate(result.inputs):
         tag = " (reference)" if isinstance(result, MatrixResult) and result.reference == i else ""
