@@ -300,18 +300,9 @@ def inspect(
                  "layers": i.shape[1] if i.layered else None} for i in infos]
         emit(json.dumps(clean_tree({"path": path, "arrays": rows}), indent=2, ensure_ascii=False) + "\n", is_json=True)
         return
-    from rich.table import Table
+    from repalign.report.table import inspect_table
 
-    t = Table(title=shown(path), show_edge=False, header_style="bold")
-    t.add_column("key")
-    t.add_column("shape", justify="right")
-    t.add_column("dtype")
-    t.add_column("usable")
-    for i in infos:
-        shape = "×".join("?" if s is None else str(s) for s in i.shape)
-        usable = "yes" if i.embedding_like else f"{i.shape[1]} layers" if i.layered else ""
-        t.add_row(shown(i.name) if i.name else "(whole file)", shape, shown(i.dtype), usable)
-    emit(t)
+    emit(inspect_table(path, infos))
 
 
 @app.command()

@@ -70,10 +70,15 @@ def render(renderable) -> str:
     # rich decides colour and width for stdout; the text is then written by _emit, which handles a stdout
     # that fails. Names are data: no markup, emoji codes or highlighting are read into them. Off a terminal
     # rich would assume 80 columns and wrap the table; a log or a pipe has room for the whole row.
+    from repalign.report.table import Fitted
     from repalign.text import ascii_only, ascii_renderable
 
     if ascii_only(sys.stdout):
-        renderable = ascii_renderable(renderable)
+        # A report fitted to the width converts each part before measuring it: ASCII changes widths (± is +/-).
+        if isinstance(renderable, Fitted):
+            renderable.convert = ascii_renderable
+        else:
+            renderable = ascii_renderable(renderable)
     probe = Console(file=sys.stdout)
     terminal = probe.is_terminal
     # rich's own NO_COLOR handling keeps bold and dim; otherwise the colours rich found for the real stdout.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from repalign.pairing import Pairing
@@ -12,8 +13,17 @@ from repalign.results import ComparisonResult, MatrixResult
 from repalign.text import shown
 
 if TYPE_CHECKING:
-    from rich.console import Group, RenderableType
+    from rich.console import Console, ConsoleOptions, RenderableType
     from rich.table import Table
+
+    from repalign.io.protocol import ArrayInfo
+
+Convert = Callable[["RenderableType"], "RenderableType"]
+
+LEFT_OUT = ("parameters", "p", "z", "chance")
+"""Columns of the metric table that give way, in this order, when the table is wider than the console: the
+parameters move under the table, then p, z and chance ± sd are left out. Labels, metric, score, interval,
+baseline, change and check always stay (README, "Output")."""
 
 
 class TableFormat:
@@ -29,25 +39,59 @@ class TableFormat:
         console.print(self.renderable(result, explain=explain))
         return buf.getvalue()
 
-    def renderable(self, result: Result, explain: bool = False) -> Group:
-        """Inputs, heatmaps (a sweep's layer pairs, a matrix's inputs), the metric table and the notes under it."""
-        from rich.console import Group
-        from rich.text import Text
+    def renderable(self, result: Result, explain: bool = False) -> Fitted:
+        """Inputs, heatmaps (a sweep's layer pairs, a matrix's inputs), the metric table and the notes under it,
+        laid out for the width of the console that prints it (see :class:`Fitted`)."""
+        return Fitted(lambda console, width, convert: _parts(result, explain, console, width, convert))
 
-        parts: list[RenderableType] = [_inputs(result), Text("")]
-        for grid in common.grids(result):
-            parts += [Text(_title(grid), style="bold"), heatmap(grid), Text("")]
-        if isinstance(result, ComparisonResult) and result.sweep is not None:
-            parts += [Text(line, style="dim") for line in common.sweep_lines(result)] + [Text("")]
-        parts += [_metric_table(result), Text(CHANCE_NOTE + ".", style="dim")]
-        if result.uncertainty is not None:
-            parts.append(Text(common.uncertainty_line(result), style="dim"))
-        if isinstance(result, ComparisonResult):
-            # Undefined values are part of the result; other notes go to stderr as warnings (see cli).
-            parts += [Text(shown(f"{m.name}: {m.reason}"), style="yellow") for m in result.metrics if m.value is None]
-            if explain:
-                parts += [Text("")] + [Text(line) for line in common.explain_lines(result)]
-        return Group(*parts)
+
+class Fitted:
+    """A report laid out when printed, for the console's width, so that no number is cut: too wide a metric
+    table gives up columns in the order of LEFT_OUT, too wide a heatmap is split into blocks of columns.
+
+    ``convert`` is applied to each part before it is measured (the CLI sets it to the ASCII conversion, which
+    changes widths). Parts that fit are exactly what they were before fitting existed.
+    """
+
+    def __init__(self, layout: Callable[[Console, int, Convert], list[RenderableType]]):
+        self.layout = layout
+        self.convert: Convert = _same
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        yield from self.layout(console, options.max_width, self.convert)
+
+
+def _same(renderable: RenderableType) -> RenderableType:
+    return renderable
+
+
+def _parts(result: Result, explain: bool, console: Console, width: int, convert: Convert) -> list[RenderableType]:
+    from rich.text import Text
+
+    parts: list[RenderableType] = [_inputs(result), Text("")]
+    for grid in common.grids(result):
+        blocks = _heatmap_blocks(grid, console, width, convert)
+        title = _title(grid) + (f" (in {len(blocks)} blocks of columns)" if len(blocks) > 1 else "")
+        parts.append(Text(title, style="bold"))
+        for block in blocks:
+            parts += [block, Text("")]
+    if isinstance(result, ComparisonResult) and result.sweep is not None:
+        parts += [Text(line, style="dim") for line in common.sweep_lines(result)] + [Text("")]
+    parts += _fitted_metric_table(result, console, width, convert)
+    parts.append(Text(CHANCE_NOTE + ".", style="dim"))
+    if result.uncertainty is not None:
+        parts.append(Text(common.uncertainty_line(result), style="dim"))
+    if isinstance(result, ComparisonResult):
+        # Undefined values are part of the result; other notes go to stderr as warnings (see cli).
+        parts += [Text(shown(f"{m.name}: {m.reason}"), style="yellow") for m in result.metrics if m.value is None]
+        if explain:
+            parts += [Text("")] + [Text(line) for line in common.explain_lines(result)]
+    return [convert(part) for part in parts]
+
+
+def _width(console: Console, renderable: RenderableType) -> int:
+    """The width a renderable takes when nothing limits it (a table's columns all at their natural width)."""
+    return console.measure(renderable, options=console.options.update_width(1 << 20)).maximum
 
 
 def _inputs(result: Result) -> Table:
@@ -56,7 +100,8 @@ def _inputs(result: Result) -> Table:
 
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
-    head.add_column()
+    # A long path folds rather than ending in "…" (which ASCII output would widen to "...", past the width).
+    head.add_column(overflow="fold")
     head.add_column(style="dim")
     for i, info in enumerate(result.inputs):
         tag = " (reference)" if isinstance(result, MatrixResult) and result.reference == i else ""
@@ -85,18 +130,43 @@ def _title(grid: Grid) -> str:
     return f"{grid.metric} for every pair of inputs"
 
 
-def heatmap(grid: Grid) -> Table:
-    """A rich table of one metric over a grid; cells keep their numbers and are coloured by value."""
+def _heatmap_blocks(grid: Grid, console: Console, width: int, convert: Convert) -> list[RenderableType]:
+    """The heatmap, or, when it is wider than ``width``, consecutive blocks of its columns that each fit (every
+    block repeats the row labels); a block has at least one column."""
+    whole = convert(heatmap(grid))
+    n = len(grid.col_labels)
+    if n <= 1 or _width(console, whole) <= width:
+        return [whole]
+    blocks: list[RenderableType] = []
+    start = 0
+    while start < n:
+        stop = start + 1
+        block = convert(heatmap(grid, range(start, stop)))
+        while stop < n:
+            wider = convert(heatmap(grid, range(start, stop + 1)))
+            if _width(console, wider) > width:
+                break
+            block, stop = wider, stop + 1
+        blocks.append(block)
+        start = stop
+    return blocks
+
+
+def heatmap(grid: Grid, columns: range | None = None) -> Table:
+    """A rich table of one metric over a grid (or over some of its columns); cells keep their numbers and are
+    coloured by value."""
     from rich.table import Table
     from rich.text import Text
 
+    shown_columns = range(len(grid.col_labels)) if columns is None else columns
     t = Table(show_edge=False, header_style="bold", pad_edge=False, padding=(0, 1))
     t.add_column("a \\ b" if grid.kind == "layers" else "", no_wrap=True, style="bold")
-    for label in grid.col_labels:
-        t.add_column(_short(label), justify="right", no_wrap=True)
+    for j in shown_columns:
+        t.add_column(_short(grid.col_labels[j]), justify="right", no_wrap=True)
     for i, row in enumerate(grid.values):
         cells: list[str | Text] = []
-        for j, value in enumerate(row):
+        for j in shown_columns:
+            value = row[j]
             if value is None:
                 cells.append("—")
                 continue
@@ -126,12 +196,41 @@ def _colour(share: float) -> str:
     return f"{text} on rgb({r},{g},{b})"
 
 
-def _metric_table(result: Result) -> Table:
+def _fitted_metric_table(result: Result, console: Console, width: int, convert: Convert) -> list[RenderableType]:
+    """The metric table with as many columns as fit in ``width``: the columns of LEFT_OUT give way in order
+    (the parameters move to lines under the table, a note names the others). When even the rest is too wide,
+    the baseline and change move to a second table."""
+    from rich.text import Text
+
+    left_out: list[str] = []
+    table = convert(_metric_table(result))
+    for key in LEFT_OUT:
+        if _width(console, table) <= width:
+            break
+        left_out.append(key)
+        table = convert(_metric_table(result, left_out))
+    parts: list[RenderableType] = [table]
+    if _width(console, table) > width and isinstance(result, ComparisonResult) and result.baseline is not None:
+        parts = [convert(_metric_table(result, [*left_out, "baseline", "change"])), Text(""),
+                 convert(_metric_table(result, [*left_out, "ci", "check"]))]
+    if "parameters" in left_out:
+        seen = dict.fromkeys(f"{row.metric.name} parameters: {common.params(row.metric)}"
+                             for row in common.rows(result))
+        parts += [Text(shown(line), style="dim") for line in seen]
+    gone = [next(c.header for c in common.columns(result, calibrated=False) if c.key == key)
+            for key in left_out if key != "parameters"]
+    if gone:
+        parts.append(Text(f"{', '.join(gone)} left out to fit {width} columns (a wider terminal or "
+                          "--format json/csv/markdown shows them)", style="dim"))
+    return parts
+
+
+def _metric_table(result: Result, left_out: list[str] | None = None) -> Table:
     """One row per metric (of each pair, in a matrix); a failed check turns its row red."""
     from rich.table import Table
 
     t = Table(show_edge=False, header_style="bold")
-    columns = common.columns(result, calibrated=False)
+    columns = [c for c in common.columns(result, calibrated=False) if c.key not in (left_out or [])]
     for col in columns:
         t.add_column(col.header, justify=col.justify, style=col.style, no_wrap=True)
     for row in common.rows(result):
@@ -140,4 +239,21 @@ def _metric_table(result: Result) -> Table:
             cells["a"], cells["b"] = (shown(info.label) for info in row.pair)
         cells["check"] = row.check
         t.add_row(*(cells[col.key] for col in columns), style="bold red" if row.check == "FAIL" else None)
+    return t
+
+
+def inspect_table(path: str, infos: list[ArrayInfo]) -> Table:
+    """``repalign inspect``: every array of a file with its shape and dtype. The shape is never cut; a key too
+    long for the console folds onto further lines, since it is what the user types next."""
+    from rich.table import Table
+
+    t = Table(title=shown(path), show_edge=False, header_style="bold")
+    t.add_column("key", overflow="fold")
+    t.add_column("shape", justify="right", no_wrap=True)
+    t.add_column("dtype")
+    t.add_column("usable")
+    for i in infos:
+        shape = "×".join("?" if s is None else str(s) for s in i.shape)
+        usable = "yes" if i.embedding_like else f"{i.shape[1]} layers" if i.layered else ""
+        t.add_row(shown(i.name) if i.name else "(whole file)", shape, shown(i.dtype), usable)
     return t
