@@ -31,13 +31,19 @@ class _Group(TyperGroup):
         return _escaping_usage_errors(super().invoke, ctx)
 
 
-def _escaping_usage_errors(fn, *args, **kwargs):
-    import click
+def _is_click_error(exc: BaseException) -> bool:
+    """Click's own exceptions (usage errors, aborts): from click, or from the copy of click that typer ships
+    since 0.2x (``typer._click``), which is not the ``click`` package and need not be installed."""
+    module = type(exc).__module__
+    return module == "click" or module.startswith(("click.", "typer._click"))
 
+
+def _escaping_usage_errors(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except click.ClickException as exc:
-        exc.message = shown(exc.message)
+    except Exception as exc:
+        if _is_click_error(exc) and isinstance(getattr(exc, "message", None), str):
+            exc.message = shown(exc.message)
         raise
 
 
@@ -68,7 +74,7 @@ def handled(fn):
         except RepalignError as exc:
             _fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            if type(exc).__module__.startswith("click"):
+            if _is_click_error(exc):
                 raise
             if sys.stderr is not None:
                 traceback.print_exc(file=sys.stderr)
