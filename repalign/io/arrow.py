@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,11 @@ class IpcFile:
         self.path = path
         with open(path, "rb") as f:
             magic = f.read(6)
+            f.seek(max(os.fstat(f.fileno()).st_size - 6, 0))
+            tail = f.read(6)
+        if magic == b"ARROW1" and tail != b"ARROW1":
+            raise InputError(f"{path}: truncated: an Arrow IPC file starts and ends with ARROW1, but this one does "
+                             "not end with it")
         if magic[:4] == b"FEA1":
             raise InputError(f"{path}: Feather version 1 is not supported; rewrite it as Feather version 2 "
                              "(pyarrow.feather.write_feather) or Arrow IPC")
