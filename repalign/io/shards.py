@@ -47,7 +47,8 @@ def shard_files(path: str) -> tuple[str, list[str]]:
         if files:
             return kind, files
     held = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "") if others else "none"
-    raise InputError(f"{path}: a directory with no parquet or arrow shards (.parquet, .pq, .arrow, .feather, .ipc); "
+    raise InputError(f"{path}: a directory, not a file, and it holds no parquet or arrow shards "
+                     "(.parquet, .pq, .arrow, .feather, .ipc); "
                      f"other files: {held}")
 
 
