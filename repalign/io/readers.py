@@ -6,6 +6,7 @@ import os
 import weakref
 
 from repalign.errors import InputError
+from repalign.io.arrow import ArrowReader
 from repalign.io.base import FileReader, Stamp
 from repalign.io.hdf5 import HDF5Reader
 from repalign.io.npy import NpyReader
@@ -13,9 +14,12 @@ from repalign.io.npz import NpzReader
 from repalign.io.parquet import ParquetReader
 from repalign.io.protocol import ArrayInfo, Loaded, Plan
 from repalign.io.selector import Selector, as_selector, file_format
+from repalign.io.shards import ShardsReader
+from repalign.io.tensors import SafetensorsReader
 
 READERS: dict[str, type[FileReader]] = {"npy": NpyReader, "npz": NpzReader, "hdf5": HDF5Reader,
-                                        "parquet": ParquetReader}
+                                        "parquet": ParquetReader, "safetensors": SafetensorsReader,
+                                        "arrow": ArrowReader, "shards": ShardsReader}
 
 # Readers alive somewhere (a LayerSet holds its own), by path as spelled: within one run every step that needs a
 # file's listing (the layers, the memory plan, the ids) gets the same reader, so each file is listed once. Once

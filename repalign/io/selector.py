@@ -18,6 +18,10 @@ FORMATS = {
     ".hdf": "hdf5",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".safetensors": "safetensors",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
 }
 
 
@@ -41,12 +45,13 @@ def parse_selector(text: str | os.PathLike[str]) -> Selector:
     text = os.fspath(text)
     if os.path.exists(text):
         return Selector(text)
-    for i, c in enumerate(text):
-        head = text[:i]
-        if c == ":" and head and os.path.exists(head) and not os.path.isdir(head):
-            if i + 1 == len(text):
-                raise InputError(f"{head}: empty key after ':'")
-            return Selector(head, text[i + 1 :])
+    for dirs in (False, True):  # a file first; a directory (of shards) only when no file prefix exists
+        for i, c in enumerate(text):
+            head = text[:i]
+            if c == ":" and head and os.path.exists(head) and os.path.isdir(head) == dirs:
+                if i + 1 == len(text):
+                    raise InputError(f"{head}: empty key after ':'")
+                return Selector(head, text[i + 1 :])
     raise InputError(f"{text}: no such file")
 
 
@@ -76,7 +81,13 @@ def check_regular_file(path: str, what: str = "file") -> None:
 
 
 def file_format(path: str) -> str:
-    """The format name for a path, from its suffix; anything but a regular file is refused before any open."""
+    """The format name for a path, from its suffix; anything but a regular file (or a directory of parquet or
+    arrow shards) is refused before any open."""
+    if os.path.isdir(path):
+        from repalign.io.shards import shard_files
+
+        shard_files(path)  # refuses a directory without shards, saying what it holds
+        return "shards"
     check_regular_file(path)
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
