@@ -38,7 +38,8 @@ class Shown(str):
 
 
 _DIR: str | None = None
-_COPIES: dict[tuple[object, ...], Shown] = {}
+_COPIES: dict[tuple[object, ...], tuple[Shown, object]] = {}
+"""Each copy by what it was read from, with that stream kept alive (so an in-memory stream's id is not reused)."""
 
 
 def _folder() -> str:
@@ -77,9 +78,9 @@ def spooled(path: str, base: str) -> Shown:
     else:
         stream, name, empty = None, base, f"{base}: empty (nothing was written to it)"
     key = _identity(base, stream)
-    copy = _COPIES.get(key)
-    if copy is not None and os.path.exists(copy):
-        return copy
+    kept = _COPIES.get(key)
+    if kept is not None and os.path.exists(kept[0]):
+        return kept[0]
     fd, target = tempfile.mkstemp(dir=_folder(), suffix=".input")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -94,5 +95,6 @@ def spooled(path: str, base: str) -> Shown:
     if os.path.getsize(target) == 0:
         os.unlink(target)
         raise InputError(empty)
-    copy = _COPIES[key] = Shown(target, name)
+    copy = Shown(target, name)
+    _COPIES[key] = (copy, stream)
     return copy

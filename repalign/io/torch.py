@@ -122,7 +122,8 @@ class TorchReader(FileReader):
         tensor, name = self._tensor(key)
         where = f"{self.path}:{name}" if name else self.path
         if not isinstance(tensor, torch.Tensor):
-            raise InputError(f"{where}: is a list of {tensor.dtype} values, not a tensor")
+            kind = "strings" if tensor.dtype.kind == "U" else "integers"
+            raise InputError(f"{where}: is a list of {kind} (usable as ids), not a tensor of embeddings")
         tensor = tensor.detach()  # saved with requires_grad: the values are all we need
         if layer is not None:
             tensor = tensor[:, layer, :]
