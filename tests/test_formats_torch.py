@@ -207,7 +207,7 @@ def test_code_in_a_pt_file_never_runs(torch, data, tmp_path):
     expect_error(["inspect", tmp_path / "custom.pt"], "custom.pt", "Custom", "never runs code")
 
 
-@pytest.mark.parametrize("case", ["garbage", "truncated", "empty", "no-tensor", "strings", "float8", "4d"])
+@pytest.mark.parametrize("case", ["garbage", "legacy", "truncated", "empty", "no-tensor", "strings", "float8", "4d"])
 def test_malformed_pt_files(torch, data, tmp_path, case):
     x, y, _, _ = data
     np.save(tmp_path / "y.npy", y)
@@ -215,6 +215,10 @@ def test_malformed_pt_files(torch, data, tmp_path, case):
     needle = "bad.pt"
     if case == "garbage":
         p.write_bytes(b"this is not a torch file\n" * 10)
+        needle = "not a torch.save zip archive"
+    elif case == "legacy":  # torch.save's format before 1.6: it cannot be memory-mapped
+        torch.save(torch.from_numpy(x), p, _use_new_zipfile_serialization=False)
+        needle = "not a torch.save zip archive"
     elif case == "truncated":
         torch.save(torch.from_numpy(x), p)
         p.write_bytes(p.read_bytes()[:300])

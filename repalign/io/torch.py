@@ -64,6 +64,11 @@ class TorchReader(FileReader):
         torch = _torch(self.path)
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap can only be used" not in str(exc):
+                raise
+            raise InputError(f"{self.path}: not a torch.save zip archive (the format since torch 1.6, which "
+                             "repalign needs to map the file without reading it)") from None
         except pickle.UnpicklingError as exc:
             found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(exc))
             what = f" ({found.group(1)})" if found else ""
