@@ -292,6 +292,11 @@ def test_stdin_parquet_and_npz(write, data, tmp_path):
     np.savez(tmp_path / "y.npz", emb=y, id=np.arange(80))
     got = report("compare", "-@parquet", f"{tmp_path / 'y.npz'}:emb", "--ids", "id", input=raw)
     assert got["metrics"] == want["metrics"]
+    import h5py
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["model/final"] = x
+    assert report("compare", "-@hdf5:model/final", tmp_path / "y.npy", input=(tmp_path / "x.h5").read_bytes()) == want
     r = run("inspect", "-@npz", "-f", "json", input=(tmp_path / "y.npz").read_bytes())
     assert r.exit_code == 0, r.stderr
     assert [a["key"] for a in json.loads(r.stdout)["arrays"]] == ["emb", "id"]
