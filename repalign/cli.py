@@ -276,7 +276,8 @@ def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bo
 @handled
 def matrix(
     inputs: Annotated[List[str], typer.Argument(
-        metavar="INPUT...", help="Two or more embeddings: PATH or PATH:KEY.")],
+        metavar="INPUT...",
+        help="Two or more embeddings: PATH or PATH:KEY; PATH@FORMAT names the format; - reads standard input.")],
     reference: Annotated[Optional[str], typer.Option(
         "--reference", "-r", metavar="INPUT",
         help="Compare every INPUT with this one only (results sorted best first) instead of every pair.")] = None,
