@@ -9,7 +9,7 @@ import traceback
 from typing import Annotated, List, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from repalign import __version__
 from repalign.console import Progress, Terminated, emit, err, on_sigterm, reserve_std_fds
@@ -45,6 +45,28 @@ def _escaping_usage_errors(fn, *args, **kwargs):
         if _is_click_error(exc) and isinstance(getattr(exc, "message", None), str):
             exc.message = shown(exc.message)
         raise
+
+
+_STDIN_MARK = "\x00stdin:"
+
+
+class _Command(TyperCommand):
+    """'-@FORMAT' and '-:KEY' name standard input: Click would take them for options, so they are kept from
+    its option parser and given back as typed."""
+
+    def parse_args(self, ctx, args):
+        marked = [_STDIN_MARK + a if a.startswith(("-@", "-:")) else a for a in args]
+        rest = super().parse_args(ctx, marked)
+        ctx.params = {k: _unmarked(v) for k, v in ctx.params.items()}
+        return rest
+
+
+def _unmarked(value):
+    if isinstance(value, str):
+        return value.removeprefix(_STDIN_MARK)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unmarked(v) for v in value)
+    return value
 
 
 app = typer.Typer(
@@ -166,10 +188,12 @@ def _run(compute, quiet: bool):
         progress.close()
 
 
-@app.command()
+@app.command(cls=_Command)
 @handled
 def compare(
-    a: Annotated[str, typer.Argument(help="First embeddings: PATH or PATH:KEY (.npy, .npz, .h5, .parquet).")],
+    a: Annotated[str, typer.Argument(
+        help="First embeddings: PATH or PATH:KEY (.npy, .npz, .h5, .parquet, .pt); PATH@FORMAT names the format; "
+             "- reads standard input.")],
     b: Annotated[str, typer.Argument(help="Second embeddings, same items in the same row order.")],
     metric: Metric = None, k: K = None, distance: Distance = "cosine", clip: Clip = None, normalize: Normalize = None,
     preset: Preset = None, fmt: Format = "table", resamples: Resamples = 1000, confidence: Confidence = 0.95,
@@ -192,6 +216,11 @@ def compare(
     layer_b: Annotated[Optional[str], typer.Option(
         "--layer-b", metavar="LAYERS", help="Layers of B, as --layer-a.")] = None,
     plot: Plot = None,
+    format_a: Annotated[Optional[str], typer.Option(
+        "--format-a", metavar="FORMAT",
+        help="Read A as this format whatever its suffix (npy, npz, hdf5, parquet, torch); as A@FORMAT.")] = None,
+    format_b: Annotated[Optional[str], typer.Option(
+        "--format-b", metavar="FORMAT", help="Read B as this format, as --format-a.")] = None,
 ):
     """Score how alike two embeddings of the same items are.
 
@@ -207,7 +236,7 @@ def compare(
                        resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                        permutations=permutations, require_all=require_all, max_rows=max_rows,
                        ids=(ids if ids_a is None else ids_a, ids if ids_b is None else ids_b),
-                       layers=(layer_a, layer_b), allow_external=allow_external)
+                       layers=(layer_a, layer_b), allow_external=allow_external, formats=(format_a, format_b))
     gates = checks.Gates.build(options.metrics, fail_under=fail_under, fail_above=fail_above, on=on,
                                baseline=baseline, max_drop=max_drop, resamples=resamples)
     result = _run(lambda progress: run(a, b, options=options, progress=progress), quiet)
@@ -249,11 +278,12 @@ def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bo
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@app.command()
+@app.command(cls=_Command)
 @handled
 def matrix(
     inputs: Annotated[List[str], typer.Argument(
-        metavar="INPUT...", help="Two or more embeddings: PATH or PATH:KEY.")],
+        metavar="INPUT...",
+        help="Two or more embeddings: PATH or PATH:KEY; PATH@FORMAT names the format; - reads standard input.")],
     reference: Annotated[Optional[str], typer.Option(
         "--reference", "-r", metavar="INPUT",
         help="Compare every INPUT with this one only (results sorted best first) instead of every pair.")] = None,
@@ -286,10 +316,11 @@ def matrix(
     _finish(gates.apply(result), fmt=fmt, output=output, plot=plot, quiet=quiet)
 
 
-@app.command()
+@app.command(cls=_Command)
 @handled
 def inspect(
-    path: str = typer.Argument(..., metavar="FILE", help="An .npy, .npz, .h5/.hdf5 or .parquet file."),
+    path: str = typer.Argument(..., metavar="FILE", help="An .npy, .npz, .h5/.hdf5, .parquet or .pt file "
+                              "(PATH@FORMAT, - for stdin)."),
     fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table or json."),
 ):
     """List every array in a file with its shape and dtype; usable ones are marked."""

@@ -34,6 +34,8 @@ class Options:
     layers: tuple[str | None, ...] = (None, None)
     """Layer selection per input (None: all)."""
     allow_external: bool = False
+    formats: tuple[str | None, ...] = (None, None)
+    """Input format per input, overriding its suffix (None: from the suffix or PATH@FORMAT)."""
 
     @classmethod
     def build(cls, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
@@ -42,7 +44,7 @@ class Options:
               permutations: int | None = None, ids: tuple[str | None, ...] = (None, None),
               require_all: bool = False, max_rows: int | None = None,
               layers: tuple[str | None, ...] = (None, None), allow_external: bool = False,
-              id_options: str = "--ids, --ids-a or --ids-b") -> Options:
+              formats: tuple[str | None, ...] = (None, None), id_options: str = "--ids, --ids-a or --ids-b") -> Options:
         """Fill unset values from the preset, then the defaults (explicit values win), and check them all.
 
         ``id_options``: how the command names its id options, for the message of --require-all without ids.
@@ -66,7 +68,12 @@ class Options:
         if max_rows is not None and max_rows < 1:
             raise UsageError(f"--max-rows must be at least 1 (got {max_rows})")
         u = _uncertainty(resamples, confidence, seed, ci_method, permutations)
-        return cls(names, k, distance, pre, u, tuple(ids), require_all, max_rows, tuple(layers), allow_external)
+        from repalign.io.selector import check_format_name
+
+        for fmt in formats:
+            check_format_name(fmt)
+        return cls(names, k, distance, pre, u, tuple(ids), require_all, max_rows, tuple(layers), allow_external,
+                   tuple(formats))
 
 
 def _uncertainty(resamples: int, confidence: float, seed: int | None, ci_method: str,

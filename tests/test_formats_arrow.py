@@ -101,7 +101,9 @@ def test_safetensors_bf16_widened_exactly(tmp_path, data, y_npy):
     p = tmp_path / "x.safetensors"
     p.write_bytes(struct.pack("<Q", len(header)) + header + top.tobytes())
     widened = (top.astype(np.uint32) << 16).view(np.float32)  # exactly representable values
-    assert report(p, y_npy) == npy_report(tmp_path, widened, y_npy)
+    got, expected = report(p, y_npy), npy_report(tmp_path, widened, y_npy)
+    assert got.pop("notes") == ["bfloat16 values widened to float32"] and expected.pop("notes") == []
+    assert got == expected
     assert [(i.name, i.dtype, i.embedding_like) for i in io.inspect(p)] == [("emb", "bfloat16", True)]
     array, _ = io.reader_for(str(p)).read(None)
     assert array.dtype == np.float32 and np.array_equal(array, widened)

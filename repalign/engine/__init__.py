@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-from repalign.engine.inputs import Side, open_side, pair_rows, plan_memory, read_side
+from repalign.engine.inputs import Side, open_side, pair_rows, plan_memory, read_side, selectors
 from repalign.engine.representation import Representation
 from repalign.engine.scoring import SWEEP_PERMUTATIONS, score_pair, self_scores
 from repalign.options import Options
@@ -52,6 +52,7 @@ def prepare(xs: list, options: Options, *, compare: bool,
     selection); otherwise the inputs of a matrix, labelled by position, ``options.layers[0]`` applying to
     every layered input.
     """
+    xs = selectors(xs, options.formats if compare else ())
     labels = ["a", "b"] if compare else [str(i) for i in range(len(xs))]
     layers = options.layers if compare else (options.layers[0],) * len(xs)
     sides = [open_side(x, label, options.allow_external, sel, only_layered=not compare)

@@ -41,6 +41,19 @@ class Side:
         return int(self.info.shape[0] or 0) if self.info.shape else 0
 
 
+def selectors(xs: list, formats: tuple[str | None, ...] = ()) -> list:
+    """Each file input as a Selector, with its --format-a/--format-b applied (arrays are kept as given).
+
+    Standard input can be read once: '-' may name one input only.
+    """
+    out = [x if not isinstance(x, (str, os.PathLike)) else
+           _io.parse_selector(x, formats[i] if i < len(formats) else None) for i, x in enumerate(xs)]
+    stdin = [x for x in out if isinstance(x, _io.Selector) and _io.selector.split_format(x.path)[0] == "-"]
+    if len(stdin) > 1:
+        raise UsageError("'-' (standard input) can be read once, so it may name one input only")
+    return out
+
+
 def open_side(x, label: str, allow_external: bool = False, layers: str | None = None,
               only_layered: bool = False) -> Side:
     """A file selector or an array → its (selected) layers, its description and its memory plan; no values
@@ -54,7 +67,8 @@ def open_side(x, label: str, allow_external: bool = False, layers: str | None = 
         info = InputInfo(label, src.selector.path, src.key, src.format, tuple(src.shape), src.stored_dtype,
                          src.labels if src.layered else None)
         plan = _io.describe(_io.Selector(src.selector.path, src.keys[0]))
-        return Side(info, src, [], plan)
+        notes = [f"{info.name}: bfloat16 values widened to float32"] if src.stored_dtype == "bfloat16" else []
+        return Side(info, src, notes, plan)
     arr_src = ArrayLayers(x, f"array {label}")
     arr_src = arr_src.select(layers) if arr_src.layered or not only_layered else arr_src
     info = InputInfo(label, None, None, "array", arr_src.shape, str(arr_src.array.dtype),
@@ -72,7 +86,7 @@ def read_side(side: Side) -> Side:
     raw = side.source.read(0)
     info = dataclasses.replace(side.info, shape=tuple(raw.shape), dtype=str(raw.dtype))
     array, notes = as_embedding(raw, info.name)
-    return Side(info, Checked(side.source, array), notes, side.plan)
+    return Side(info, Checked(side.source, array), side.notes + notes, side.plan)
 
 
 # ---------------------------------------------------------------- memory

@@ -13,13 +13,15 @@ from repalign.io.npy import NpyReader
 from repalign.io.npz import NpzReader
 from repalign.io.parquet import ParquetReader
 from repalign.io.protocol import ArrayInfo, Loaded, Plan
-from repalign.io.selector import Selector, as_selector, file_format
+from repalign.io.selector import Selector, as_selector, file_format, is_stream, split_format
 from repalign.io.shards import ShardsReader
+from repalign.io.stream import spooled
 from repalign.io.tensors import SafetensorsReader
+from repalign.io.torch import TorchReader
 
 READERS: dict[str, type[FileReader]] = {"npy": NpyReader, "npz": NpzReader, "hdf5": HDF5Reader,
                                         "parquet": ParquetReader, "safetensors": SafetensorsReader,
-                                        "arrow": ArrowReader, "shards": ShardsReader}
+                                        "arrow": ArrowReader, "shards": ShardsReader, "torch": TorchReader}
 
 # Readers alive somewhere (a LayerSet holds its own), by path as spelled: within one run every step that needs a
 # file's listing (the layers, the memory plan, the ids) gets the same reader, so each file is listed once. Once
@@ -38,23 +40,33 @@ def reader_for(path: str | os.PathLike[str]) -> FileReader:
     refused before any open."""
     path = os.fspath(path)
     fmt = file_format(path)
-    stamp = _stamp(path)
+    source = opened(path)
+    stamp = _stamp(source)
     reader = _LIVE.get(path)
     if reader is None or reader.format != fmt or reader.stamp != stamp:
-        reader = READERS[fmt](path, stamp)
+        reader = READERS[fmt](source, stamp)
         _LIVE[path] = reader
     return reader
 
 
+def opened(path: str) -> str:
+    """The file a reader opens for ``path``: itself; its part before '@FORMAT'; or, for standard input or a
+    pipe given with a format, a private copy made by reading it once (named as the input in messages)."""
+    if is_stream(path):
+        return spooled(path, split_format(path)[0])
+    return split_format(path)[0]
+
+
 def check_not_empty(path: str) -> None:
-    if os.path.getsize(path) == 0:
+    if os.path.getsize(opened(path)) == 0:
         raise InputError(f"{path}: empty file")
 
 
 def inspect(path: str | os.PathLike[str]) -> list[ArrayInfo]:
     """List every array in a file, marking those usable as embeddings."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    base = split_format(path)[0]
+    if not is_stream(path) and not os.path.exists(base):
         raise InputError(f"{path}: no such file")
     return reader_for(path).arrays()
 

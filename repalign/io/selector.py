@@ -22,7 +22,14 @@ FORMATS = {
     ".arrow": "arrow",
     ".feather": "arrow",
     ".ipc": "arrow",
+    ".pt": "torch",
+    ".pth": "torch",
 }
+
+STDIN = "-"
+"""The path that means standard input (read once, fully; .npy unless a format is given)."""
+
+OVERRIDE_SYNTAX = "PATH@FORMAT (e.g. data.bin@npy, -@parquet)"
 
 
 @dataclass(frozen=True)
@@ -36,22 +43,63 @@ class Selector:
         return self.path if self.key is None else f"{self.path}:{self.key}"
 
 
-def parse_selector(text: str | os.PathLike[str]) -> Selector:
+def format_names() -> list[str]:
+    """What may follow '@': a format's name or one of its suffixes without the dot."""
+    return sorted(set(FORMATS.values()) | {s.lstrip(".") for s in FORMATS})
+
+
+def split_format(path: str) -> tuple[str, str | None]:
+    """``PATH@FORMAT`` → (PATH, format name); a path that exists as given (or has no known '@FORMAT') is kept.
+
+    ``-`` alone is standard input in .npy.
+    """
+    if path == STDIN:
+        return STDIN, "npy"
+    head, at, name = path.rpartition("@")
+    if not at or not head or os.path.lexists(path):
+        return path, None
+    fmt = FORMATS.get("." + name.lower(), name.lower())
+    if fmt not in FORMATS.values():
+        return path, None
+    return head, fmt
+
+
+def check_format_name(fmt: str | None) -> None:
+    """Refuse a --format-a/--format-b that names no format."""
+    if fmt is not None and "." + fmt.lower() not in FORMATS and fmt.lower() not in FORMATS.values():
+        from repalign.errors import UsageError
+
+        raise UsageError(f"unknown input format '{fmt}' (choose from {', '.join(format_names())})")
+
+
+def _is_path(head: str) -> bool:
+    """An existing non-directory path, or standard input (with or without '@FORMAT')."""
+    base, fmt = split_format(head)
+    if base == STDIN:
+        return True
+    return (fmt is not None or base == head) and os.path.exists(base) and not os.path.isdir(base)
+
+
+def parse_selector(text: str | os.PathLike[str], fmt: str | None = None) -> Selector:
     """Split ``PATH:KEY`` after the shortest existing file path, so keys may contain colons.
 
     A path that exists as given is never split, so file names containing a
-    colon keep working.
+    colon keep working. PATH may end in ``@FORMAT`` (or ``fmt`` adds it) to name the format, and ``-`` is
+    standard input.
     """
     text = os.fspath(text)
-    if os.path.exists(text):
-        return Selector(text)
-    for dirs in (False, True):  # a file first; a directory (of shards) only when no file prefix exists
+    tag = "" if fmt is None else "@" + FORMATS.get("." + fmt.lower(), fmt.lower())
+    if os.path.exists(text) or text == STDIN or (fmt is None and split_format(text)[1] is not None
+                                                 and _is_path(text)):
+        return Selector(text + tag)
+    # A file first; a directory (of shards) only when no file prefix exists.
+    for accepts in (lambda head: _is_path(head + tag), os.path.isdir):
         for i, c in enumerate(text):
             head = text[:i]
-            if c == ":" and head and os.path.exists(head) and os.path.isdir(head) == dirs:
+            if c == ":" and head and accepts(head):
                 if i + 1 == len(text):
                     raise InputError(f"{head}: empty key after ':'")
-                return Selector(head, text[i + 1 :])
+                return Selector(head + tag, text[i + 1 :])
     raise InputError(f"{text}: no such file")
 
 
@@ -80,9 +128,37 @@ def check_regular_file(path: str, what: str = "file") -> None:
         raise InputError(f"{path}: not a regular {what}")
 
 
+def is_pipe(path: str) -> bool:
+    """A pipe (/dev/stdin in a pipeline, process substitution's /dev/fd/63): it ends when the writer closes it.
+    Devices do not (a terminal waits, /dev/zero never ends) and a socket file cannot be opened: both refused."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode)
+
+
+def is_stream(path: str) -> bool:
+    """True for an input read once, fully, into a private copy: standard input, or a pipe or other non-regular
+    file given with an explicit format (PATH@FORMAT)."""
+    base, fmt = split_format(path)
+    if base == STDIN:
+        return True
+    return fmt is not None and is_pipe(base)
+
+
 def file_format(path: str) -> str:
-    """The format name for a path, from its suffix; anything but a regular file (or a directory of parquet or
-    arrow shards) is refused before any open."""
+    """The format name for a path, from its '@FORMAT' or its suffix; anything but a regular file (or a directory
+    of parquet or arrow shards) is refused before any open, except standard input and a pipe given with an
+    explicit format."""
+    base, fmt = split_format(path)
+    if fmt is not None:
+        if not is_stream(path):
+            check_regular_file(base)
+        return fmt
+    if is_pipe(path):  # read once, to its end, only when asked: reading it to guess could block forever
+        raise InputError(f"{path}: a named pipe (FIFO), not a file; name its format to read it once: {path}@npy "
+                         "(or @parquet, @npz, ...)")
     if os.path.isdir(path):
         from repalign.io.shards import shard_files
 
@@ -93,5 +169,6 @@ def file_format(path: str) -> str:
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
-        raise InputError(f"{path}: unsupported file type '{p.suffix or '(none)'}' (expected one of {known})")
+        raise InputError(f"{path}: unsupported file type '{p.suffix or '(none)'}' (expected one of {known}, "
+                         f"or name the format: {OVERRIDE_SYNTAX})")
     return fmt
