@@ -13,9 +13,10 @@ from repalign.io.npz import NpzReader
 from repalign.io.parquet import ParquetReader
 from repalign.io.protocol import ArrayInfo, Loaded, Plan
 from repalign.io.selector import Selector, as_selector, file_format
+from repalign.io.text import CSVReader, TSVReader
 
 READERS: dict[str, type[FileReader]] = {"npy": NpyReader, "npz": NpzReader, "hdf5": HDF5Reader,
-                                        "parquet": ParquetReader}
+                                        "parquet": ParquetReader, "csv": CSVReader, "tsv": TSVReader}
 
 # Readers alive somewhere (a LayerSet holds its own), by path as spelled: within one run every step that needs a
 # file's listing (the layers, the memory plan, the ids) gets the same reader, so each file is listed once. Once

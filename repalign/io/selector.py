@@ -18,6 +18,7 @@ FORMATS = {
     ".hdf": "hdf5",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".csv": "csv", ".tsv": "tsv", ".faiss": "faiss", ".index": "faiss", ".h5ad": "h5ad",
 }
 
 
