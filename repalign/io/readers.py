@@ -7,6 +7,7 @@ import weakref
 
 from repalign.errors import InputError
 from repalign.io.base import FileReader, Stamp
+from repalign.io.faiss_index import FaissReader
 from repalign.io.hdf5 import HDF5Reader
 from repalign.io.npy import NpyReader
 from repalign.io.npz import NpzReader
@@ -16,7 +17,8 @@ from repalign.io.selector import Selector, as_selector, file_format
 from repalign.io.text import CSVReader, TSVReader
 
 READERS: dict[str, type[FileReader]] = {"npy": NpyReader, "npz": NpzReader, "hdf5": HDF5Reader,
-                                        "parquet": ParquetReader, "csv": CSVReader, "tsv": TSVReader}
+                                        "parquet": ParquetReader, "csv": CSVReader, "tsv": TSVReader,
+                                        "faiss": FaissReader}
 
 # Readers alive somewhere (a LayerSet holds its own), by path as spelled: within one run every step that needs a
 # file's listing (the layers, the memory plan, the ids) gets the same reader, so each file is listed once. Once

@@ -74,7 +74,7 @@ class CSVReader(FileReader):
 
     def _scan(self) -> list[ArrayInfo]:
         with open(self.path, "rb") as f:
-            lines = []
+            lines: list[str] = []
             while len(lines) < 2:
                 line = f.readline(_FIRST_LINE_LIMIT)
                 if not line:
