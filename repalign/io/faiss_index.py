@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -98,12 +99,12 @@ def _name(fourcc: bytes) -> str:
     return EXACT.get(fourcc) or LOSSY.get(fourcc) or OTHER.get(fourcc) or repr(fourcc)
 
 
-def _ivf_vectors(path: str, index: object) -> np.ndarray:
+def _ivf_vectors(path: str, index: Any) -> np.ndarray:
     """The vectors of an IndexIVFFlat in id order, straight from its inverted lists; the ids must be 0..n-1."""
     import faiss
 
     ivf = faiss.extract_index_ivf(index)
-    lists = ivf.invlists
+    lists: Any = ivf.invlists
     n, d = int(ivf.ntotal), int(ivf.d)
     out = np.empty((n, d), dtype=np.float32)
     seen = np.zeros(n, dtype=bool)
