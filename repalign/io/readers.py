@@ -8,6 +8,7 @@ import weakref
 from repalign.errors import InputError
 from repalign.io.base import FileReader, Stamp
 from repalign.io.faiss_index import FaissReader
+from repalign.io.h5ad import H5adReader
 from repalign.io.hdf5 import HDF5Reader
 from repalign.io.npy import NpyReader
 from repalign.io.npz import NpzReader
@@ -18,7 +19,7 @@ from repalign.io.text import CSVReader, TSVReader
 
 READERS: dict[str, type[FileReader]] = {"npy": NpyReader, "npz": NpzReader, "hdf5": HDF5Reader,
                                         "parquet": ParquetReader, "csv": CSVReader, "tsv": TSVReader,
-                                        "faiss": FaissReader}
+                                        "faiss": FaissReader, "h5ad": H5adReader}
 
 # Readers alive somewhere (a LayerSet holds its own), by path as spelled: within one run every step that needs a
 # file's listing (the layers, the memory plan, the ids) gets the same reader, so each file is listed once. Once
