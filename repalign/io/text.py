@@ -96,7 +96,7 @@ class CSVReader(FileReader):
                                and first[j].strip() and first[j].strip().lower() not in _ID_NAMES]
             if not self._embedding:
                 raise InputError(f"{self.path}: no numeric column to use as an embedding "
-                                 f"(line 2: {lines[1][:80]!r})")
+                                 f"(first data row: {lines[1][:80]!r})")
         else:
             self._names = [f"column{j + 1}" for j in range(width)]
             self._embedding = list(range(width))
