@@ -330,3 +330,22 @@ def test_h5ad_written_by_anndata(write, XY, tmp_path, rng):
     assert aligned["metrics"] == report(write.npy(X, "x.npy"), write.npy(Y, "y.npy"))["metrics"]
     refused(b, "csr_matrix", args=["compare", f"{b}:X", f"{a}:X"])
     assert run("inspect", b).exit_code == 0
+
+
+def test_faiss_on_disk_lists_need_allow_external(tmp_path, rng, one_faiss_thread):
+    faiss = pytest.importorskip("faiss")
+    ondisk = pytest.importorskip("faiss.contrib.ondisk")
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    trained = faiss.IndexIVFFlat(faiss.IndexFlatL2(8), 8, 4)
+    trained.train(x)
+    faiss.write_index(trained, str(tmp_path / "trained.index"))
+    block = faiss.read_index(str(tmp_path / "trained.index"))
+    block.add(x)
+    faiss.write_index(block, str(tmp_path / "block.index"))
+    index = faiss.read_index(str(tmp_path / "trained.index"))
+    ondisk.merge_ondisk(index, [str(tmp_path / "block.index")], str(tmp_path / "lists.ivfdata"))
+    p = tmp_path / "ondisk.index"
+    faiss.write_index(index, str(p))
+    refused(p, "another file", "lists.ivfdata", "--allow-external")
+    array, _ = rio.reader_for(str(p)).read(None, allow_external=True)
+    assert np.array_equal(array, x)

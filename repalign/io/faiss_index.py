@@ -82,7 +82,7 @@ class FaissReader(FileReader):
         if index.ntotal != n or index.d != d:
             raise InputError(f"{self.path}: header says {n}×{d} but the index holds {index.ntotal}×{index.d}")
         if fourcc == b"IwFl":
-            return _ivf_vectors(self.path, index), None
+            return _ivf_vectors(self.path, index, allow_external), None
         return np.ascontiguousarray(index.reconstruct_n(0, n), dtype=np.float32).reshape(n, d), None
 
     def _read_ids(self, key: str) -> np.ndarray:
@@ -99,12 +99,16 @@ def _name(fourcc: bytes) -> str:
     return EXACT.get(fourcc) or LOSSY.get(fourcc) or OTHER.get(fourcc) or repr(fourcc)
 
 
-def _ivf_vectors(path: str, index: Any) -> np.ndarray:
+def _ivf_vectors(path: str, index: Any, allow_external: bool) -> np.ndarray:
     """The vectors of an IndexIVFFlat in id order, straight from its inverted lists; the ids must be 0..n-1."""
     import faiss
 
     ivf = faiss.extract_index_ivf(index)
-    lists: Any = ivf.invlists
+    lists: Any = faiss.downcast_InvertedLists(ivf.invlists)
+    if isinstance(lists, faiss.OnDiskInvertedLists) and not allow_external:
+        # faiss has only mapped the other file so far; nothing of it is read unless allowed, as for HDF5 links
+        raise InputError(f"{path}: its inverted lists are stored in another file ({lists.filename}); refused, "
+                         "since it would read another file (pass --allow-external to permit it)")
     n, d = int(ivf.ntotal), int(ivf.d)
     out = np.empty((n, d), dtype=np.float32)
     seen = np.zeros(n, dtype=bool)

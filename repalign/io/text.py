@@ -219,7 +219,10 @@ class CSVReader(FileReader):
         """The index of the first cell of ``column`` that is not a number: bisected with vectorised casts."""
         import pyarrow as pa
 
-        col = self._column(column).combine_chunks()
+        import pyarrow.compute as pc
+
+        # The CSV converter ignores spaces around a number; a cast does not.
+        col = pc.utf8_trim_whitespace(self._column(column).combine_chunks())
 
         def fails(lo: int, hi: int) -> bool:
             try:
