@@ -103,7 +103,7 @@ def _ivf_vectors(path: str, index: Any, allow_external: bool) -> np.ndarray:
     """The vectors of an IndexIVFFlat in id order, straight from its inverted lists; the ids must be 0..n-1."""
     import faiss
 
-    ivf = faiss.extract_index_ivf(index)
+    ivf: Any = faiss.extract_index_ivf(index)
     lists: Any = faiss.downcast_InvertedLists(ivf.invlists)
     if isinstance(lists, faiss.OnDiskInvertedLists) and not allow_external:
         # faiss has only mapped the other file so far; nothing of it is read unless allowed, as for HDF5 links

@@ -218,7 +218,6 @@ class CSVReader(FileReader):
     def _first_bad_cell(self, column: int, rows_before: int) -> int | None:
         """The index of the first cell of ``column`` that is not a number: bisected with vectorised casts."""
         import pyarrow as pa
-
         import pyarrow.compute as pc
 
         # The CSV converter ignores spaces around a number; a cast does not.
