@@ -143,6 +143,31 @@ def test_csv_inspect_and_plan_without_reading(tmp_path, XY):
     assert "(whole file)" in run("inspect", p).stdout
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 24])
+def test_row_count_and_line_numbers_across_chunks(tmp_path, monkeypatch, chunk):
+    """The listing's count of non-empty lines and the error path's line numbers, against str.split, whatever
+    the chunk boundaries (an empty line is '' or '\\r' before '\\n')."""
+    import random
+
+    import repalign.io.text as text_io
+
+    monkeypatch.setattr(text_io, "_CHUNK", chunk)
+    pick = random.Random(chunk)
+    p = tmp_path / "t.csv"
+    for _ in range(300):
+        parts = [pick.choice(["1,2", "", "\r", "x", "3"]) + pick.choice(["\n", "\r\n"])
+                 for _ in range(pick.randint(0, 8))]
+        text = "".join(parts)
+        if pick.random() < 0.5:
+            text = text.rstrip("\n")
+        p.write_bytes(text.encode())
+        lines = text.split("\n")
+        lines = lines[:-1] if lines[-1] == "" else lines
+        full = [i + 1 for i, line in enumerate(lines) if line not in ("", "\r")]
+        assert text_io.count_rows(str(p)) == len(full), repr(text)
+        assert [text_io.line_of_row(str(p), r) for r in range(len(full) + 1)] == full + [-1], repr(text)
+
+
 @pytest.mark.parametrize("text, needles", [
     ("1,2,3\n4,5,6\n\n7,8\n", ["ragged", "line 4 has 2 fields, expected 3"]),
     ("1,2,3\n4,5,6,7\n", ["ragged", "line 2 has 4 fields"]),

@@ -26,33 +26,50 @@ def _number(text: str) -> bool:
     return True
 
 
-def scan_lines(path: str, row: int | None = None) -> int:
-    """The number of non-empty lines (pyarrow skips empty ones), or with ``row`` the 1-based line number of the
-    row-th (0-based) non-empty line; -1 if there is none.
+_EMPTY_LINE = re.compile(rb"(?<=\n)\r?\n")
 
-    One pass over the bytes in fixed-size chunks, vectorised (no per-line Python): a line is empty when it
-    starts with '\\n' or with '\\r\\n'.
+
+def count_rows(path: str) -> int:
+    """The number of non-empty lines (pyarrow skips empty ones): one pass over the bytes in fixed-size chunks,
+    counting line ends with bytes.count; a regular expression looks for empty lines only in a chunk that has one.
+    """
+    lines = empty = 0
+    tail, last = b"\n", b""  # the file starts as if after a line end
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            lines += chunk.count(b"\n")
+            edge = tail + chunk[:2]
+            if any(e in part for part in (chunk, edge) for e in (b"\n\n", b"\n\r\n")):
+                window = tail + chunk  # an empty line is counted in the chunk holding its end
+                empty += sum(1 for m in _EMPTY_LINE.finditer(window) if m.end() > len(tail))
+            tail, last = (tail + chunk)[-2:] if len(chunk) < 2 else chunk[-2:], chunk[-1:]
+    unended = last not in (b"", b"\n") and tail != b"\n\r"  # a last line without '\n' that is not empty
+    return lines + int(unended) - empty
+
+
+def line_of_row(path: str, row: int) -> int:
+    """The 1-based line number of the row-th (0-based) non-empty line, -1 if there is none (error messages only).
+
+    Vectorised over fixed-size chunks: a line is empty when it starts with '\\n' or with '\\r\\n'.
     """
     count, newlines, prev = 0, 0, 10  # the byte before the file counts as a line end
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
-            if chunk.endswith(b"\r"):
-                chunk += f.read(1)  # so that a '\r\n' is never split between chunks
+            if chunk.endswith(b"\r"):  # never split a '\r\n'; a '\r' that ends the file ends an empty line
+                chunk += f.read(1) or b"\n"
             buf = np.frombuffer(chunk, np.uint8)
             before = np.empty_like(buf)
             before[0], before[1:] = prev, buf[:-1]
             after = np.empty_like(buf)
             after[:-1], after[-1] = buf[1:], 0
-            starts = before == 10
-            empty = (buf == 10) | ((buf == 13) & (after == 10))
-            full = np.flatnonzero(starts & ~empty)
-            if row is not None and count + full.size > row:
+            full = np.flatnonzero((before == 10) & (buf != 10) & ~((buf == 13) & (after == 10)))
+            if count + full.size > row:
                 pos = int(full[row - count])
                 return newlines + int(np.count_nonzero(buf[:pos] == 10)) + 1
             count += full.size
             newlines += int(np.count_nonzero(buf == 10))
             prev = int(buf[-1])
-    return -1 if row is not None else count
+    return -1
 
 
 class CSVReader(FileReader):
@@ -100,7 +117,7 @@ class CSVReader(FileReader):
         else:
             self._names = [f"column{j + 1}" for j in range(width)]
             self._embedding = list(range(width))
-        n = scan_lines(self.path) - int(self._header)
+        n = count_rows(self.path) - int(self._header)
         out = [ArrayInfo("", (n, len(self._embedding)), "float64", True)]
         chosen = set(self._embedding)
         out += [ArrayInfo(name, (n,), "string", False) for j, name in enumerate(self._names) if j not in chosen]
@@ -195,7 +212,7 @@ class CSVReader(FileReader):
         if found:
             j, value = int(found.group(1)), found.group(2)
             row = self._first_bad_cell(j, rows_before)
-            line = scan_lines(self.path, row + int(self._header)) if row is not None else -1
+            line = line_of_row(self.path, row + int(self._header)) if row is not None else -1
             at = f"line {line}" if line > 0 else "a row"
             what = f"'{value[:40]}' is not a number" if value else "empty cell, not a number"
             return InputError(f"{self.path}: {at}, column {j + 1} ({self._names[j]}): {what}")
