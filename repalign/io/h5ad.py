@@ -30,6 +30,16 @@ def _sparse_kind(group: Any) -> str | None:
     return None
 
 
+def _matrix_places(f: Any) -> list[str]:
+    """X, raw/X, and every member of layers, obsm, varm, obsp, varp (and raw/varm)."""
+    places = [p for p in ("X", "raw/X") if p in f]
+    for group in ("layers", "obsm", "varm", "obsp", "varp", "raw/varm"):
+        g = f.get(group)
+        if g is not None and hasattr(g, "keys"):
+            places += [f"{group}/{k}" for k in g.keys()]
+    return places
+
+
 class H5adReader(HDF5Reader):
     """An AnnData file: X, obsm/* and layers/* are arrays when stored dense; ``--ids obs/_index`` pairs by the
     obs index."""
@@ -41,16 +51,13 @@ class H5adReader(HDF5Reader):
 
         infos = super()._scan()
         sparse: dict[str, ArrayInfo] = {}
-
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Group) and not any(name.startswith(s + "/") for s in sparse):
-                kind = _sparse_kind(obj)
+        with h5py.File(self.path, "r") as f:
+            for name in _matrix_places(f):  # where AnnData keeps matrices: no second walk of the whole file
+                obj = f.get(name)
+                kind = _sparse_kind(obj) if isinstance(obj, h5py.Group) else None
                 if kind is not None:
                     shape = tuple(int(s) for s in obj.attrs.get("shape", obj.attrs.get("h5sparse_shape", ())))
                     sparse[name] = ArrayInfo(name, shape, f"sparse {kind}", False)
-
-        with h5py.File(self.path, "r") as f:
-            f.visititems(visit)
             index = self._index_column(f)
         out = [i for i in infos if not any(i.name.startswith(s + "/") for s in sparse)] + list(sparse.values())
         if index is not None and index != OBS_INDEX:
