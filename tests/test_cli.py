@@ -109,9 +109,9 @@ def test_unknown_key(files):
 
 
 def test_unsupported_extension(tmp_path, files):
-    p = tmp_path / "x.csv"
+    p = tmp_path / "x.txt"
     p.write_text("1,2\n")
-    expect_input_error(["compare", p, files[0]], "x.csv", "unsupported file type '.csv'")
+    expect_input_error(["compare", p, files[0]], "x.txt", "unsupported file type '.txt'")
 
 
 def test_directory(tmp_path, files):

@@ -301,7 +301,7 @@ add("directory-named-h5-as-b", lambda c: Setup([c.partner(), _mkdir(c, "dir.h5")
 add("missing-file", lambda c: Setup([c.path("nope.npy"), c.partner()], "nope.npy"), "error",
     needles=("no such file",))
 add("broken-symlink", lambda c: Setup([_symlink(c, "gone.npy", "link.npy"), c.partner()], "link.npy"), "error")
-add("unsupported-suffix", lambda c: Setup([_write_bytes(c, "emb.csv", b"1,2\n3,4\n"), c.partner()], "emb.csv"),
+add("unsupported-suffix", lambda c: Setup([_write_bytes(c, "emb.txt", b"1,2\n3,4\n"), c.partner()], "emb.txt"),
     "error", needles=("unsupported",))
 add("no-suffix", lambda c: Setup([_renamed(c.npy("e.npy", c.X), "embeddings"), c.partner()], "embeddings"),
     "error", needles=("unsupported",))

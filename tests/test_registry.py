@@ -114,3 +114,27 @@ def test_every_matrix_option_documented(option):
 def test_every_command_documented(command):
     assert command in COMMANDS
     assert command in set(re.findall(r"\brepalign ([a-z]+)\b", README))
+
+
+def test_every_reader_format_is_in_the_report_schema():
+    """A report names its inputs' formats; the schema must accept every format a reader is registered for."""
+    import json
+    from importlib.resources import files
+
+    from repalign.io.readers import READERS
+
+    schema = json.loads(files("repalign").joinpath("schema/report.schema.json").read_text(encoding="utf-8"))
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "enum" in node and "npy" in node["enum"]:
+                found.append(set(node["enum"]))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert found and all(set(READERS) | {"array"} <= enum for enum in found)

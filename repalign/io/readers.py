@@ -8,6 +8,8 @@ import weakref
 from repalign.errors import InputError
 from repalign.io.arrow import ArrowReader
 from repalign.io.base import FileReader, Stamp
+from repalign.io.faiss_index import FaissReader
+from repalign.io.h5ad import H5adReader
 from repalign.io.hdf5 import HDF5Reader
 from repalign.io.npy import NpyReader
 from repalign.io.npz import NpzReader
@@ -17,11 +19,13 @@ from repalign.io.selector import Selector, as_selector, file_format, is_stream, 
 from repalign.io.shards import ShardsReader
 from repalign.io.stream import spooled
 from repalign.io.tensors import SafetensorsReader
+from repalign.io.text import CSVReader, TSVReader
 from repalign.io.torch import TorchReader
 
 READERS: dict[str, type[FileReader]] = {"npy": NpyReader, "npz": NpzReader, "hdf5": HDF5Reader,
                                         "parquet": ParquetReader, "safetensors": SafetensorsReader,
-                                        "arrow": ArrowReader, "shards": ShardsReader, "torch": TorchReader}
+                                        "arrow": ArrowReader, "shards": ShardsReader, "torch": TorchReader,
+                                        "csv": CSVReader, "tsv": TSVReader, "faiss": FaissReader, "h5ad": H5adReader}
 
 # Readers alive somewhere (a LayerSet holds its own), by path as spelled: within one run every step that needs a
 # file's listing (the layers, the memory plan, the ids) gets the same reader, so each file is listed once. Once

@@ -24,6 +24,7 @@ FORMATS = {
     ".ipc": "arrow",
     ".pt": "torch",
     ".pth": "torch",
+    ".csv": "csv", ".tsv": "tsv", ".faiss": "faiss", ".index": "faiss", ".h5ad": "h5ad",
 }
 
 STDIN = "-"
