@@ -326,6 +326,8 @@ def test_h5ad_by_hand(write, XY, tmp_path, rng):
     assert got["metrics"] == report(f"{a}:obsm/X_pca", f"{b}:obsm/X_pca")["metrics"]
     got = report(f"{b}:obsm/X_pca", c, "--ids-a", "obs/_index", "--ids-b", "id")  # the index named by _index
     assert got["pairing"]["paired"] == 120
+    got = report(f"{b}:obsm/X_pca", c, "--ids", "auto")  # auto finds the obs index of an .h5ad file
+    assert got["pairing"]["paired"] == 120 and got["pairing"]["ids"] == ["obs/_index", "id"]
 
 
 def test_h5ad_sparse_x_refused(tmp_path, XY):
