@@ -14,6 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 from repalign import __version__
 from repalign.console import Progress, Terminated, emit, err, on_sigterm, reserve_std_fds
 from repalign.errors import RepalignError
+from repalign.io.selector import FORMATS
 from repalign.safe_write import check_outputs
 from repalign.text import shown
 
@@ -316,11 +317,14 @@ def matrix(
     _finish(gates.apply(result), fmt=fmt, output=output, plot=plot, quiet=quiet)
 
 
+_INSPECT_HELP = ("A file of any supported format (" + ", ".join(sorted(FORMATS)) + "; a directory of shards); "
+                 "PATH@FORMAT names the format, - is stdin.")
+
+
 @app.command(cls=_Command)
 @handled
 def inspect(
-    path: str = typer.Argument(..., metavar="FILE", help="An .npy, .npz, .h5/.hdf5, .parquet or .pt file "
-                              "(PATH@FORMAT, - for stdin)."),
+    path: str = typer.Argument(..., metavar="FILE", help=_INSPECT_HELP),
     fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table or json."),
 ):
     """List every array in a file with its shape and dtype; usable ones are marked."""

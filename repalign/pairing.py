@@ -58,7 +58,8 @@ def _id_candidates(infos: list[_io.ArrayInfo]) -> list[_io.ArrayInfo]:
 
 
 def find_ids(selector: _io.Selector, key: str | None) -> str | None:
-    """The id key of a file: ``key`` if given, else the one array named id/ids/key/name, else None.
+    """The id key of a file: ``key`` if given, else the one array named id/ids/key/name (in an .h5ad file without
+    one, its obs index), else None.
 
     The file's listing comes from its reader, so a file already opened for its layers is not listed again.
     """
@@ -73,6 +74,8 @@ def find_ids(selector: _io.Selector, key: str | None) -> str | None:
             raise InputError(f"{selector.path}: no id array '{key}' (available: {_io.listing(selector.path, infos)})")
         return key.strip("/")
     found = _id_candidates(infos)
+    if not found and reader.format == "h5ad":  # AnnData keeps the items' names as the obs index
+        found = [i for i in infos if i.name == "obs/_index" and len(i.shape) == 1]
     if len(found) > 1:
         names = ", ".join(i.name for i in found)
         raise InputError(f"{selector.path}: several id arrays ({names}); choose one with --ids-a/--ids-b")

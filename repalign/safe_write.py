@@ -88,11 +88,17 @@ def _check_folder(path: str, what: str) -> None:
 
 
 def _input_path(selector: str) -> str:
-    """The file part of PATH or PATH:KEY, split as the reader splits it (see repalign.io.parse_selector)."""
-    if os.path.exists(selector) or ":" not in selector:
+    """The file part of PATH, PATH:KEY or PATH@FORMAT[:KEY], split as the reader splits it (see
+    repalign.io.parse_selector and split_format)."""
+    from repalign.io.selector import split_format
+
+    if os.path.exists(selector):
         return selector
-    head = selector.rsplit(":", 1)[0]
-    return head if head and os.path.exists(head) else selector
+    head = selector.rsplit(":", 1)[0] if ":" in selector else selector
+    if not (head and os.path.exists(head)):
+        head = selector
+    base = split_format(head)[0]
+    return base if os.path.exists(base) else head
 
 
 def _same_file(p: str, q: str) -> bool:

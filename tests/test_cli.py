@@ -252,3 +252,12 @@ def test_float16_converted_with_warning_on_stderr(write, golden, files):
     assert r.stderr.strip() == f"warning: {p}: float16 values widened to float32"
     doc = json.loads(r.stdout)
     assert doc["inputs"][0]["dtype"] == "float16" and doc["notes"] == [f"{p}: float16 values widened to float32"]
+
+
+def test_inspect_help_names_every_suffix():
+    """`inspect --help` lists the suffixes of repalign.io.FORMATS, so a new format is never left out."""
+    from repalign.io import FORMATS
+
+    text = " ".join(run("inspect", "--help").stdout.split())
+    for suffix in FORMATS:
+        assert suffix in text, suffix

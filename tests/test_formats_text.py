@@ -326,6 +326,8 @@ def test_h5ad_by_hand(write, XY, tmp_path, rng):
     assert got["metrics"] == report(f"{a}:obsm/X_pca", f"{b}:obsm/X_pca")["metrics"]
     got = report(f"{b}:obsm/X_pca", c, "--ids-a", "obs/_index", "--ids-b", "id")  # the index named by _index
     assert got["pairing"]["paired"] == 120
+    got = report(f"{b}:obsm/X_pca", c, "--ids", "auto")  # auto finds the obs index of an .h5ad file
+    assert got["pairing"]["paired"] == 120 and got["pairing"]["ids"] == ["obs/_index", "id"]
 
 
 def test_h5ad_sparse_x_refused(tmp_path, XY):
@@ -348,8 +350,11 @@ def test_h5ad_written_by_anndata(write, XY, tmp_path, rng):
     anndata.AnnData(X=X.astype(np.float32), obs=pd.DataFrame(index=names), obsm={"X_pca": X}).write_h5ad(a)
     obs = pd.DataFrame({"group": pd.Categorical(["u", "v"] * 60)}, index=pd.Index(np.array(names)[perm], name="bc"))
     anndata.AnnData(X=sparse.csr_matrix(Y[perm]), obs=obs, obsm={"X_pca": Y[perm]}).write_h5ad(b)
-    same_as_npy(write, X, Y[perm], f"{a}:obsm/X_pca", f"{b}:obsm/X_pca")
-    same_as_npy(write, X.astype(np.float32), Y[perm], f"{a}:X", f"{b}:obsm/X_pca")
+    for x, first in ((X, f"{a}:obsm/X_pca"), (X.astype(np.float32), f"{a}:X")):
+        got, ref = report(first, f"{b}:obsm/X_pca"), report(write.npy(x, "rx.npy"), write.npy(Y[perm], "ry.npy"))
+        notes = got.pop("notes")  # the obs indexes are found as ids, and they differ row by row: said
+        assert ref.pop("notes") == [] and len(notes) == 1 and "(obs/_index, obs/_index) that differ" in notes[0]
+        assert got == ref
     aligned = report(f"{a}:obsm/X_pca", f"{b}:obsm/X_pca", "--ids", "obs/_index")
     assert aligned["pairing"]["paired"] == 120
     assert aligned["metrics"] == report(write.npy(X, "x.npy"), write.npy(Y, "y.npy"))["metrics"]

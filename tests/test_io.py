@@ -187,3 +187,6 @@ def test_every_source_and_reader_implements_its_protocol(write, arr):
         assert isinstance(source, io.LayerSource)
     for path in (write.npy(arr), write.npz(emb=arr), p, write.parquet(emb=arr)):
         assert isinstance(io.reader_for(path), io.Reader)
+    for name, cls in io.READERS.items():  # every registered reader, exported under its class name
+        assert getattr(io, cls.__name__) is cls and cls.__name__ in io.__all__, name
+        assert isinstance(cls(str(p)), io.Reader), name

@@ -121,6 +121,17 @@ def test_output_named_like_the_input_is_refused(data, no_work):
     assert snapshot(data) == before
 
 
+def test_output_onto_an_input_named_with_its_format_is_refused(data, no_work):
+    """`compare x.json@npy b.npy -o x.json`: the '@FORMAT' is not part of the file written over."""
+    os.rename(data / "a.npy", data / "x.json")
+    before = snapshot(data)
+    r = run("compare", f"{data / 'x.json'}@npy", data / "b.npy", "-o", data / "x.json")
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r.stderr)
+    assert "--output would overwrite the input" in line and str(data / "x.json") in line
+    assert snapshot(data) == before
+
+
 def test_output_onto_the_baseline_is_refused(data):
     base = data / "base.json"
     assert run("compare", data / "a.npy", data / "b.npy", *FAST, "-o", base).exit_code == 0

@@ -21,11 +21,13 @@ from repalign.io.stream import spooled
 from repalign.io.tensors import SafetensorsReader
 from repalign.io.text import CSVReader, TSVReader
 from repalign.io.torch import TorchReader
+from repalign.io.zarr_store import ZarrReader
 
 READERS: dict[str, type[FileReader]] = {"npy": NpyReader, "npz": NpzReader, "hdf5": HDF5Reader,
                                         "parquet": ParquetReader, "safetensors": SafetensorsReader,
                                         "arrow": ArrowReader, "shards": ShardsReader, "torch": TorchReader,
-                                        "csv": CSVReader, "tsv": TSVReader, "faiss": FaissReader, "h5ad": H5adReader}
+                                        "csv": CSVReader, "tsv": TSVReader, "faiss": FaissReader, "h5ad": H5adReader,
+                                        "zarr": ZarrReader}
 
 # Readers alive somewhere (a LayerSet holds its own), by path as spelled: within one run every step that needs a
 # file's listing (the layers, the memory plan, the ids) gets the same reader, so each file is listed once. Once

@@ -25,6 +25,7 @@ FORMATS = {
     ".pt": "torch",
     ".pth": "torch",
     ".csv": "csv", ".tsv": "tsv", ".faiss": "faiss", ".index": "faiss", ".h5ad": "h5ad",
+    ".zarr": "zarr",
 }
 
 STDIN = "-"
@@ -78,7 +79,7 @@ def _is_path(head: str) -> bool:
     base, fmt = split_format(head)
     if base == STDIN:
         return True
-    return (fmt is not None or base == head) and os.path.exists(base) and not os.path.isdir(base)
+    return (fmt is not None or base == head) and os.path.exists(base) and (not os.path.isdir(base) or fmt == "zarr")
 
 
 def parse_selector(text: str | os.PathLike[str], fmt: str | None = None) -> Selector:
@@ -154,6 +155,8 @@ def file_format(path: str) -> str:
     explicit format."""
     base, fmt = split_format(path)
     if fmt is not None:
+        if fmt == "zarr" and os.path.isdir(base):
+            return fmt
         if not is_stream(path):
             check_regular_file(base)
         return fmt
@@ -162,6 +165,10 @@ def file_format(path: str) -> str:
                          "(or @parquet, @npz, ...)")
     if os.path.isdir(path):
         from repalign.io.shards import shard_files
+        from repalign.io.zarr_store import is_zarr_dir
+
+        if is_zarr_dir(path):
+            return "zarr"
 
         shard_files(path)  # refuses a directory without shards, saying what it holds
         return "shards"
