@@ -514,7 +514,8 @@ def _to_pandas(result: ComparisonResult | MatrixResult):
         raise RepalignError("to_pandas needs pandas: pip install pandas") from None
     from repalign.report.csv import CsvFormat
 
-    return pd.read_csv(io.StringIO(CsvFormat().format(result)), keep_default_na=False, na_values=[""])
+    return pd.read_csv(io.StringIO(CsvFormat().format(result)), keep_default_na=False, na_values=[""],
+                       float_precision="round_trip")
 
 
 def _comparison_repr(self: ComparisonResult) -> str:
