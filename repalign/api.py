@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from repalign import __version__
 from repalign import engine as _engine
 from repalign.errors import UsageError
 from repalign.options import Options
-from repalign.results import ComparisonResult, MatrixCell, MatrixResult
+from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResult
 
 
 def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
@@ -18,13 +19,16 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             permutations: int | None = None, allow_external: bool = False,
             ids: str | None = None, ids_a: str | None = None, ids_b: str | None = None, require_all: bool = False,
             max_rows: int | None = None, layer_a: str | None = None, layer_b: str | None = None,
-            progress: Callable[[str], None] | None = None, options: Options | None = None) -> ComparisonResult:
+            progress: Callable[[str], None] | None = None, options: Options | None = None,
+            labels: Sequence[str | None] | None = None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
     ----------
-    a, b : file selectors (``"path"``, ``"path:key"``) or (n, d) float arrays;
-        row i of both is the same item.
+    a, b : file selectors (``"path"``, ``"path:key"``) or arrays: numpy,
+        anything with ``__array__`` or ``__dlpack__``, torch tensors (also
+        ones that require grad; bfloat16 is widened to float32), pandas or
+        polars Series of vectors, lists of lists; row i of both is the same item.
     metrics : names or a comma-separated string; default ``("mknn", "cka")``.
     k : neighbours for k-NN metrics (default 10, or the preset's).
     distance : ``cosine`` (default), ``ip`` or ``l2`` for the neighbour search.
@@ -59,6 +63,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     progress : optional callable receiving a short description of each stage.
     options : an :class:`~repalign.options.Options` built already (the CLI's);
         the other keyword arguments are then ignored.
+    labels : names for a and b (a pair; None keeps one's path), shown in
+        tables instead of paths and kept in the JSON report as ``name``.
 
     Returns
     -------
@@ -71,6 +77,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method, permutations=permutations,
             ids=(ids_a if ids_a is not None else ids, ids_b if ids_b is not None else ids), require_all=require_all,
             max_rows=max_rows, layers=(layer_a, layer_b), allow_external=allow_external)
+    names = _names(labels, 2, "labels= of compare")
     run = _engine.prepare([a, b], options, compare=True, progress=progress)
     sa, sb = run.sides
     ra, rb = run.reps
@@ -81,7 +88,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     if not run.keep and not (len(sa.source) == 1 and len(sb.source) == 1):
         notes.append("the layers did not all fit in memory; each was read again for every pair it is in")
     return ComparisonResult(
-        inputs=(sa.info, sb.info), n=run.n, preprocessing=options.preprocessing, metrics=results,
+        inputs=(_named(sa.info, names[0]), _named(sb.info, names[1])), n=run.n,
+        preprocessing=options.preprocessing, metrics=results,
         notes=tuple(notes), uncertainty=run.uncertainty, pairing=run.pairing, sweep=sweep,
         version=__version__, timing={key: round(v, 6) for key, v in timing.items()},
     )
@@ -92,11 +100,14 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
            resamples: int = 1000, confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
            permutations: int | None = None, allow_external: bool = False, ids: str | None = None,
            require_all: bool = False, max_rows: int | None = None, layers: str | None = None,
-           progress: Callable[[str], None] | None = None, options: Options | None = None) -> MatrixResult:
+           progress: Callable[[str], None] | None = None, options: Options | None = None,
+           labels: Sequence[str | None] | None = None) -> MatrixResult:
     """Score every pair of several inputs (or each against a reference), each representation's work done once.
 
     Parameters are those of :func:`compare`; ``inputs`` is a list of file
-    selectors or arrays (at least two, or one with ``reference``), ``layers``
+    selectors or arrays (at least two, or one with ``reference``), or a dict
+    of them whose keys name them (``{"llm": X, "lvm": Y}``); ``labels`` names
+    them too (one per input, the reference first when there is one); ``layers``
     selects layers of every layered input, and ``ids`` joins the items present
     in every input. A pair of layered inputs scores its best layer pair (see
     :func:`compare`). Every metric is symmetric, so each unordered pair is
@@ -108,7 +119,13 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     MatrixResult
     """
     t0 = time.perf_counter()
+    if isinstance(inputs, Mapping):
+        if labels is not None:
+            raise UsageError("give names either as the keys of a dict of inputs or as labels=, not both")
+        labels = ([None] if reference is not None else []) + [str(key) for key in inputs]
+        inputs = list(inputs.values())
     xs = ([reference] if reference is not None else []) + list(inputs)
+    names = _names(labels, len(xs), "labels= of matrix")
     if options is None:
         options = Options.build(
             metrics=metrics, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
@@ -135,7 +152,8 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     if selection is not None and not any(s.info.layers is not None for s in run.sides):
         notes.append(f"--layers {selection} selected nothing: no input has layers")
     timing = {"total_seconds": round(time.perf_counter() - t0, 6)}
-    return MatrixResult(tuple(s.info for s in run.sides), run.n, options.preprocessing, options.metrics,
+    infos = tuple(_named(s.info, name) for s, name in zip(run.sides, names))
+    return MatrixResult(infos, run.n, options.preprocessing, options.metrics,
                         tuple(cells), diagonal, 0 if reference is not None else None, tuple(notes), run.uncertainty,
                         __version__, timing, pairing=run.pairing)
 
@@ -152,3 +170,23 @@ def _score_pairs(run: _engine.Prepared, options: Options, against_reference: boo
         results, _ = _engine.score_pair(run.reps[p], run.reps[q], options, run.uncertainty, progress=progress)
         cells.append(MatrixCell(p, q, results))
     return cells
+
+
+def _names(labels: Sequence[str | None] | None, count: int, what: str) -> list[str | None]:
+    """One name (or None) per input, checked: as many as inputs, each a non-empty string, no two alike."""
+    if labels is None:
+        return [None] * count
+    if isinstance(labels, str) or len(labels) != count:
+        given = "a string" if isinstance(labels, str) else f"{len(labels)}"
+        raise UsageError(f"{what}: expected {count} names (one per input), got {given}")
+    names = [None if x is None else str(x) for x in labels]
+    if any(x is not None and not x.strip() for x in names):
+        raise UsageError(f"{what}: a name is empty")
+    given_names = [x for x in names if x is not None]
+    if len(set(given_names)) != len(given_names):
+        raise UsageError(f"{what}: two inputs have the same name")
+    return names
+
+
+def _named(info: InputInfo, name: str | None) -> InputInfo:
+    return info if name is None else dataclasses.replace(info, given_name=name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import traceback
@@ -222,6 +223,10 @@ def compare(
         help="Read A as this format whatever its suffix (npy, npz, hdf5, parquet, torch); as A@FORMAT.")] = None,
     format_b: Annotated[Optional[str], typer.Option(
         "--format-b", metavar="FORMAT", help="Read B as this format, as --format-a.")] = None,
+    label_a: Annotated[Optional[str], typer.Option(
+        "--label-a", metavar="NAME", help="Show A as NAME instead of its path (kept in JSON as 'name').")] = None,
+    label_b: Annotated[Optional[str], typer.Option(
+        "--label-b", metavar="NAME", help="Show B as NAME instead of its path.")] = None,
 ):
     """Score how alike two embeddings of the same items are.
 
@@ -240,7 +245,8 @@ def compare(
                        layers=(layer_a, layer_b), allow_external=allow_external, formats=(format_a, format_b))
     gates = checks.Gates.build(options.metrics, fail_under=fail_under, fail_above=fail_above, on=on,
                                baseline=baseline, max_drop=max_drop, resamples=resamples)
-    result = _run(lambda progress: run(a, b, options=options, progress=progress), quiet)
+    labels = (label_a, label_b) if label_a is not None or label_b is not None else None
+    result = _run(lambda progress: run(a, b, options=options, progress=progress, labels=labels), quiet)
     result = gates.apply(result)
     if plot is not None and result.sweep is None:
         raise RepalignError("--plot draws a layer sweep; both inputs have a single layer here (give an n×L×d "
@@ -284,7 +290,8 @@ def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bo
 def matrix(
     inputs: Annotated[List[str], typer.Argument(
         metavar="INPUT...",
-        help="Two or more embeddings: PATH or PATH:KEY; PATH@FORMAT names the format; - reads standard input.")],
+        help="Two or more embeddings: PATH or PATH:KEY; PATH@FORMAT names the format; - reads standard input; "
+             "NAME=INPUT shows the input as NAME (NAME without '/', ':' or '.').")],
     reference: Annotated[Optional[str], typer.Option(
         "--reference", "-r", metavar="INPUT",
         help="Compare every INPUT with this one only (results sorted best first) instead of every pair.")] = None,
@@ -304,7 +311,13 @@ def matrix(
     from repalign.api import matrix as run
 
     _check_format(fmt)
-    xs = ([reference] if reference else []) + inputs
+    named = [_named_input(x) for x in ([reference] if reference else []) + inputs]
+    names = [name for name, _ in named]
+    xs = [x for _, x in named]
+    if reference:
+        reference, inputs = xs[0], xs[1:]
+    else:
+        inputs = xs
     check_outputs(xs, output=output, plot=plot)
     options = _options(metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
                        resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
@@ -313,12 +326,23 @@ def matrix(
                        id_options="--ids")
     gates = checks.Gates.build(options.metrics, fail_under=fail_under, fail_above=fail_above, on=on,
                                resamples=resamples)
-    result = _run(lambda progress: run(inputs, reference=reference, options=options, progress=progress), quiet)
+    labels = names if any(name is not None for name in names) else None
+    result = _run(lambda progress: run(inputs, reference=reference, options=options, progress=progress,
+                                       labels=labels), quiet)
     _finish(gates.apply(result), fmt=fmt, output=output, plot=plot, quiet=quiet)
 
 
 _INSPECT_HELP = ("A file of any supported format (" + ", ".join(sorted(FORMATS)) + "; a directory of shards); "
                  "PATH@FORMAT names the format, - is stdin.")
+
+
+def _named_input(arg: str) -> tuple[str | None, str]:
+    """``NAME=INPUT`` → (NAME, INPUT); anything else → (None, arg). A name has no '/', ':' or '.', and an
+    argument that is an existing path is a path, so 'a=b.npy' that exists on disk is read as that file."""
+    name, sep, rest = arg.partition("=")
+    if not sep or not name or not rest or any(c in name for c in "/:.") or os.path.exists(arg):
+        return None, arg
+    return name, rest
 
 
 @app.command(cls=_Command)

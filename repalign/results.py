@@ -6,8 +6,13 @@ result type and its (de)serialisation side by side is what keeps them in step wi
 
 from __future__ import annotations
 
+import html
+import importlib
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from repalign.errors import RepalignError
 from repalign.pairing import Pairing
 from repalign.preprocess import Preprocessing
 
@@ -32,24 +37,36 @@ class InputInfo:
     """Element type as stored."""
     layers: tuple[str, ...] | None = None
     """Labels of the layers used (n×L×d index or array key), or None for a single 2-D array."""
+    given_name: str | None = None
+    """The name the user gave this input (``labels=``, ``--label-a``, ``NAME=PATH``), shown instead of its path."""
 
     @property
     def name(self) -> str:
-        """How the input is shown to people: path[:key], or 'array a'."""
+        """How the input is shown to people: its given name, path[:key], or 'array a'."""
+        if self.given_name is not None:
+            return self.given_name
         if self.path is None:
             return f"array {self.label}"
         return self.path if self.key is None else f"{self.path}:{self.key}"
 
+    @property
+    def short(self) -> str:
+        """The input's row/column head in tables and heatmaps: its given name, or its label ('a', '0')."""
+        return self.label if self.given_name is None else self.given_name
+
     def to_dict(self) -> dict:
-        return {"label": self.label, "path": self.path, "key": self.key, "format": self.format,
-                "shape": list(self.shape), "dtype": self.dtype,
-                "layers": None if self.layers is None else list(self.layers)}
+        d = {"label": self.label, "path": self.path, "key": self.key, "format": self.format,
+             "shape": list(self.shape), "dtype": self.dtype,
+             "layers": None if self.layers is None else list(self.layers)}
+        if self.given_name is not None:  # only then, so that reports without names stay as they were
+            d["name"] = self.given_name
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> InputInfo:
         layers = d.get("layers")
         return cls(d["label"], d["path"], d["key"], d["format"], tuple(d["shape"]), d["dtype"],
-                   None if layers is None else tuple(layers))
+                   None if layers is None else tuple(layers), d.get("name"))
 
 
 @dataclass(frozen=True)
@@ -291,6 +308,17 @@ class ComparisonResult:
         """True when any check failed (the CLI then exits 1)."""
         return any(not c.passed for c in self.checks)
 
+    def __repr__(self) -> str:
+        """One line per metric: name, value, interval, chance."""
+        return _comparison_repr(self)
+
+    def _repr_html_(self) -> str:
+        return _comparison_html(self)
+
+    def to_pandas(self):
+        """The report as a long-form pandas DataFrame: the CSV report's columns and numbers."""
+        return _to_pandas(self)
+
     def metric(self, name: str) -> MetricResult:
         for m in self.metrics:
             if m.name == name:
@@ -379,6 +407,17 @@ class MatrixResult:
     def failed(self) -> bool:
         return any(not c.passed for c in self.checks)
 
+    def __repr__(self) -> str:
+        """One line per pair and metric: name, value, interval, chance."""
+        return _matrix_repr(self)
+
+    def _repr_html_(self) -> str:
+        return _matrix_html(self)
+
+    def to_pandas(self):
+        """The report as a long-form pandas DataFrame: the CSV report's columns and numbers."""
+        return _to_pandas(self)
+
     @property
     def order(self) -> tuple[int, ...]:
         """Reference mode: the other inputs, best first."""
@@ -438,3 +477,70 @@ class MatrixResult:
             checks=tuple(Check.from_dict(c) for c in d.get("checks", ())),
             pairing=None if d.get("pairing") is None else Pairing.from_dict(d["pairing"]),
         )
+
+
+# ---------------------------------------------------------------- notebook display
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def _metric_cells(m: MetricResult) -> tuple[str, str, str, str]:
+    """name, value, interval, chance: the four things a reader of a notebook wants to see per metric."""
+    interval = "" if m.ci_low is None or m.ci_high is None else f"[{_num(m.ci_low)}, {_num(m.ci_high)}]"
+    chance = "" if m.chance is None else _num(m.chance)
+    return m.name, _num(m.value) if m.value is not None else f"— ({m.reason})" if m.reason else "—", interval, chance
+
+
+def _metric_line(m: MetricResult, prefix: str = "") -> str:
+    name, value, interval, chance = _metric_cells(m)
+    return (f"  {prefix}{name}: {value}" + (f" {interval}" if interval else "")
+            + (f" (chance {chance})" if chance else ""))
+
+
+def _html_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], caption: str) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><caption>{esc(caption)}</caption><tr>{head}</tr>{body}</table>"
+
+
+def _to_pandas(result: ComparisonResult | MatrixResult):
+    """The CSV report as a DataFrame (long form, the CSV formatter's columns and numbers)."""
+    try:
+        pd = importlib.import_module("pandas")  # lazily: repalign does not depend on pandas
+    except ImportError:
+        raise RepalignError("to_pandas needs pandas: pip install pandas") from None
+    from repalign.report.csv import CsvFormat
+
+    return pd.read_csv(io.StringIO(CsvFormat().format(result)), keep_default_na=False, na_values=[""],
+                       float_precision="round_trip")
+
+
+def _comparison_repr(self: ComparisonResult) -> str:
+    a, b = self.inputs
+    lines = [f"ComparisonResult({a.name} vs {b.name}, n={self.n})"]
+    lines += [_metric_line(m) for m in self.metrics]
+    return "\n".join(lines)
+
+
+def _comparison_html(self: ComparisonResult) -> str:
+    a, b = self.inputs
+    return _html_table(("metric", "value", "interval", "chance"), [_metric_cells(m) for m in self.metrics],
+                       f"{a.name} vs {b.name}, n={self.n}")
+
+
+def _matrix_repr(self: MatrixResult) -> str:
+    lines = [f"MatrixResult({len(self.inputs)} inputs, n={self.n})"]
+    for c in self.cells:
+        pair = f"{self.inputs[c.a].name} vs {self.inputs[c.b].name}: "
+        lines += [_metric_line(m, pair) for m in c.metrics]
+    return "\n".join(lines)
+
+
+def _matrix_html(self: MatrixResult) -> str:
+    rows = [(self.inputs[c.a].name, self.inputs[c.b].name, *_metric_cells(m)) for c in self.cells for m in c.metrics]
+    return _html_table(("a", "b", "metric", "value", "interval", "chance"), rows,
+                       f"{len(self.inputs)} inputs, n={self.n}")
+

@@ -13,6 +13,7 @@ from repalign import memory
 from repalign import pairing as _pairing
 from repalign.errors import InputError, UsageError
 from repalign.io import ArrayLayers, Checked, LayerSource
+from repalign.io.coerce import as_array
 from repalign.metrics import REGISTRY, list_depth
 from repalign.options import Options
 from repalign.results import InputInfo, UncertaintySettings
@@ -69,13 +70,14 @@ def open_side(x, label: str, allow_external: bool = False, layers: str | None = 
         plan = _io.describe(_io.Selector(src.selector.path, src.keys[0]))
         notes = [f"{info.name}: bfloat16 values widened to float32"] if src.stored_dtype == "bfloat16" else []
         return Side(info, src, notes, plan)
-    arr_src = ArrayLayers(x, f"array {label}")
+    arr, coerced = as_array(x, f"array {label}")
+    arr_src = ArrayLayers(arr, f"array {label}")
     arr_src = arr_src.select(layers) if arr_src.layered or not only_layered else arr_src
     info = InputInfo(label, None, None, "array", arr_src.shape, str(arr_src.array.dtype),
                      arr_src.labels if arr_src.layered else None)
     arr = arr_src.array
     array_plan = ((arr.shape[0], arr.shape[-1]), arr.dtype.itemsize, 0) if arr.ndim in (2, 3) else None
-    return Side(info, arr_src, [], array_plan)
+    return Side(info, arr_src, coerced, array_plan)
 
 
 def read_side(side: Side) -> Side:

@@ -181,7 +181,7 @@ def grids(result: Result) -> list[Grid]:
         la, lb = list(sw.layers_a), list(sw.layers_b)
         return [Grid("layers", name, sw.values(name), la, lb, la, lb, result.metric(name).range, sw.best[name])
                 for name in sw.cells]
-    labels = [i.label for i in result.inputs]
+    labels = [i.short for i in result.inputs]
     names = [i.name for i in result.inputs]
     out = []
     for metric in result.metric_names:

@@ -236,7 +236,7 @@ def _metric_table(result: Result, left_out: list[str] | None = None) -> Table:
     for row in common.rows(result):
         cells = row.cells()
         if row.pair is not None:
-            cells["a"], cells["b"] = (shown(info.label) for info in row.pair)
+            cells["a"], cells["b"] = (shown(info.short) for info in row.pair)
         cells["check"] = row.check
         t.add_row(*(cells[col.key] for col in columns), style="bold red" if row.check == "FAIL" else None)
     return t
