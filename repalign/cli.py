@@ -172,6 +172,9 @@ MaxRows = Annotated[Optional[int], typer.Option(
     "--max-rows", metavar="N", help="Evaluate on N randomly chosen paired items (the same in every input; --seed).")]
 Plot = Annotated[Optional[str], typer.Option(
     "--plot", metavar="FILE", help="Save the heatmaps as .png, .svg or .pdf (needs matplotlib).")]
+PlotScale = Annotated[str, typer.Option(
+    "--plot-scale", metavar="SCALE",
+    help="Heatmap colours: data (from the values' min to max) or fixed (the metric's full range, 0–1 or −1–1).")]
 
 
 def _options(**kwargs):
@@ -218,6 +221,7 @@ def compare(
     layer_b: Annotated[Optional[str], typer.Option(
         "--layer-b", metavar="LAYERS", help="Layers of B, as --layer-a.")] = None,
     plot: Plot = None,
+    plot_scale: PlotScale = "data",
     format_a: Annotated[Optional[str], typer.Option(
         "--format-a", metavar="FORMAT",
         help="Read A as this format whatever its suffix (npy, npz, hdf5, parquet, torch); as A@FORMAT.")] = None,
@@ -237,6 +241,7 @@ def compare(
     from repalign.api import compare as run
 
     _check_format(fmt)
+    _check_plot_scale(plot_scale)
     check_outputs([a, b], baseline, output=output, plot=plot)
     options = _options(metrics=metric, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
                        resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
@@ -251,7 +256,7 @@ def compare(
     if plot is not None and result.sweep is None:
         raise RepalignError("--plot draws a layer sweep; both inputs have a single layer here (give an n×L×d "
                             "array or a KEY glob, or use repalign matrix)")
-    _finish(result, fmt=fmt, output=output, plot=plot, quiet=quiet, explain=explain)
+    _finish(result, fmt=fmt, output=output, plot=plot, plot_scale=plot_scale, quiet=quiet, explain=explain)
 
 
 def _check_format(fmt: str) -> None:
@@ -261,7 +266,13 @@ def _check_format(fmt: str) -> None:
         raise RepalignError(f"unknown --format '{fmt}' (choose from {', '.join(report.FORMATS)})")
 
 
-def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bool, explain: bool = False) -> None:
+def _check_plot_scale(scale: str) -> None:
+    if scale not in ("data", "fixed"):
+        raise RepalignError(f"unknown --plot-scale '{scale}' (choose from data, fixed)")
+
+
+def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bool, explain: bool = False,
+            plot_scale: str = "data") -> None:
     """Warnings, report file, plot, the output itself, failed checks, and exit 1 if any check failed."""
     from repalign import report
 
@@ -271,7 +282,7 @@ def _finish(result, *, fmt: str, output: str | None, plot: str | None, quiet: bo
     if output is not None:
         report.write(result, output)
     if plot is not None:
-        report.PLOT.save(result, plot)
+        report.PLOT.save(result, plot, scale=plot_scale)
     emit(report.table(result, explain=explain) if fmt == "table" else report.FORMATTERS[fmt].format(result),
           is_json=fmt == "json")
     if explain and fmt != "table" and not quiet:
@@ -305,12 +316,14 @@ def matrix(
         "--layers", metavar="LAYERS",
         help="Layers of every layered input: all, 3, -1, 0:12:2 or 1,5,9 [default: all; best pair per cell].")] = None,
     plot: Plot = None,
+    plot_scale: PlotScale = "data",
 ):
     """Alignment of every pair of several embeddings of the same items (or each against --reference)."""
     from repalign import checks
     from repalign.api import matrix as run
 
     _check_format(fmt)
+    _check_plot_scale(plot_scale)
     named = [_named_input(x) for x in ([reference] if reference else []) + inputs]
     names = [name for name, _ in named]
     xs = [x for _, x in named]
@@ -329,7 +342,7 @@ def matrix(
     labels = names if any(name is not None for name in names) else None
     result = _run(lambda progress: run(inputs, reference=reference, options=options, progress=progress,
                                        labels=labels), quiet)
-    _finish(gates.apply(result), fmt=fmt, output=output, plot=plot, quiet=quiet)
+    _finish(gates.apply(result), fmt=fmt, output=output, plot=plot, plot_scale=plot_scale, quiet=quiet)
 
 
 _INSPECT_HELP = ("A file of any supported format (" + ", ".join(sorted(FORMATS)) + "; a directory of shards); "

@@ -225,3 +225,95 @@ def test_unwritable_target_is_a_usage_error(tmp_path, rng):
     with pytest.raises(UsageError, match="taken.png: cannot write the plot") as info:
         save_heatmaps(str(target), make_panels(rng))
     assert "\n" not in str(info.value) and target.is_dir()
+
+
+# ---------------------------------------------------------------- figures fit for a paper
+
+
+def _heat_and_bar(fig, panel=0):
+    """The heatmap image and the colour-bar axes of panel ``panel`` (axes alternate heatmap, colour bar)."""
+    axes = fig.axes
+    return axes[2 * panel].images[0], axes[2 * panel + 1]
+
+
+def test_colour_limits_follow_the_data_or_the_metric_range():
+    from repalign.report.plot import colour_limits
+
+    values = [[0.2, 0.5], [None, 0.3]]
+    assert colour_limits(values, (0.0, 1.0), "data") == (0.2, 0.5)
+    assert colour_limits(values, (0.0, 1.0), "fixed") == (0.0, 1.0)
+    assert colour_limits(values, (-1.0, 1.0), "fixed") == (-1.0, 1.0)
+    # A matrix's diagonal (self against self) does not stretch the data range.
+    assert colour_limits([[1.0, 0.3], [0.3, 1.0]], (0.0, 1.0), "data", skip_diagonal=True) == (0.0, 1.0)
+    assert colour_limits([[1.0, 0.3, 0.4], [0.3, 1.0, 0.6], [0.4, 0.6, 1.0]], (0.0, 1.0), "data",
+                         skip_diagonal=True) == (0.3, 0.6)
+    # Nothing or a single value to scale to: the metric's range.
+    assert colour_limits([[None, None]], (0.0, 1.0), "data") == (0.0, 1.0)
+    assert colour_limits([[0.4, 0.4]], (-1.0, 1.0), "data") == (-1.0, 1.0)
+    with pytest.raises(UsageError):
+        colour_limits(values, (0.0, 1.0), "log")
+
+
+def test_figure_norm_colour_bar_label_chance_and_ticks(tmp_path):
+    panel = {"title": "mknn", "values": [[0.2, 0.5], [0.4, 0.3]], "row_labels": ["layer 0", "layer 1"],
+             "col_labels": ["model-x", "model-y"], "row_axis": "layer of a", "col_axis": "input",
+             "vmin": 0.2, "vmax": 0.5, "colorbar_label": "mknn (higher = more aligned)", "chance": 0.25,
+             "chance_range": (0.22, 0.28)}
+    fig = save_heatmaps(str(tmp_path / "f.png"), [panel])
+    image, cax = _heat_and_bar(fig)
+    assert (image.norm.vmin, image.norm.vmax) == (0.2, 0.5)
+    assert "mknn" in cax.get_ylabel() and "higher = more aligned" in cax.get_ylabel().replace("\n", " ")
+    lines = [ln for ln in cax.lines if ln.get_gid() == "chance"]
+    assert len(lines) == 1 and set(lines[0].get_ydata()) == {0.25}
+    assert [p for p in cax.patches if p.get_gid() == "chance-band"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["model-x", "model-y"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["layer 0", "layer 1"]
+
+
+def test_chance_outside_the_colour_range_is_drawn_at_the_end_and_labelled(tmp_path):
+    panel = {"title": "cka", "values": [[0.3, 0.5]], "row_labels": ["a"], "col_labels": ["b", "c"],
+             "row_axis": "", "col_axis": "", "vmin": 0.3, "vmax": 0.5, "chance": 0.01}
+    fig = save_heatmaps(str(tmp_path / "f.svg"), [panel])
+    _, cax = _heat_and_bar(fig)
+    line = next(ln for ln in cax.lines if ln.get_gid() == "chance")
+    assert set(line.get_ydata()) == {0.3}
+    assert any(t.startswith("chance 0.01") for t in svg_text(tmp_path / "f.svg"))
+
+
+def _sweep_result(rng):
+    from repalign.api import compare
+
+    a = rng.normal(size=(60, 3, 8)).astype(np.float32)
+    b = a[:, -1] + 0.5 * rng.normal(size=(60, 8)).astype(np.float32)
+    return compare(a, b, metrics=["mknn", "cka-unbiased"], k=5, resamples=0, permutations=0)
+
+
+def test_sweep_panels_data_and_fixed_scale_and_chance(rng, tmp_path):
+    from repalign.report.plot import PlotFormat, plot_panels
+
+    result = _sweep_result(rng)
+    sw = result.sweep
+    assert sw is not None
+    for panel in plot_panels(result, "data"):
+        vals = np.array(sw.values(panel["title"]), dtype=float)
+        assert (panel["vmin"], panel["vmax"]) == (np.nanmin(vals), np.nanmax(vals))
+        chances = [c.chance for row in sw.cells[panel["title"]] for c in row]
+        assert panel["chance"] == pytest.approx(float(np.mean(chances)))
+        assert panel["colorbar_label"] == f"{panel['title']} (higher = more aligned)"
+        assert panel["row_labels"] == list(sw.layers_a) and panel["col_labels"] == list(sw.layers_b)
+    fixed = {p["title"]: (p["vmin"], p["vmax"]) for p in plot_panels(result, "fixed")}
+    assert fixed == {"mknn": (0.0, 1.0), "cka-unbiased": (-1.0, 1.0)}
+    PlotFormat().save(result, str(tmp_path / "s.png"), scale="fixed")
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_cli_plot_scale_is_checked(tmp_path):
+    from typer.testing import CliRunner
+
+    from repalign.cli import app
+
+    r = CliRunner().invoke(app, ["compare", "x.npy", "y.npy", "--plot", str(tmp_path / "p.png"),
+                                 "--plot-scale", "log"])
+    assert r.exit_code == 2
+    assert "--plot-scale" in r.output and "Traceback" not in r.output

@@ -356,10 +356,15 @@ def test_sweep_csv():
 def test_sweep_plot_panels():
     common = {"row_labels": ["0", "1"], "col_labels": ["x", "y"], "row_axis": "layer of a (a.h5:layers/*)",
               "col_axis": "layer of b (b.npy)", "annotate": True}
-    assert report.plot_panels(SWEEP) == [
-        dict(common, title="mknn", values=MKNN_GRID, vmin=0.0, vmax=1.0, best=(0, 1)),
-        dict(common, title="cka", values=CKA_GRID, vmin=0.0, vmax=1.0, best=(1, 1)),
+    panels = report.plot_panels(SWEEP, "fixed")
+    chances = [p.pop("chance") for p in panels]
+    assert panels == [
+        dict(common, title="mknn", values=MKNN_GRID, vmin=0.0, vmax=1.0, best=(0, 1),
+             colorbar_label="mknn (higher = more aligned)"),
+        dict(common, title="cka", values=CKA_GRID, vmin=0.0, vmax=1.0, best=(1, 1),
+             colorbar_label="cka (higher = more aligned)"),
     ]
+    assert chances == pytest.approx([0.1, 0.01])
 
 
 # ------------------------------------------------------------------ matrix reports
@@ -518,13 +523,22 @@ def test_matrix_csv_checks_and_json_round_trip():
 
 def test_matrix_plot_panels():
     names = ["p.npy", "q.h5:emb", "r.npy"]
-    assert report.plot_panels(MATRIX) == [
+
+    def plain(panels):
+        """The panels without the colour bar's label and chance marker (checked in test_plot.py)."""
+        return [{k: v for k, v in p.items() if k not in ("colorbar_label", "chance", "chance_range")}
+                for p in panels]
+
+    data = report.plot_panels(MATRIX)
+    assert (data[0]["vmin"], data[0]["vmax"]) == (0.2, 0.3)  # the data's range, diagonal left out
+    assert data[0]["colorbar_label"] == "mknn (higher = more aligned)" and data[0]["chance"] == 0.08
+    assert plain(report.plot_panels(MATRIX, "fixed")) == [
         {"title": "mknn", "values": [[1.0, 0.3, 0.2], [0.3, 1.0, 0.25], [0.2, 0.25, 1.0]], "row_labels": names,
          "col_labels": names, "row_axis": "input", "col_axis": "input", "vmin": 0.0, "vmax": 1.0, "annotate": True},
         {"title": "cka", "values": [[1.0, 0.6, None], [0.6, 1.0, 0.5], [None, 0.5, 1.0]], "row_labels": names,
          "col_labels": names, "row_axis": "input", "col_axis": "input", "vmin": 0.0, "vmax": 1.0, "annotate": True},
     ]
-    assert report.plot_panels(REFERENCED) == [
+    assert plain(report.plot_panels(REFERENCED, "fixed")) == [
         {"title": "mknn", "values": [[0.4, 0.3]], "row_labels": ["ref.npy"], "col_labels": ["y.npy", "x.npy"],
          "row_axis": "reference", "col_axis": "input", "vmin": 0.0, "vmax": 1.0, "annotate": True}]
 

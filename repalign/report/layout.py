@@ -47,6 +47,9 @@ class Panel(TypedDict, total=False):
     vmax: Required[float]
     best: tuple[int, int] | None
     annotate: bool
+    colorbar_label: str
+    chance: float
+    chance_range: tuple[float, float]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from repalign.report.layout import (
     tick_labels,
     wrap,
 )
+from repalign.results import ComparisonResult
 from repalign.safe_write import write_atomic
 from repalign.text import shown
 
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 
 SUFFIXES = (".png", ".svg", ".pdf")
 MISSING_COLOUR = "#d0d0d0"
+SCALES = ("data", "fixed")
+"""--plot-scale: colour limits from the data's range (default) or the metric's full range."""
+DIRECTION = "higher = more aligned"
 
 
 class PlotFormat:
@@ -47,22 +51,66 @@ class PlotFormat:
     says how to install it.
     """
 
-    def save(self, result: Result, path: str) -> None:
-        save_heatmaps(path, plot_panels(result), title=None)
+    def save(self, result: Result, path: str, scale: str = "data") -> None:
+        save_heatmaps(path, plot_panels(result, scale), title=None)
 
 
-def plot_panels(result: Result) -> list[Panel]:
-    """The heatmap panels of a sweep or a matrix, as :func:`save_heatmaps` takes them."""
+def _chances(result: Result, metric: str) -> list[float]:
+    """The chance levels of the cells of ``metric``'s heatmap (a matrix's diagonal, self against self, left out)."""
+    if isinstance(result, ComparisonResult):
+        sw = result.sweep
+        cells = [] if sw is None else [c for row in sw.cells[metric] for c in row]
+    else:
+        cells = [c.metric(metric) for c in result.cells]
+    return [float(c.chance) for c in cells if c.chance is not None and np.isfinite(c.chance)]
+
+
+def colour_limits(values: Sequence[Sequence[float | None]], bounds: tuple[float, float],
+                  scale: str, skip_diagonal: bool = False) -> tuple[float, float]:
+    """Colour limits: the metric's ``bounds`` with ``scale="fixed"``, else the defined values' min and max.
+
+    ``skip_diagonal`` leaves a matrix's diagonal (each input against itself, 1.0) out of the data range, so
+    the pairs' differences get the colours; the diagonal is then drawn in the top colour. A grid with no
+    defined value, or a single distinct value, falls back to ``bounds``.
+    """
+    if scale not in SCALES:
+        raise UsageError(f"--plot-scale must be one of {', '.join(SCALES)} (got {scale!r})")
+    if scale == "fixed":
+        return float(bounds[0]), float(bounds[1])
+    m = _as_matrix(values)
+    if skip_diagonal and m.shape[0] == m.shape[1] and m.shape[0] > 1:
+        m = m.copy()
+        np.fill_diagonal(m, np.nan)
+    finite = m[np.isfinite(m)]
+    if finite.size == 0 or float(finite.min()) == float(finite.max()):
+        return float(bounds[0]), float(bounds[1])
+    return float(finite.min()), float(finite.max())
+
+
+def plot_panels(result: Result, scale: str = "data") -> list[Panel]:
+    """The heatmap panels of a sweep or a matrix, as :func:`save_heatmaps` takes them.
+
+    ``scale`` is "data" (colour limits = the values' range) or "fixed" (the metric's full range). Each
+    panel's colour bar is labelled with the metric and its direction and marks the mean chance level of
+    its cells (with their min–max as a band when the cells' chance levels differ).
+    """
     a, b = result.inputs[0].name, result.inputs[1].name
     axes = {"layers": (f"layer of a ({a})", f"layer of b ({b})"), "pairs": ("input", "input"),
             "reference": ("reference", "input")}
     panels = []
     for grid in common.grids(result):
         row_axis, col_axis = axes[grid.kind]
+        vmin, vmax = colour_limits(grid.values, grid.range, scale, skip_diagonal=grid.kind == "pairs")
         # Labels as they are shown everywhere else: one line, undecodable bytes as \\xff (SVG/PDF need valid text).
         panel: Panel = {"title": grid.metric, "values": grid.values, "row_labels": [shown(x) for x in grid.row_names],
                         "col_labels": [shown(x) for x in grid.col_names], "row_axis": shown(row_axis),
-                        "col_axis": shown(col_axis), "vmin": grid.range[0], "vmax": grid.range[1], "annotate": True}
+                        "col_axis": shown(col_axis), "vmin": vmin, "vmax": vmax, "annotate": True,
+                        "colorbar_label": f"{grid.metric} ({DIRECTION})"}
+        chances = _chances(result, grid.metric)
+        if chances:
+            panel["chance"] = float(np.mean(chances))
+            if max(chances) > min(chances):
+                panel["chance_range"] = (min(chances), max(chances))
         if grid.kind == "layers":  # a sweep frames its best pair; a matrix shows every pair for itself
             panel["best"] = grid.best
         panels.append(panel)
@@ -177,6 +225,34 @@ def _draw_panel(fig: Figure, ax: Axes, cax: Axes, panel: Panel) -> None:
         _mark_best(ax, int(best[0]), int(best[1]))
     cbar = fig.colorbar(im, cax=cax)
     cbar.ax.tick_params(labelsize=TICK_FONT)
+    label = panel.get("colorbar_label")
+    if label:
+        cbar.set_label(wrap(str(label), geom.heat_h, AXIS_FONT), fontsize=AXIS_FONT)
+    _mark_chance(cax, panel, vmin, vmax)
+
+
+def _mark_chance(cax: Axes, panel: Panel, vmin: float, vmax: float) -> None:
+    """Mark the chance level on the colour bar: a black-on-white line at the (mean) chance value, the
+    cells' min–max chance as a hatched band when it varies; a level outside the colour range is clipped
+    to the bar's end and drawn dashed."""
+    chance = panel.get("chance")
+    if chance is None:
+        return
+    band = panel.get("chance_range")
+    if band is not None:
+        lo, hi = max(band[0], vmin), min(band[1], vmax)
+        if hi > lo:
+            cax.axhspan(lo, hi, facecolor="none", edgecolor="black", hatch="////", linewidth=0.0, gid="chance-band")
+    y = min(max(chance, vmin), vmax)
+    style, text = "-", "chance"
+    if chance < vmin:
+        style, text = "--", f"chance {chance:.2f} ↓"
+    elif chance > vmax:
+        style, text = "--", f"chance {chance:.2f} ↑"
+    cax.axhline(y, color="white", linewidth=3.0, linestyle=style)
+    cax.axhline(y, color="black", linewidth=1.4, linestyle=style, gid="chance")
+    cax.annotate(text, xy=(0.0, y), xycoords=("axes fraction", "data"), xytext=(-2, 0),
+                 textcoords="offset points", ha="right", va="center", fontsize=TICK_FONT - 1)
 
 
 def _check_path(path: str) -> str:
@@ -191,7 +267,7 @@ def _check_path(path: str) -> str:
     return suffix.lower()[1:]
 
 
-def save_heatmaps(path: str, panels: list[Panel], title: str | None = None) -> None:
+def save_heatmaps(path: str, panels: list[Panel], title: str | None = None) -> Figure:
     """Write one heatmap per panel, side by side, to a PNG, SVG or PDF file.
 
     Parameters
@@ -207,12 +283,20 @@ def save_heatmaps(path: str, panels: list[Panel], title: str | None = None) -> N
           Row 0 is drawn at the top.
         - ``"row_labels"``, ``"col_labels"`` (list of str): tick labels, one per row/column.
         - ``"row_axis"``, ``"col_axis"`` (str): axis labels.
-        - ``"vmin"``, ``"vmax"`` (float): colour range, normally the metric's range.
+        - ``"vmin"``, ``"vmax"`` (float): colour range (the data's or the metric's range).
         - ``"best"`` (optional, (row, col) or None): cell to frame.
+        - ``"colorbar_label"`` (optional, str): the colour bar's label, e.g. "mknn (higher = more aligned)".
+        - ``"chance"`` (optional, float): chance level, marked with a line on the colour bar.
+        - ``"chance_range"`` (optional, (low, high)): the cells' chance levels, a hatched band on the bar.
         - ``"annotate"`` (optional, bool): write the values with 2 decimals in the cells
           (only when the matrix is at most 20 x 20).
     title : str or None
         Optional figure title above all panels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure as written (for inspection; it is not shown).
 
     Raises
     ------
@@ -248,3 +332,4 @@ def save_heatmaps(path: str, panels: list[Panel], title: str | None = None) -> N
         metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}.get(fmt)
         # Through a temporary file: a failed or interrupted save leaves any earlier plot as it was.
         write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=PNG_DPI, metadata=metadata), "the plot")
+    return fig
