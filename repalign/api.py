@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar, cast
 
 from repalign import __version__
 from repalign import engine as _engine
@@ -12,14 +13,34 @@ from repalign.errors import UsageError
 from repalign.options import Options
 from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResult
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _progress_option(fn: F) -> F:
+    """``progress=True``: the CLI's spinner on stderr, shown even when stderr is not a terminal (a notebook)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if kwargs.get("progress") is not True:
+            return fn(*args, **kwargs)
+        from repalign.console import Progress
+
+        spinner = Progress(quiet=False, always=True)
+        try:
+            return fn(*args, **{**kwargs, "progress": spinner})
+        finally:
+            spinner.close()
+
+    return cast(F, wrapper)
+
+@_progress_option
 def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
             normalize: bool | None = None, preset: str | None = None, resamples: int = 1000,
             confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
             permutations: int | None = None, allow_external: bool = False,
             ids: str | None = None, ids_a: str | None = None, ids_b: str | None = None, require_all: bool = False,
             max_rows: int | None = None, layer_a: str | None = None, layer_b: str | None = None,
-            progress: Callable[[str], None] | None = None, options: Options | None = None,
+            progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
             labels: Sequence[str | None] | None = None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
@@ -60,7 +81,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         every pair is scored (``result.sweep``) and ``result.metrics`` holds
         each metric's best pair, its interval Bonferroni-widened over the
         pairs and its p-value from the max over pairs under each permutation.
-    progress : optional callable receiving a short description of each stage.
+    progress : True to show the CLI's stages on stderr (a spinner after a second, in a terminal or a
+        notebook), or a callable receiving a short description of each stage.
     options : an :class:`~repalign.options.Options` built already (the CLI's);
         the other keyword arguments are then ignored.
     labels : names for a and b (a pair; None keeps one's path), shown in
@@ -71,6 +93,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     ComparisonResult
     """
     t0 = time.perf_counter()
+    stages = progress if callable(progress) else None  # True became a spinner in _progress_option
     if options is None:
         options = Options.build(
             metrics=metrics, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
@@ -78,11 +101,11 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             ids=(ids_a if ids_a is not None else ids, ids_b if ids_b is not None else ids), require_all=require_all,
             max_rows=max_rows, layers=(layer_a, layer_b), allow_external=allow_external)
     names = _names(labels, 2, "labels= of compare")
-    run = _engine.prepare([a, b], options, compare=True, progress=progress)
+    run = _engine.prepare([a, b], options, compare=True, progress=stages)
     sa, sb = run.sides
     ra, rb = run.reps
     timing: dict = {}
-    results, sweep = _engine.score_pair(ra, rb, options, run.uncertainty, progress=progress, timing=timing)
+    results, sweep = _engine.score_pair(ra, rb, options, run.uncertainty, progress=stages, timing=timing)
     timing["total_seconds"] = time.perf_counter() - t0
     notes = sa.notes + sb.notes + ra.notes + rb.notes + run.notes
     if not run.keep and not (len(sa.source) == 1 and len(sb.source) == 1):
@@ -95,12 +118,13 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     )
 
 
+@_progress_option
 def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distance: str = "cosine",
            clip: float | None = None, normalize: bool | None = None, preset: str | None = None,
            resamples: int = 1000, confidence: float = 0.95, seed: int | None = None, ci_method: str = "auto",
            permutations: int | None = None, allow_external: bool = False, ids: str | None = None,
            require_all: bool = False, max_rows: int | None = None, layers: str | None = None,
-           progress: Callable[[str], None] | None = None, options: Options | None = None,
+           progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
            labels: Sequence[str | None] | None = None) -> MatrixResult:
     """Score every pair of several inputs (or each against a reference), each representation's work done once.
 
@@ -119,6 +143,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     MatrixResult
     """
     t0 = time.perf_counter()
+    stages = progress if callable(progress) else None  # True became a spinner in _progress_option
     if isinstance(inputs, Mapping):
         if labels is not None:
             raise UsageError("give names either as the keys of a dict of inputs or as labels=, not both")
@@ -134,8 +159,8 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
             allow_external=allow_external, id_options="--ids")
     if len(xs) < 2:
         raise UsageError("repalign matrix needs at least two inputs (or one and --reference)")
-    run = _engine.prepare(xs, options, compare=False, progress=progress)
-    cells = _score_pairs(run, options, reference is not None, progress)
+    run = _engine.prepare(xs, options, compare=False, progress=stages)
+    cells = _score_pairs(run, options, reference is not None, stages)
     diagonal: tuple[MatrixCell, ...] = ()
     if reference is None:
         diagonal = tuple(MatrixCell(p, p, _engine.self_scores(r, options, run.uncertainty))

@@ -27,10 +27,11 @@ def err(line: str) -> None:
 class Progress:
     """A spinner on stderr for work that takes longer than a second, only on a terminal, never with NO_COLOR."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, always: bool = False):
         import threading
 
-        enabled = not quiet and not no_color() and sys.stderr is not None and sys.stderr.isatty()
+        # always: the library's progress=True, where stderr may be a notebook's rather than a terminal.
+        enabled = not quiet and not no_color() and sys.stderr is not None and (always or sys.stderr.isatty())
 
         self.stage = "working"
         self.status = None

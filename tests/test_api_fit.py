@@ -271,3 +271,31 @@ def test_to_pandas_without_pandas(data, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(RepalignError, match=r"pip install pandas$"):
         r.to_pandas()
+
+
+def test_progress_true_shows_the_stages_and_changes_nothing(monkeypatch):
+    """progress=True drives the CLI's spinner (even off a terminal, as in a notebook) with the same stages."""
+    from repalign import console
+
+    seen, closed = [], []
+
+    class Recorder:
+        def __init__(self, quiet, always=False):
+            assert not quiet and always
+
+        def __call__(self, stage):
+            seen.append(stage)
+
+        def close(self):
+            closed.append(True)
+
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((80, 6)), rng.standard_normal((80, 5))
+    plain = repalign.compare(X, Y, resamples=0, permutations=20, seed=1)
+    monkeypatch.setattr(console, "Progress", Recorder)
+    shown = repalign.compare(X, Y, resamples=0, permutations=20, seed=1, progress=True)
+    assert [m.to_dict() for m in shown.metrics] == [m.to_dict() for m in plain.metrics]
+    assert "reading inputs" in seen and any("permutations" in s for s in seen) and closed == [True]
+    seen.clear()
+    repalign.matrix([X, Y, X], resamples=0, permutations=0, seed=1, progress=True)
+    assert any(s.startswith("pair 1/3") for s in seen) and closed == [True, True]

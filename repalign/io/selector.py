@@ -178,5 +178,5 @@ def file_format(path: str) -> str:
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
         raise InputError(f"{path}: unsupported file type '{p.suffix or '(none)'}' (expected one of {known}, "
-                         f"or name the format: {OVERRIDE_SYNTAX})")
+                         f"or name the format: {OVERRIDE_SYNTAX}; anything else: convert it with numpy.save to .npy)")
     return fmt
