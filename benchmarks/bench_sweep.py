@@ -320,8 +320,8 @@ def _install_profiler() -> _Profiler:
     import repalign.metrics.cka as rcka
     import repalign.metrics.cka_jackknife as rjack
     import repalign.neighbors as rnb
-    import repalign.nulls as rnulls
     import repalign.stats as rstats
+    import repalign.stats.nulls as rnulls
 
     prof = _Profiler()
     hooks = [

@@ -169,10 +169,11 @@ def truth_task(args):
 def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bool = False) -> dict:
     """Every mknn interval for one dataset, mirroring repalign.metrics.mknn line by line."""
     import repalign
-    from repalign import nulls, stats
+    from repalign import stats
     from repalign.metrics import PairData, clamp
     from repalign.metrics.knn import mutual_knn, overlaps
     from repalign.results import UncertaintySettings
+    from repalign.stats import nulls
 
     u = UncertaintySettings(resamples=resamples, confidence=confidence, seed=seed, ci_method="auto",
                             permutations=0)

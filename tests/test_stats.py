@@ -223,7 +223,7 @@ def test_relabelled_resampler_is_the_permuted_datas(rng):
 def test_calibrated_ij_variance_is_reproducible_and_consistent(rng):
     X, Y = make_pair(rng, n=90, d1=5, d2=6)
     rs = resampler(X, Y, 5, 15)
-    from repalign import nulls
+    from repalign.stats import nulls
 
     sd = nulls.mknn_null(rs.lists_a[:, :5], rs.lists_b[:, :5])[1]
     args = (np.random.SeedSequence(1), 200, np.random.SeedSequence(2), sd)
@@ -237,7 +237,7 @@ def test_calibrated_ij_variance_is_reproducible_and_consistent(rng):
 def test_tiny_data_without_a_positive_ij_variance_gets_the_null_sd():
     """Here the calibrated IJ variance is ≤ 0 (noise); the interval is then estimate ± z·(exact null SD)."""
     import repalign
-    from repalign import nulls
+    from repalign.stats import nulls
 
     rng = np.random.default_rng(12)
     X, Y = rng.standard_normal((15, 3)), rng.standard_normal((15, 3))

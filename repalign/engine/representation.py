@@ -6,12 +6,12 @@ from typing import Callable
 
 import numpy as np
 
-from repalign import nulls as _nulls
 from repalign import preprocess as _pre
 from repalign.errors import InputError
 from repalign.io import Checked, LayerSource
 from repalign.metrics import cka as _cka
 from repalign.metrics.linalg import dot, matmul
+from repalign.stats import nulls as _nulls
 from repalign.validation import as_embedding
 
 
