@@ -9,7 +9,7 @@ import numpy as np
 
 from repalign.errors import InputError
 from repalign.io.base import FileReader, Stamp
-from repalign.io.parquet import _arrow_float, _to_matrix, list_type
+from repalign.io.parquet import _arrow_float, column_matrix, list_type
 from repalign.io.protocol import ArrayInfo
 from repalign.validation import rows_text
 
@@ -24,21 +24,6 @@ def column_infos(schema: Any, n: int) -> list[ArrayInfo]:
         else:
             out.append(ArrayInfo(field.name, (n, lt[1]), str(field.type), _arrow_float(lt[0])))
     return out
-
-
-def column_matrix(col: Any, where: str) -> np.ndarray:
-    """An n×d float array from an arrow column (chunked or not) of fixed_size_list<float> or list<float>."""
-    import pyarrow as pa
-
-    lt = list_type(col.type)
-    if lt is None:
-        raise InputError(f"{where}: column of type {col.type} is not a list column "
-                         "(expected list<float> or fixed_size_list<float>)")
-    if not _arrow_float(lt[0]):
-        raise InputError(f"{where}: list values are {lt[0]}, not floating point")
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks else pa.array([], type=col.type)
-    return _to_matrix(col, lt[1], where)
 
 
 def column_ids(col: Any, where: str) -> np.ndarray:

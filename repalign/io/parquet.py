@@ -57,20 +57,12 @@ class ParquetReader(FileReader):
         return out
 
     def _read(self, key: str | None, layer: int | None, allow_external: bool) -> tuple[np.ndarray, str | None]:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         info = self.choose(key)
         where = f"{self.path}:{info.name}"
         col = pq.read_table(self.path, columns=[info.name]).column(0)
-        lt = list_type(col.type)
-        if lt is None:
-            raise InputError(f"{where}: column of type {col.type} is not a list column "
-                             "(expected list<float> or fixed_size_list<float>)")
-        if not _arrow_float(lt[0]):
-            raise InputError(f"{where}: list values are {lt[0]}, not floating point")
-        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        return _to_matrix(arr, lt[1], where), info.name
+        return column_matrix(col, where), info.name
 
     def _read_ids(self, key: str) -> np.ndarray:
         import pyarrow as pa
@@ -125,6 +117,21 @@ def _to_matrix(arr: Any, size: int | None, where: str) -> np.ndarray:
         flat = np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))
         raise InputError(f"{where}: null values inside embeddings in {rows_text(np.unique(flat // max(d, 1)))}")
     return np.asarray(values.to_numpy(zero_copy_only=False).reshape(n, d))
+
+
+def column_matrix(col: Any, where: str) -> np.ndarray:
+    """An n×d float array from an arrow column (chunked or not) of fixed_size_list<float> or list<float>."""
+    import pyarrow as pa
+
+    lt = list_type(col.type)
+    if lt is None:
+        raise InputError(f"{where}: column of type {col.type} is not a list column "
+                         "(expected list<float> or fixed_size_list<float>)")
+    if not _arrow_float(lt[0]):
+        raise InputError(f"{where}: list values are {lt[0]}, not floating point")
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks else pa.array([], type=col.type)
+    return _to_matrix(col, lt[1], where)
 
 
 def _parquet_values(meta: Any, column: str) -> int:
