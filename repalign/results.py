@@ -7,6 +7,7 @@ result type and its (de)serialisation side by side is what keeps them in step wi
 from __future__ import annotations
 
 import html
+import math
 import importlib
 import io
 from collections.abc import Sequence
@@ -105,21 +106,46 @@ class MetricResult:
     """What the interval is an interval for."""
     ci_reason: str | None = None
     """Why there is no interval, when there is none."""
+    higher_is_better: bool = True
+    """The metric's direction (JSON ``direction``: "higher" or "lower" = more aligned)."""
+    label: str | None = None
+    """How reports, sweeps and gates name this result (JSON ``id``): the metric's name, plus the parameters
+    the user gave (``svcca:dims=20``), so one metric with two parameter sets stays two results."""
 
     _FIELDS = ("name", "value", "params", "chance", "range", "reason", "null_sd", "z", "p_value", "calibrated",
                "permutations", "ci_low", "ci_high", "ci_method", "ci_covers", "ci_reason")
 
+    @property
+    def id(self) -> str:
+        return self.name if self.label is None else self.label
+
+    @property
+    def best(self) -> float:
+        """The value of perfect alignment: the top of the range, or its bottom for a distance."""
+        return self.range[1] if self.higher_is_better else self.range[0]
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value a is strictly more aligned than value b, in this metric's direction."""
+        return a > b if self.higher_is_better else a < b
+
     def to_dict(self) -> dict:
-        d = {f: getattr(self, f) for f in self._FIELDS}
+        d: dict = {"id": self.id}
+        d.update((f, getattr(self, f)) for f in self._FIELDS)
         d["params"] = dict(self.params)
-        d["range"] = list(self.range)
+        # An unbounded side (R² has no lower bound) is null: JSON has no infinity.
+        d["range"] = [v if math.isfinite(v) else None for v in self.range]
+        d["direction"] = "higher" if self.higher_is_better else "lower"
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> MetricResult:
         kw = {f: d[f] for f in cls._FIELDS if f in d}
         kw["params"] = dict(kw.get("params", {}))
-        kw["range"] = tuple(kw.get("range", (0.0, 1.0)))
+        lo, hi = kw.get("range", (0.0, 1.0))
+        kw["range"] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+        kw["higher_is_better"] = d.get("direction", "higher") != "lower"
+        if d.get("id") not in (None, d.get("name")):
+            kw["label"] = d["id"]
         return cls(**kw)
 
 
@@ -228,19 +254,24 @@ class Sweep:
     def values(self, metric: str) -> list[list[float | None]]:
         return [[c.value for c in row] for row in self.cells[metric]]
 
+    def higher_is_better(self, metric: str) -> bool:
+        return bool(self.cells[metric][0][0].higher_is_better)
+
     def row_best(self, metric: str) -> list[int | None]:
-        """For each layer of a, the index of its best layer of b."""
+        """For each layer of a, the index of its best layer of b (in the metric's direction)."""
+        sign = 1.0 if self.higher_is_better(metric) else -1.0
         out = []
         for row in self.cells[metric]:
-            vals = [(c.value, j) for j, c in enumerate(row) if c.value is not None]
+            vals = [(sign * c.value, j) for j, c in enumerate(row) if c.value is not None]
             out.append(max(vals, key=lambda t: (t[0], -t[1]))[1] if vals else None)
         return out
 
     def col_best(self, metric: str) -> list[int | None]:
-        """For each layer of b, the index of its best layer of a."""
+        """For each layer of b, the index of its best layer of a (in the metric's direction)."""
+        sign = 1.0 if self.higher_is_better(metric) else -1.0
         out = []
         for j in range(len(self.layers_b)):
-            vals = [(row[j].value, i) for i, row in enumerate(self.cells[metric]) if row[j].value is not None]
+            vals = [(sign * row[j].value, i) for i, row in enumerate(self.cells[metric]) if row[j].value is not None]
             out.append(max(vals, key=lambda t: (t[0], -t[1]))[1] if vals else None)
         return out
 
@@ -250,6 +281,7 @@ class Sweep:
             at = self.best[m]
             rb, cb = self.row_best(m), self.col_best(m)
             out[m] = {
+                "direction": "higher" if self.higher_is_better(m) else "lower",
                 "value": [[c.value for c in row] for row in grid],
                 "chance": [[c.chance for c in row] for row in grid],
                 "null_sd": [[c.null_sd for c in row] for row in grid],
@@ -268,7 +300,9 @@ class Sweep:
         la, lb = tuple(d["layers_a"]), tuple(d["layers_b"])
         cells, best = {}, {}
         for m, g in d["metrics"].items():
-            cells[m] = tuple(tuple(MetricResult(m, v, chance=c, null_sd=s, z=z)
+            higher = g.get("direction", "higher") != "lower"
+            cells[m] = tuple(tuple(MetricResult(m.partition(":")[0], v, chance=c, null_sd=s, z=z,
+                                                higher_is_better=higher, label=m)
                                    for v, c, s, z in zip(*rows)) for rows in zip(g["value"], g["chance"],
                                                                                    g["null_sd"], g["z"]))
             b = g["best"]
@@ -320,8 +354,9 @@ class ComparisonResult:
         return _to_pandas(self)
 
     def metric(self, name: str) -> MetricResult:
-        for m in self.metrics:
-            if m.name == name:
+        """The result with this id (``svcca:dims=20``), else the first with this metric name."""
+        for m in sorted(self.metrics, key=lambda m: m.id != name):
+            if m.id == name or m.name == name:
                 return m
         raise KeyError(name)
 
@@ -371,7 +406,8 @@ class MatrixCell:
     metrics: tuple[MetricResult, ...]
 
     def metric(self, name: str) -> MetricResult:
-        return next(m for m in self.metrics if m.name == name)
+        """The result with this id, else the first with this metric name."""
+        return next(m for m in sorted(self.metrics, key=lambda m: m.id != name) if name in (m.id, m.name))
 
     def to_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "metrics": [m.to_dict() for m in self.metrics]}
@@ -430,12 +466,18 @@ class MatrixResult:
         return None
 
     def grid(self, metric: str) -> list[list[float | None]]:
-        """m×m values; symmetric, since every metric here is."""
+        """m×m values: row input as a, column input as b. A symmetric metric fills both triangles; an asymmetric
+        one only the cells that were computed in that order (each pair is scored once, a < b)."""
+        from repalign.metrics import REGISTRY
+
         m = len(self.inputs)
         out: list[list[float | None]] = [[None] * m for _ in range(m)]
         for c in self.cells + self.diagonal:
-            v = c.metric(metric).value
-            out[c.a][c.b] = out[c.b][c.a] = v
+            r = c.metric(metric)
+            out[c.a][c.b] = r.value
+            spec = REGISTRY.get(r.name)
+            if spec is None or spec.symmetric:
+                out[c.b][c.a] = r.value
         return out
 
     def range(self, metric: str) -> tuple[float, float]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from repalign import stats as _stats
 from repalign.engine.representation import Representation, cross, gram_numerators, gram_route_pays
-from repalign.metrics import COVERS, REGISTRY, PairData, list_depth
+from repalign.metrics import REGISTRY, PairData, list_depth
 from repalign.metrics import cka as _cka
 from repalign.options import Options
 from repalign.results import MetricResult, Sweep, UncertaintySettings
@@ -244,7 +244,7 @@ def _sweep_labels(job: _Job, m: str, res: MetricResult, at: tuple[int, int]) -> 
         changes["params"] = params
     if job.pairs > 1 and res.ci_low is not None:
         changes["ci_method"] = f"{res.ci_method}, Bonferroni over {job.pairs} layer pairs"
-        changes["ci_covers"] = (f"{COVERS[m]}, at the chosen layer pair; simultaneous over all {job.pairs} pairs, "
+        changes["ci_covers"] = (f"{REGISTRY[m].covers}, at the chosen layer pair; simultaneous over all {job.pairs} pairs, "
                                 "so it stays valid for the pair chosen as best")
     return changes
 

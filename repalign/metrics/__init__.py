@@ -1,47 +1,35 @@
-"""Metric registry: names → metric modules, and the names selected on the command line."""
+"""Metric registry: one line per metric module; the names and parameters selected with ``-m``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Any
 
 from repalign.errors import UsageError
-from repalign.metrics.base import CI_METHODS, COVERS, DEFAULT_CI, MetricSpec, PairData, clamp, list_depth
-from repalign.metrics.cka_linear import cka_biased_result, cka_unbiased_result
-from repalign.metrics.mknn import mknn_result
+from repalign.metrics import cka_linear, mknn
+from repalign.metrics.base import PairData, clamp, finish, list_depth
+from repalign.metrics.spec import Choice, MetricSpec, Param, Params, Work, parse_selection
 
-__all__ = ["CI_METHODS", "COVERS", "DEFAULT_CI", "DEFAULT_METRICS", "REGISTRY", "MetricSpec", "PairData", "clamp",
-           "list_depth", "parse_metrics"]
+__all__ = ["CI_METHODS", "DEFAULT_METRICS", "REGISTRY", "Choice", "MetricSpec", "PairData", "Param", "Params",
+           "Work", "clamp", "finish", "list_depth", "parse_metrics", "register"]
 
-REGISTRY: dict[str, MetricSpec] = {
-    m.name: m
-    for m in (
-        MetricSpec("mknn", "mutual k-NN", (0.0, 1.0),
-                   "mean share of each item's k nearest neighbours that are the same in both spaces "
-                   "(Huh et al. 2024); chance level k/(n−1)", mknn_result, needs_neighbors=True),
-        MetricSpec("cka", "linear CKA", (0.0, 1.0),
-                   "centred kernel alignment with linear kernels, biased HSIC (Kornblith et al. 2019); "
-                   "chance is its exact mean under random pairing", cka_biased_result),
-        MetricSpec("cka-unbiased", "unbiased linear CKA", (-1.0, 1.0),
-                   "linear CKA with the unbiased HSIC estimator (Song et al. 2012); chance 0", cka_unbiased_result),
-    )
-}
+REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    """Add a metric: the CLI, the engine, the reports, the schema and ``repalign metrics`` all read REGISTRY."""
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+register(mknn.SPEC)
+register(cka_linear.SPECS["cka"])
+register(cka_linear.SPECS["cka-unbiased"])
+
 DEFAULT_METRICS = ("mknn", "cka")
+# "auto": each metric's own default (the first of its ci_methods).
+CI_METHODS = ("auto", "percentile", "basic", "bca", "normal", "ij", "jackknife", "corrected")
 
 
-def parse_metrics(values: str | Iterable[str] | None) -> list[str]:
-    """Names from repeated and/or comma-separated options, in order, without repeats."""
-    if values is None or isinstance(values, str):
-        values = [values] if values else list(DEFAULT_METRICS)
-    out: list[str] = []
-    for v in values:
-        for name in str(v).split(","):
-            name = name.strip().lower()
-            if not name:
-                continue
-            if name not in REGISTRY:
-                raise UsageError(f"unknown metric '{name}' (choose from {', '.join(REGISTRY)})")
-            if name not in out:
-                out.append(name)
-    if not out:
-        raise UsageError("no metric selected")
-    return out
+def parse_metrics(values: Any) -> tuple[Choice, ...]:
+    """``-m`` values → choices (see :func:`repalign.metrics.spec.parse_selection` for the grammar)."""
+    return parse_selection(values, REGISTRY, DEFAULT_METRICS, UsageError)

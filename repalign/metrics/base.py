@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, TypedDict
 
 import numpy as np
 
+from repalign import stats
 from repalign.metrics import cka as _cka
 from repalign.metrics import cka_jackknife as _jackknife
+from repalign.metrics.spec import MetricSpec, Params
 from repalign.results import MetricResult, UncertaintySettings
 from repalign.seeds import Streams
-
-COVERS = {
-    "mknn": "the mean of mknn over fresh samples of n items, at this n and k",
-    "cka": "the mean of biased CKA over fresh samples of n items, at this n",
-    "cka-unbiased": "the population value of CKA",
-}
-CI_METHODS = ("auto", "percentile", "basic", "bca", "normal", "ij", "jackknife")
-# The interval each metric uses unless --ci-method asks otherwise; benchmarks/coverage.py measures them
-# (results in benchmarks/coverage_results.md).
-# mknn: the bootstrap SD is 1.4–1.7× the true SD in every setting studied, and the bootstrap distribution
-# can sit well below the estimate under strong signal, where percentile and basic intervals under-cover
-# (0.875 and 0.65 at n=1024, d=768). "ij" is estimate ± z·(null-calibrated IJ SE, floored at the exact
-# null SD), stats.knn_ij_variance; "normal" (± z·bootstrap SD) remains as the conservative choice.
-# CKA: the jackknife variance counts the second-order (degenerate) part of the variance twice, which
-# made its intervals 1.34–1.50× too wide when the sides are unrelated; "corrected" subtracts the sum of
-# squared delete-2 interactions (cka_jackknife.second_order). "jackknife" asks for the plain, conservative one.
-DEFAULT_CI = {"mknn": "ij", "cka": "corrected"}
-
 
 def list_depth(n: int, k: int, resamples: int) -> int:
     """Neighbours to store per item: k, or deeper when bootstrap replicates read past k (docs/formulas.md §6)."""
@@ -63,7 +46,8 @@ class PairData:
                  labels: tuple[str, str], uncertainty: UncertaintySettings | None = None,
                  progress: Callable[[str], None] | None = None, lists: dict[str, np.ndarray] | None = None,
                  cross: _cka.CrossStats | None = None,
-                 counts: tuple[dict[str, int], dict[str, int]] | None = None, n: int | None = None):
+                 counts: tuple[dict[str, int], dict[str, int]] | None = None, n: int | None = None,
+                 ordered: bool = False):
         # lists/cross/counts: work done already (a sweep computes it once per layer); a and b may then be
         # None when neither intervals nor permutations need the arrays.
         self._a, self._b = a, b
@@ -77,6 +61,8 @@ class PairData:
         self.u = uncertainty or UncertaintySettings(resamples=0, permutations=0)
         self.streams = Streams.from_seed(self.u.seed)
         self.depth = list_depth(self.n, k, self.u.resamples)
+        self.ordered = ordered or self.depth > k
+        """Whether the lists are in exact order (resamples read past k; LCS and edit distance read the order)."""
         self._lists: dict[str, np.ndarray] = dict(lists or {})
         self._norms: dict[str, np.ndarray] = {}
         self.counts = counts
@@ -126,8 +112,8 @@ class PairData:
         if side not in self._lists:
             x, label = self._side(side)
             self.progress(f"searching {self.depth} nearest neighbours of {self.n} items in {label}")
-            # Without resamples only the set of k neighbours matters, and only the set is certified.
-            self._lists[side] = knn(x, self.depth, self.distance, label=label, ordered=self.depth > self.k)
+            # Unless a metric reads the order, only the set of k neighbours matters, and only the set is certified.
+            self._lists[side] = knn(x, self.depth, self.distance, label=label, ordered=self.ordered)
         return self._lists[side]
 
     def full_list(self, side: str, i: int, depth: int) -> np.ndarray:
@@ -175,13 +161,37 @@ class PairData:
         return default if m == "auto" or m not in allowed else m
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """A metric as the CLI and the README know it."""
+def finish(p: PairData, spec: MetricSpec, params: Params, value: float | None, *, chance: float | None = None,
+           null_sd: float | None = None, reason: str | None = None, interval: ResultFields | None = None,
+           shown: dict | None = None) -> MetricResult:
+    """A metric's result from its value and exact null: z, and the permutation p-value when the settings ask.
 
-    name: str
-    title: str
-    range: tuple[float, float]
-    description: str
-    compute: Callable[[PairData], MetricResult]
-    needs_neighbors: bool = False
+    ``interval``: the interval fields, when the metric has a validated interval and computed it; otherwise
+    ``ci_reason`` says why there is none. ``shown``: the params to report (default: ``params``).
+    """
+    out: ResultFields = {"chance": chance, "null_sd": null_sd, "z": None}
+    params = dict(params if shown is None else shown)
+    if value is None:
+        return MetricResult(spec.name, None, params, chance, spec.range, reason=reason, ci_reason="no value",
+                            higher_is_better=spec.higher_is_better)
+    out["z"] = stats.z_score(value, chance, null_sd)
+    if interval:
+        out.update(interval)
+    elif p.u.resamples == 0:
+        out["ci_reason"] = "intervals off (--resamples 0)"
+    elif spec.covers is None:
+        out["ci_reason"] = "no validated interval exists yet for this metric (benchmarks/coverage_results.md)"
+    u = p.u
+    if spec.permutation_null is not None and u.permutations > 0 and (spec.cheap_null or u.permutations_explicit):
+        p.progress(f"{spec.name}: {u.permutations} permutations")
+        null = spec.permutation_null(p, params, list(stats.permutations(p.streams.perm, p.n, u.permutations)))
+        out.update(permutation_fields(spec, value, null))
+    return MetricResult(spec.name, value, params, range=spec.range, higher_is_better=spec.higher_is_better, **out)
+
+
+def permutation_fields(spec: MetricSpec, value: float, null: np.ndarray) -> ResultFields:
+    """p-value and calibrated score of an observed value against its permutation null, in the metric's direction."""
+    sign = 1.0 if spec.higher_is_better else -1.0
+    return {"p_value": stats.p_value(sign * value, sign * null),
+            "calibrated": stats.calibrated_score(sign * value, sign * null, best=sign * spec.best),
+            "permutations": int(null.size)}

@@ -7,23 +7,36 @@ import numpy as np
 from repalign import stats
 from repalign.errors import InputError
 from repalign.metrics import cka as _cka
-from repalign.metrics.base import COVERS, DEFAULT_CI, PairData, ResultFields, clamp
+from repalign.metrics.base import PairData, ResultFields, clamp, finish
+from repalign.metrics.spec import MetricSpec, Params, Work
 from repalign.results import MetricResult
 
 # Delete-2 values of unbiased CKA need n − 2 ≥ 4; below 8 items the plain jackknife is used.
 _MIN_CORRECTED = 8
+# The jackknife variance counts the second-order (degenerate) part of the variance twice, which made its
+# intervals 1.34–1.50× too wide when the sides are unrelated; "corrected" subtracts the sum of squared
+# delete-2 interactions (cka_jackknife.second_order). "jackknife" asks for the plain, conservative one.
+_METHODS = ("corrected", "jackknife")
+_COVERS = {"cka": "the mean of biased CKA over fresh samples of n items, at this n",
+           "cka-unbiased": "the population value of CKA"}
 
 
-def cka_biased_result(p: PairData) -> MetricResult:
+def cka_biased_result(p: PairData, params: Params) -> MetricResult:
     """Biased linear CKA of the pair (the RV coefficient)."""
     return _cka_result("cka", p, unbiased=False)
 
 
-def cka_unbiased_result(p: PairData) -> MetricResult:
+def cka_unbiased_result(p: PairData, params: Params) -> MetricResult:
     """Unbiased linear CKA of the pair (needs 4 items)."""
     if p.n < 4:
         raise InputError(f"{p.labels[0]} and {p.labels[1]} hold {p.n} items, but cka-unbiased needs at least 4")
     return _cka_result("cka-unbiased", p, unbiased=True)
+
+
+def _permutation_null(p: PairData, params: Params, perms: list[np.ndarray]) -> np.ndarray:
+    """One d1×d2 cross-product per permutation (only ‖XcᵀYc^π‖²_F and aᵀb^π change)."""
+    unbiased = params.get("estimator") == "unbiased"
+    return stats.cka_permutation_null(p.a, p.b, p.cross, perms, unbiased=unbiased)
 
 
 def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
@@ -33,31 +46,20 @@ def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
     if value is not None and not np.isfinite(value):  # cannot happen after validation's rescaling; never print it
         raise RuntimeError(f"{name} is not finite for this data")
     params = {"kernel": "linear", "estimator": "unbiased" if unbiased else "biased"}
-    rng = (-1.0, 1.0) if unbiased else (0.0, 1.0)
+    spec = SPECS[name]
+    rng = spec.range
     if value is None:
         side = p.labels[0] if not terms[1] > 0 else p.labels[1]
         what = "has no estimated variance" if unbiased else "has all rows identical (zero variance)"
-        return MetricResult(name, None, params, None, rng, reason=f"{side} {what}; CKA is undefined",
-                            ci_reason="no value")
+        return finish(p, spec, params, None, reason=f"{side} {what}; CKA is undefined")
     # Rounding can push a ratio of equal sums a hair past ±1.
     value = min(max(value, rng[0]), rng[1])
     if p.n >= 4:
         mean, sd = (stats.unbiased_cka_null if unbiased else stats.biased_cka_null)(st)
     else:  # the exact mean needs n ≥ 2, the variance n ≥ 4
         mean, sd = _cka.permutation_mean(st), None
-    out: ResultFields = {"chance": mean, "null_sd": sd, "z": stats.z_score(value, mean, sd)}
-    u = p.u
-    if u.resamples > 0:
-        out.update(_interval(name, p, value, rng, unbiased))
-    else:
-        out["ci_reason"] = "intervals off (--resamples 0)"
-    if u.permutations > 0 and u.permutations_explicit:
-        p.progress(f"{name}: {u.permutations} permutations")
-        null = stats.cka_permutation_null(p.a, p.b, st, stats.permutations(p.streams.perm, p.n, u.permutations),
-                                          unbiased=unbiased)
-        out.update({"p_value": stats.p_value(value, null), "calibrated": stats.calibrated_score(value, null),
-                    "permutations": u.permutations})
-    return MetricResult(name, value, params, range=rng, **out)
+    interval = _interval(name, p, value, rng, unbiased) if p.u.resamples > 0 else None
+    return finish(p, spec, params, value, chance=mean, null_sd=sd, interval=interval)
 
 
 def _interval(name: str, p: PairData, value: float, rng: tuple[float, float], unbiased: bool) -> ResultFields:
@@ -69,7 +71,7 @@ def _interval(name: str, p: PairData, value: float, rng: tuple[float, float], un
         return {"ci_reason": "a leave-one-out value is undefined (an item carries all the variance)"}
     var = stats.jackknife_se(jack) ** 2
     method = "jackknife-normal"
-    if p.method(name, ("jackknife",), DEFAULT_CI["cka"]) == "corrected" and p.n >= _MIN_CORRECTED:
+    if p.method(name, _METHODS, _METHODS[0]) == "corrected" and p.n >= _MIN_CORRECTED:
         second = p.cka_second[1 if unbiased else 0]
         if np.isfinite(second) and var - second > 0:
             var, method = var - second, "jackknife-corrected-normal"
@@ -78,4 +80,23 @@ def _interval(name: str, p: PairData, value: float, rng: tuple[float, float], un
                            "data, so the plain jackknife interval is given (conservative)")
     lo, hi = stats.interval(value, "normal", p.u.confidence, se=float(np.sqrt(var)))
     lo, hi = clamp(lo, hi, rng)
-    return {"ci_low": lo, "ci_high": hi, "ci_method": method, "ci_covers": COVERS[name]}
+    return {"ci_low": lo, "ci_high": hi, "ci_method": method, "ci_covers": _COVERS[name]}
+
+
+def _memory(n: int, d1: int, d2: int, params: Params) -> int:
+    return 8 * d1 * d2 * 2  # the cross-product and its centred copy, float64
+
+
+_WORK = Work(cross=True, arrays=True)
+SPECS = {
+    "cka": MetricSpec(
+        "cka", "linear CKA", (0.0, 1.0),
+        "centred kernel alignment with linear kernels, biased HSIC (Kornblith et al. 2019)", cka_biased_result,
+        work=_WORK, chance="exact: permutation mean and SD in closed form (RV coefficient)",
+        permutation_null=_permutation_null, covers=_COVERS["cka"], ci_methods=_METHODS, memory=_memory),
+    "cka-unbiased": MetricSpec(
+        "cka-unbiased", "unbiased linear CKA", (-1.0, 1.0),
+        "linear CKA with the unbiased HSIC estimator (Song et al. 2012)", cka_unbiased_result,
+        work=_WORK, chance="exact: 0, with the permutation SD in closed form",
+        permutation_null=_permutation_null, covers=_COVERS["cka-unbiased"], ci_methods=_METHODS, memory=_memory),
+}

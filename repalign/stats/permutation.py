@@ -39,14 +39,17 @@ def p_value(observed: float, null: np.ndarray) -> float:
     return float((1 + np.count_nonzero(null >= observed)) / (null.size + 1))
 
 
-def calibrated_score(observed: float, null: np.ndarray, alpha: float = 0.05) -> float:
-    """Gröger, Wen & Brbić 2026: clamp((s − τ)/(1 − τ), 0, 1), τ the ⌈(1−α)(B+1)⌉-th smallest of {s} ∪ null."""
+def calibrated_score(observed: float, null: np.ndarray, alpha: float = 0.05, best: float = 1.0) -> float:
+    """Gröger, Wen & Brbić 2026: clamp((s − τ)/(best − τ), 0, 1), τ the ⌈(1−α)(B+1)⌉-th smallest of {s} ∪ null.
+
+    ``best``: the value of perfect alignment (1 for similarities; a distance is passed negated, best = −0).
+    """
     pool = np.sort(np.append(null, observed))
     rank = int(np.ceil((1 - alpha) * (null.size + 1)))
     tau = float(pool[min(rank, pool.size) - 1])
-    if tau >= 1.0:
+    if tau >= best:
         return 0.0
-    return float(min(max((observed - tau) / (1 - tau), 0.0), 1.0))
+    return float(min(max((observed - tau) / (best - tau), 0.0), 1.0))
 
 
 def cka_permutation_null(X: np.ndarray, Y: np.ndarray, st: CkaSums, perms: Iterable[np.ndarray], *,
