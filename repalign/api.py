@@ -167,7 +167,8 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
                          for p, r in enumerate(run.reps))
     else:
         first = options.metrics[0]
-        cells.sort(key=lambda c: (c.metric(first).value is None, -(c.metric(first).value or 0.0), c.b))
+        sign = -1.0 if first.spec.higher_is_better else 1.0  # best first, in the first metric's direction
+        cells.sort(key=lambda c: (c.metric(first.id).value is None, sign * (c.metric(first.id).value or 0.0), c.b))
     notes: list[str] = []
     for s, r in zip(run.sides, run.reps):
         notes += [x for x in s.notes + r.notes if x not in notes]
@@ -178,14 +179,15 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
         notes.append(f"--layers {selection} selected nothing: no input has layers")
     timing = {"total_seconds": round(time.perf_counter() - t0, 6)}
     infos = tuple(_named(s.info, name) for s, name in zip(run.sides, names))
-    return MatrixResult(infos, run.n, options.preprocessing, options.metrics,
+    return MatrixResult(infos, run.n, options.preprocessing, options.metric_ids,
                         tuple(cells), diagonal, 0 if reference is not None else None, tuple(notes), run.uncertainty,
                         __version__, timing, pairing=run.pairing)
 
 
 def _score_pairs(run: _engine.Prepared, options: Options, against_reference: bool,
                  progress: Callable[[str], None] | None) -> list[MatrixCell]:
-    """Every unordered pair once (every metric is symmetric), or each input against the first (the reference)."""
+    """Every unordered pair once (a < b: an asymmetric metric is reported in that order only), or each input
+    against the first (the reference)."""
     m = len(run.reps)
     todo = [(0, q) for q in range(1, m)] if against_reference else [(p, q) for p in range(m) for q in range(p + 1, m)]
     cells = []

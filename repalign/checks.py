@@ -15,16 +15,22 @@ ON = ("value", "ci-low", "ci-high")
 
 
 def parse_bounds(values, option: str, known) -> dict[str, float]:
-    """``["mknn=0.3", "cka=0.8,cka-unbiased=0.5"]`` → {metric: bound}."""
+    """``["mknn=0.3", "cka=0.8,cka-unbiased=0.5", "linear-r2:folds=0,direction=ab=0.4"]`` → {metric id: bound}.
+
+    A whole item whose part before its last ``=`` is a known id is one gate (ids may hold commas); otherwise
+    the item is split at commas.
+    """
     out: dict[str, float] = {}
     for item in values or ():
-        parts = [part.strip() for part in str(item).split(",") if part.strip()]
+        text = str(item).strip()
+        whole = text.rpartition("=")[0].strip().lower()
+        parts = [text] if whole in known else [part.strip() for part in text.split(",") if part.strip()]
         if not parts:  # an empty gate would silently check nothing
             raise UsageError(f"{option} expects METRIC=NUMBER, e.g. {option} mknn=0.3 (got '{item}')")
         for part in parts:
-            name, sep, num = part.partition("=")
+            name, sep, num = part.rpartition("=")
             name = name.strip().lower()
-            if not sep:
+            if not sep or not name:
                 raise UsageError(f"{option} expects METRIC=NUMBER, e.g. {option} mknn=0.3 (got '{part}')")
             if name not in known:
                 raise UsageError(f"{option}: unknown metric '{name}' (choose from {', '.join(known)})")
@@ -90,7 +96,8 @@ def _short(value, limit: int = 40) -> str:
 
 
 def _baseline_metrics(path: str, metrics) -> dict[str, dict]:
-    """{name: {"value", "params"}} from a report's metrics list, each field checked."""
+    """{id: {"value", "params"}} from a report's metrics list, each field checked (id: the name in reports
+    written before metrics had parameters)."""
     if not isinstance(metrics, list) or not metrics:
         raise InputError(f"{path}: field 'metrics' must be a non-empty list (got {_short(metrics)})")
     out: dict[str, dict] = {}
@@ -98,7 +105,9 @@ def _baseline_metrics(path: str, metrics) -> dict[str, dict]:
         where = f"{path}: metrics[{i}]"
         if not isinstance(m, dict) or not isinstance(m.get("name"), str):
             raise InputError(f"{where} must be an object with a string 'name' (got {_short(m)})")
-        name = m["name"]
+        name = m.get("id", m["name"])
+        if not isinstance(name, str):
+            raise InputError(f"{where}.id must be a string (got {_short(name)})")
         if name in out:
             raise InputError(f"{where}: metric '{_short(name)}' appears twice")
         value = m.get("value")
@@ -120,7 +129,7 @@ def _baseline_metrics(path: str, metrics) -> dict[str, dict]:
 
 def validate(names, *, fail_under=None, fail_above=None, on="value", baseline=None, max_drop=None,
              resamples: int = 0) -> None:
-    """Refuse contradictory gates before any work is done."""
+    """Refuse contradictory gates before any work is done. ``names``: the ids of the metrics computed."""
     if on not in ON:
         raise UsageError(f"unknown --on '{on}' (choose from {', '.join(ON)})")
     for option, bounds in (("--fail-under", fail_under), ("--fail-above", fail_above), ("--max-drop", max_drop)):
@@ -131,6 +140,15 @@ def validate(names, *, fail_under=None, fail_above=None, on="value", baseline=No
         raise UsageError(f"--on {on} needs confidence intervals, but --resamples is 0")
     if max_drop and baseline is None:
         raise UsageError("--max-drop needs --baseline FILE to compare with")
+
+
+def _resolve(bounds: dict[str, float], ids: list[str]) -> dict[str, float]:
+    """A gate named by a bare metric name applies to the one result of that metric (``svcca`` → ``svcca:dims=5``)."""
+    out = {}
+    for name, bound in bounds.items():
+        same = [i for i in ids if i.partition(":")[0] == name]
+        out[same[0] if name not in ids and len(same) == 1 else name] = bound
+    return out
 
 
 def _observed(m, on: str) -> float | None:
@@ -179,10 +197,12 @@ class Gates:
         """
         from repalign.metrics import REGISTRY
 
-        known = list(REGISTRY)
-        bounds = [b if isinstance(b, dict) else parse_bounds(b, option, known)
+        ids = [getattr(n, "id", n) for n in names]
+        known = list(dict.fromkeys(ids + list(REGISTRY)))
+        bounds = [_resolve(b if isinstance(b, dict) else parse_bounds(b, option, known), ids)
                   for b, option in ((fail_under, "--fail-under"), (fail_above, "--fail-above"),
                                     (max_drop, "--max-drop"))]
+        names = ids
         validate(list(names), fail_under=bounds[0], fail_above=bounds[1], on=on, baseline=baseline,
                  max_drop=bounds[2], resamples=resamples)
         doc = load_baseline(baseline) if baseline is not None else None
@@ -220,11 +240,11 @@ def _against_baseline(result: ComparisonResult, path: str, doc: dict, max_drop: 
     old = doc["metrics"]
     rows = []
     for m in result.metrics:
-        prev = old.get(m.name, {}).get("value")
+        prev = old.get(m.id, {}).get("value")
         diff = None if prev is None or m.value is None else m.value - prev
-        rows.append(BaselineRow(m.name, prev, m.value, diff))
-        if m.name in old and old[m.name]["params"] != m.params:
-            notes.append(f"baseline {path}: {m.name} was computed with {_short(old[m.name]['params'], 200)}, "
+        rows.append(BaselineRow(m.id, prev, m.value, diff))
+        if m.id in old and old[m.id]["params"] != m.params:
+            notes.append(f"baseline {path}: {m.id} was computed with {_short(old[m.id]['params'], 200)}, "
                          f"now {m.params}; the values are not comparable")
     if doc["n"] != result.n:
         notes.append(f"baseline {path} has n = {doc['n']}, this run n = {result.n}; mknn depends on n")
@@ -235,10 +255,14 @@ def _against_baseline(result: ComparisonResult, path: str, doc: dict, max_drop: 
             checks.append(Check(name, "max-drop", bound, "value", None, False,
                                 f"{name} cannot be compared with the baseline (missing value)"))
         else:
-            drop = 0.0 - row.diff  # 0.0 − x, so that no change reads 0.0000 rather than -0.0000
+            # A drop is a change towards less aligned: a fall, or a rise for a distance.
+            # 0.0 − x, so that no change reads 0.0000 rather than -0.0000.
+            higher = result.metric(name).higher_is_better
+            drop = 0.0 - row.diff if higher else 0.0 + row.diff
+            worse = "drop" if higher else "rise (this metric is a distance)"
             checks.append(Check(name, "max-drop", bound, "value", drop, drop <= bound,
                                 f"{name} changed by {row.diff:+.4f} ({row.old:.4f} → {row.new:.4f}); "
-                                f"a drop of more than {bound:g} fails"))
+                                f"a {worse} of more than {bound:g} fails"))
     return Baseline(path, tuple(rows)), checks
 
 
@@ -261,6 +285,6 @@ def evaluate(result: ComparisonResult, *, fail_under=None, fail_above=None, on: 
     an end of the interval (``on``). ``max_drop``: {metric: largest allowed
     fall from the baseline's value}.
     """
-    gates = Gates.build([m.name for m in result.metrics], fail_under=fail_under or {}, fail_above=fail_above or {},
+    gates = Gates.build([m.id for m in result.metrics], fail_under=fail_under or {}, fail_above=fail_above or {},
                         on=on, baseline=baseline, max_drop=max_drop or {}, resamples=_resamples(result))
     return gates._apply_compare(result)

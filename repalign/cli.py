@@ -16,6 +16,7 @@ from repalign import __version__
 from repalign.console import Progress, Terminated, emit, err, on_sigterm, reserve_std_fds
 from repalign.errors import RepalignError
 from repalign.io.selector import FORMATS
+from repalign.metrics import DEFAULT_METRICS, REGISTRY
 from repalign.safe_write import check_outputs
 from repalign.text import shown
 
@@ -126,7 +127,8 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 Metric = Annotated[Optional[List[str]], typer.Option(
     "--metric", "-m", metavar="NAMES",
-    help="mknn, cka, cka-unbiased; repeatable or comma-separated [default: mknn,cka].")]
+    help=f"{', '.join(REGISTRY)}; NAME:PARAM=VALUE,PARAM=VALUE sets parameters; repeatable or comma-separated; "
+         f"'help' lists them all (repalign metrics) [default: {','.join(DEFAULT_METRICS)}].")]
 K = Annotated[Optional[int], typer.Option("--k", "-k", metavar="K", help="Neighbours per item for mknn [default: 10].")]
 Distance = Annotated[str, typer.Option(
     "--distance", "-d", metavar="DIST", help="Neighbour similarity: cosine, ip or l2.")]
@@ -178,8 +180,15 @@ PlotScale = Annotated[str, typer.Option(
 
 
 def _options(**kwargs):
-    """The one Options object of a run, validated once (library errors become exit 2)."""
+    """The one Options object of a run, validated once (library errors become exit 2); ``-m help`` lists the
+    metrics and exits 0."""
     from repalign.options import Options
+
+    if any(str(v).strip().lower() == "help" for v in kwargs.get("metrics") or ()):
+        from repalign.metrics.catalogue import text
+
+        emit(text(REGISTRY))
+        raise typer.Exit(EXIT_OK)
 
     return Options.build(**kwargs)
 
@@ -248,7 +257,7 @@ def compare(
                        permutations=permutations, require_all=require_all, max_rows=max_rows,
                        ids=(ids if ids_a is None else ids_a, ids if ids_b is None else ids_b),
                        layers=(layer_a, layer_b), allow_external=allow_external, formats=(format_a, format_b))
-    gates = checks.Gates.build(options.metrics, fail_under=fail_under, fail_above=fail_above, on=on,
+    gates = checks.Gates.build(options.metric_ids, fail_under=fail_under, fail_above=fail_above, on=on,
                                baseline=baseline, max_drop=max_drop, resamples=resamples)
     labels = (label_a, label_b) if label_a is not None or label_b is not None else None
     result = _run(lambda progress: run(a, b, options=options, progress=progress, labels=labels), quiet)
@@ -337,7 +346,7 @@ def matrix(
                        permutations=permutations, ids=(ids,) * len(xs), require_all=require_all,
                        max_rows=max_rows, layers=(layers,) * len(xs), allow_external=allow_external,
                        id_options="--ids")
-    gates = checks.Gates.build(options.metrics, fail_under=fail_under, fail_above=fail_above, on=on,
+    gates = checks.Gates.build(options.metric_ids, fail_under=fail_under, fail_above=fail_above, on=on,
                                resamples=resamples)
     labels = names if any(name is not None for name in names) else None
     result = _run(lambda progress: run(inputs, reference=reference, options=options, progress=progress,
@@ -387,9 +396,32 @@ def inspect(
 @handled
 def schema():
     """Print the JSON Schema (draft 2020-12) that every --format json report follows."""
-    from importlib.resources import files
+    import json
 
-    emit(files("repalign").joinpath("schema/report.schema.json").read_text(encoding="utf-8"), is_json=True)
+    from repalign.report.json import report_schema
+
+    emit(json.dumps(report_schema(), indent=2, ensure_ascii=False) + "\n", is_json=True)
+
+
+@app.command("metrics")
+@handled
+def metrics_command(
+    fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, json or markdown."),
+):
+    """List every metric: direction, range, parameters, chance level, permutation null and interval."""
+    import json
+
+    from repalign.errors import UsageError
+    from repalign.metrics.catalogue import entry, markdown, text
+
+    if fmt == "json":
+        emit(json.dumps([entry(s) for s in REGISTRY.values()], indent=2, ensure_ascii=False) + "\n", is_json=True)
+    elif fmt == "markdown":
+        emit(markdown(REGISTRY))
+    elif fmt == "table":
+        emit(text(REGISTRY))
+    else:
+        raise UsageError(f"unknown --format '{fmt}' for repalign metrics (choose from table, json, markdown)")
 
 
 def main() -> None:

@@ -35,14 +35,15 @@ def available_bytes() -> int | None:
 
 def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_itemsize: tuple[int, int],
              preprocess: bool, neighbors: bool, depth: int, k: int, cka: bool, cka_permutations: bool,
-             resamples: int, layers: tuple[int, int] = (1, 1)) -> dict[str, int]:
+             resamples: int, layers: tuple[int, int] = (1, 1), metric_bytes: int = 0) -> dict[str, int]:
     """Bytes a comparison needs, by part, following what the code allocates.
 
     ``resident``: bytes of each input once loaded (0 for a memory-mapped
     .npy, whose pages the kernel can drop); ``work_itemsize``: bytes per
     value of the array the metrics see (4 or 8). ``layers``: layers per side
     in a sweep; the dims are then those of one layer, which is all a sweep
-    holds at once, plus every layer's neighbour lists.
+    holds at once, plus every layer's neighbour lists. ``metric_bytes``: the largest working memory a selected
+    metric declares beyond the shared work (its spec's ``memory``).
     """
     parts = {"base": BASE_BYTES, "inputs": sum(resident)}
     persistent = 0
@@ -65,6 +66,7 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
         if cka_permutations:
             cka_bytes += n * (d1 + d2) * 8 + (2 * n * n * 8 if n * 4 < d1 * d2 and n <= 8000 else 0)
         peaks.append(cka_bytes)
+    peaks.append(metric_bytes)
     parts["working"] = persistent + max(peaks)
     parts["total"] = parts["base"] + parts["inputs"] + parts["working"]
     return parts

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from repalign.errors import UsageError
-from repalign.metrics import CI_METHODS, parse_metrics
+from repalign.metrics import CI_METHODS, Choice, parse_metrics
 from repalign.neighbors import DISTANCES
 from repalign.preprocess import PRESETS, Preprocessing
 from repalign.results import UncertaintySettings
@@ -22,7 +22,8 @@ MAX_DRAWS = 1_000_000
 class Options:
     """Everything that decides the numbers of a compare, sweep or matrix run (not how they are shown)."""
 
-    metrics: tuple[str, ...]
+    metrics: tuple[Choice, ...]
+    """The selected metrics with their parameters, in order (ids unique)."""
     k: int
     distance: str
     preprocessing: Preprocessing
@@ -37,6 +38,14 @@ class Options:
     formats: tuple[str | None, ...] = (None, None)
     """Input format per input, overriding its suffix (None: from the suffix or PATH@FORMAT)."""
 
+    @property
+    def metric_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.metrics)
+
+    def works(self, what: str) -> bool:
+        """Whether any selected metric declares this shared work ('lists', 'ordered', 'cross', 'arrays')."""
+        return any(getattr(c.spec.work, what) for c in self.metrics)
+
     @classmethod
     def build(cls, *, metrics=None, k: int | None = None, distance: str = "cosine", clip: float | None = None,
               normalize: bool | None = None, preset: str | None = None, resamples: int = 1000,
@@ -49,7 +58,7 @@ class Options:
 
         ``id_options``: how the command names its id options, for the message of --require-all without ids.
         """
-        names = tuple(parse_metrics(metrics))
+        names = parse_metrics(metrics)
         base: dict = {}
         if preset is not None:
             if preset not in PRESETS:

@@ -7,9 +7,9 @@ result type and its (de)serialisation side by side is what keeps them in step wi
 from __future__ import annotations
 
 import html
-import math
 import importlib
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 

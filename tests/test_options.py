@@ -15,7 +15,7 @@ FAST = ["--resamples", "0", "--permutations", "0", "--seed", "3"]
 
 def test_defaults_and_preset():
     o = Options.build(seed=5)
-    assert o.metrics == ("mknn", "cka") and o.k == DEFAULT_K and o.distance == "cosine"
+    assert o.metric_ids == ("mknn", "cka") and o.k == DEFAULT_K and o.distance == "cosine"
     assert o.preprocessing.clip is None and not o.preprocessing.normalize
     assert (o.uncertainty.resamples, o.uncertainty.permutations, o.uncertainty.seed) == (1000, 1000, 5)
     assert not o.uncertainty.permutations_explicit

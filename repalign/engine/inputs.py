@@ -14,7 +14,7 @@ from repalign import pairing as _pairing
 from repalign.errors import InputError, UsageError
 from repalign.io import ArrayLayers, Checked, LayerSource
 from repalign.io.coerce import as_array
-from repalign.metrics import REGISTRY, list_depth
+from repalign.metrics import list_depth
 from repalign.options import Options
 from repalign.results import InputInfo, UncertaintySettings
 from repalign.validation import as_embedding, check_pair
@@ -123,15 +123,15 @@ def _plan_pair(sa: Side, sb: Side, options: Options, u: UncertaintySettings) -> 
     # Row counts may differ when ids pair the rows: at most the smaller count is compared.
     n = min(plans[0][0][0], plans[1][0][0])
     layers = (len(sa.source), len(sb.source))
-    names = options.metrics
     depth = list_depth(n, options.k, u.resamples)
     work = (8 if plans[0][1] == 8 else 4, 8 if plans[1][1] == 8 else 4)
     parts = memory.estimate(
         n, (plans[0][0][1], plans[1][0][1]), resident=(plans[0][2], plans[1][2]),
         work_itemsize=work, preprocess=bool(options.preprocessing.steps()),
-        neighbors=any(REGISTRY[m].needs_neighbors for m in names), depth=max(depth, 1), k=options.k,
-        cka=any(m.startswith("cka") for m in names),
-        cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples, layers=layers)
+        neighbors=options.works("lists"), depth=max(depth, 1), k=options.k, cka=options.works("cross"),
+        cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples, layers=layers,
+        metric_bytes=max(c.spec.memory(n, plans[0][0][1], plans[1][0][1], {**c.values, "k": options.k})
+                         for c in options.metrics))
     what = f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions"
     what += f", {layers[0]}×{layers[1]} layers)" if layers != (1, 1) else ")"
     memory.check(parts, avail, what)

@@ -75,17 +75,21 @@ class Representation:
             self._layers[i] = array
         return array
 
-    def lists(self, i: int, depth: int, distance: str, k: int) -> np.ndarray:
-        """Neighbour lists of layer i; ordered exactly when deeper than k (resamples read the order)."""
+    def lists(self, i: int, depth: int, distance: str, k: int, ordered: bool = False) -> np.ndarray:
+        """Neighbour lists of layer i; in exact order when deeper than k (resamples read the order) or when
+        ``ordered`` (a metric reads the order); otherwise only each row's set of k is certified."""
         from repalign.neighbors import knn
 
-        if i not in self._lists:
-            self._lists[i] = knn(self.layer(i), depth, distance, label=self.name(i), ordered=depth > k)
-        return self._lists[i]
+        ordered = ordered or depth > k
+        cached = self._lists.get(i)
+        if cached is None or (ordered and not cached[1]):
+            cached = self._lists[i] = (knn(self.layer(i), depth, distance, label=self.name(i), ordered=ordered),
+                                       ordered)
+        return cached[0]
 
-    def counts(self, i: int, k: int, depth: int, distance: str) -> dict:
+    def counts(self, i: int, k: int, depth: int, distance: str, ordered: bool = False) -> dict:
         if i not in self._counts:
-            self._counts[i] = _nulls.graph_counts(self.lists(i, depth, distance, k)[:, :k])
+            self._counts[i] = _nulls.graph_counts(self.lists(i, depth, distance, k, ordered)[:, :k])
         return self._counts[i]
 
     def cka(self, i: int, with_sxx: bool = True) -> _cka.LayerStats:

@@ -13,6 +13,7 @@ from repalign.metrics.spec import MetricSpec, Params
 from repalign.results import MetricResult, UncertaintySettings
 from repalign.seeds import Streams
 
+
 def list_depth(n: int, k: int, resamples: int) -> int:
     """Neighbours to store per item: k, or deeper when bootstrap replicates read past k (docs/formulas.md §6)."""
     return min(n - 1, max(3 * k, k + 10) if resamples else k)
@@ -70,6 +71,8 @@ class PairData:
         self._cka_loo: tuple[np.ndarray, np.ndarray] | None = None
         self._cka_second: tuple[float, float, bool] | None = None
         self.notes: list[str] = []
+        self.cache: dict = {}
+        """A metric's own work on this pair, kept for its permutation null (keyed by the metric's name)."""
 
     @property
     def a(self) -> np.ndarray:
@@ -192,6 +195,7 @@ def finish(p: PairData, spec: MetricSpec, params: Params, value: float | None, *
 def permutation_fields(spec: MetricSpec, value: float, null: np.ndarray) -> ResultFields:
     """p-value and calibrated score of an observed value against its permutation null, in the metric's direction."""
     sign = 1.0 if spec.higher_is_better else -1.0
-    return {"p_value": stats.p_value(sign * value, sign * null),
-            "calibrated": stats.calibrated_score(sign * value, sign * null, best=sign * spec.best),
-            "permutations": int(null.size)}
+    out: ResultFields = {"p_value": stats.p_value(sign * value, sign * null), "permutations": int(null.size)}
+    if np.isfinite(spec.best):  # the calibrated score scales towards perfect alignment, so it needs that value
+        out["calibrated"] = stats.calibrated_score(sign * value, sign * null, best=sign * spec.best)
+    return out

@@ -33,10 +33,13 @@ def cka_unbiased_result(p: PairData, params: Params) -> MetricResult:
     return _cka_result("cka-unbiased", p, unbiased=True)
 
 
-def _permutation_null(p: PairData, params: Params, perms: list[np.ndarray]) -> np.ndarray:
+def _biased_null(p: PairData, params: Params, perms: list[np.ndarray]) -> np.ndarray:
     """One d1×d2 cross-product per permutation (only ‖XcᵀYc^π‖²_F and aᵀb^π change)."""
-    unbiased = params.get("estimator") == "unbiased"
-    return stats.cka_permutation_null(p.a, p.b, p.cross, perms, unbiased=unbiased)
+    return stats.cka_permutation_null(p.a, p.b, p.cross, perms, unbiased=False)
+
+
+def _unbiased_null(p: PairData, params: Params, perms: list[np.ndarray]) -> np.ndarray:
+    return stats.cka_permutation_null(p.a, p.b, p.cross, perms, unbiased=True)
 
 
 def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
@@ -93,10 +96,10 @@ SPECS = {
         "cka", "linear CKA", (0.0, 1.0),
         "centred kernel alignment with linear kernels, biased HSIC (Kornblith et al. 2019)", cka_biased_result,
         work=_WORK, chance="exact: permutation mean and SD in closed form (RV coefficient)",
-        permutation_null=_permutation_null, covers=_COVERS["cka"], ci_methods=_METHODS, memory=_memory),
+        permutation_null=_biased_null, covers=_COVERS["cka"], ci_methods=_METHODS, memory=_memory),
     "cka-unbiased": MetricSpec(
         "cka-unbiased", "unbiased linear CKA", (-1.0, 1.0),
         "linear CKA with the unbiased HSIC estimator (Song et al. 2012)", cka_unbiased_result,
         work=_WORK, chance="exact: 0, with the permutation SD in closed form",
-        permutation_null=_permutation_null, covers=_COVERS["cka-unbiased"], ci_methods=_METHODS, memory=_memory),
+        permutation_null=_unbiased_null, covers=_COVERS["cka-unbiased"], ci_methods=_METHODS, memory=_memory),
 }

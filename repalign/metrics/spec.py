@@ -61,7 +61,8 @@ class LayerPairs(Protocol):
 
 # How one permutation null of one layer pair is computed: B's rows permuted by each permutation in turn.
 PermutationNull = Callable[["PairData", Params, list[np.ndarray]], np.ndarray]
-# Bytes a metric needs beyond the inputs and the shared work, from n, d1, d2 and its parameters.
+# Bytes a metric needs beyond the inputs and the shared work, from n, d1, d2 and its parameters (the engine
+# adds the run's k to them as "k").
 MemoryEstimate = Callable[[int, int, int, Params], int]
 # Checks that need the data's shape: (params, n, d1, d2, k, labels) → raises InputError.
 ShapeCheck = Callable[[Params, int, int, int, int, tuple[str, str]], None]
@@ -109,9 +110,15 @@ class MetricSpec:
     def default_ci(self) -> str | None:
         return self.ci_methods[0] if self.ci_methods else None
 
+    perfect: float | None = None
+    """The value of identical inputs when the range does not show it (cknna's range is unbounded, its perfect
+    value 1); the calibrated score scales towards it."""
+
     @property
     def best(self) -> float:
-        """The value of perfect alignment."""
+        """The value of perfect alignment (infinite when unknown: then no calibrated score)."""
+        if self.perfect is not None:
+            return self.perfect
         return self.range[1] if self.higher_is_better else self.range[0]
 
     @property

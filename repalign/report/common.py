@@ -37,12 +37,22 @@ def level(result: Result) -> str:
     return f"{round(100 * u.confidence, 6):g}% CI" if u is not None else "CI"
 
 
+# Parameters whose value names itself ("cosine", "biased"); the rest are shown as key=value.
+_BARE = ("distance", "kernel", "estimator")
+
+
 def params(m: MetricResult) -> str:
     p = m.params
-    text = f"k={p['k']}, {p['distance']}" if "k" in p else \
-        ", ".join(str(v) for key, v in p.items() if not key.startswith("layer_"))
+    text = ", ".join(str(v) if key in _BARE else f"{key}={_value(v)}" for key, v in p.items()
+                     if not key.startswith("layer_"))
     layers = [f"{side} layer {p[f'layer_{side}']}" for side in ("a", "b") if f"layer_{side}" in p]
     return text + (f"; best pair: {', '.join(layers)}" if layers else "")
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "none" if v is None else str(v)
 
 
 def shape(info: InputInfo) -> str:
@@ -110,7 +120,7 @@ class Row:
     def cells(self) -> dict[str, str]:
         """Each column's text; the pair and check columns are the renderer's own (see Column.key)."""
         m = self.metric
-        return {"metric": m.name, "score": num(m.value), "ci": interval(m), "chance": chance(m),
+        return {"metric": m.id, "score": num(m.value), "ci": interval(m), "chance": chance(m),
                 "z": "—" if m.z is None else f"{m.z:.1f}", "p": "—" if m.p_value is None else f"{m.p_value:.3g}",
                 "calibrated": num(m.calibrated), "parameters": params(m), "baseline": self.baseline[0],
                 "change": self.baseline[1]}
@@ -119,8 +129,8 @@ class Row:
 def rows(result: Result) -> list[Row]:
     """The metric table's rows: each metric of a compare, or each metric of each pair of a matrix (no diagonal)."""
     if isinstance(result, ComparisonResult):
-        return [Row(m, check_mark(result, m.name), baseline=baseline_cells(result, m.name)) for m in result.metrics]
-    return [Row(m, check_mark(result, m.name, (c.a, c.b)), (result.inputs[c.a], result.inputs[c.b]))
+        return [Row(m, check_mark(result, m.id), baseline=baseline_cells(result, m.id)) for m in result.metrics]
+    return [Row(m, check_mark(result, m.id, (c.a, c.b)), (result.inputs[c.a], result.inputs[c.b]))
             for c in result.cells for m in c.metrics]
 
 
@@ -206,7 +216,7 @@ def share(value: float, bounds: tuple[float, float]) -> float:
 
 def notes(result: Result) -> list[str]:
     """The notes of the report: in a compare, undefined metrics' reasons first."""
-    reasons = [f"{m.name}: {m.reason}" for m in result.metrics if m.value is None and m.reason] \
+    reasons = [f"{m.id}: {m.reason}" for m in result.metrics if m.value is None and m.reason] \
         if isinstance(result, ComparisonResult) else []
     return [shown(note) for note in reasons + list(result.notes)]
 
@@ -251,8 +261,8 @@ def explain_lines(result: ComparisonResult) -> list[str]:
 
 def _explain(result: ComparisonResult, m: MetricResult) -> str:
     if m.value is None:
-        return f"{m.name}: undefined: {m.reason}."
-    parts = [f"{m.name} = {m.value:.4f}"]
+        return f"{m.id}: undefined: {m.reason}."
+    parts = [f"{m.id} = {m.value:.4f}"]
     if m.chance is not None:
         parts.append(f", {m.value / m.chance:.1f}× its chance level {m.chance:.4f}" if m.chance > 0 else
                      f", chance level {m.chance:.4f}")
@@ -262,8 +272,8 @@ def _explain(result: ComparisonResult, m: MetricResult) -> str:
     if m.p_value is not None:
         parts.append(f" (permutation p = {m.p_value:.3g} from {m.permutations})")
     text = "".join(parts) + "."
-    if m.ci_low is not None and m.chance is not None:
-        if m.ci_low > m.chance:
+    if m.ci_low is not None and m.ci_high is not None and m.chance is not None:
+        if (m.ci_low > m.chance) if m.higher_is_better else (m.ci_high < m.chance):
             text += f" The {level(result)} {interval(m)} excludes chance."
         else:
             text += f" The {level(result)} {interval(m)} does not exclude chance: no evidence of agreement" \
@@ -279,7 +289,7 @@ def _warnings(result: ComparisonResult, m: MetricResult) -> str:
     if m.name == "mknn" and m.chance is not None and m.chance > 0.05:
         text += (f" Warning: k is large for n (chance level {m.chance:.3f}); mknn is only comparable"
                  " between runs with the same n and k.")
-    if result.sweep is not None and result.sweep.best.get(m.name) is not None:
+    if result.sweep is not None and result.sweep.best.get(m.id) is not None:
         pairs = len(result.sweep.layers_a) * len(result.sweep.layers_b)
         text += (f" This is the best of {pairs} layer pairs: the max is inflated by choosing it, so its interval"
                  f" is widened to hold for all {pairs} pairs at once and its p-value compares it with the max"

@@ -35,22 +35,22 @@ class CsvFormat:
         if not isinstance(result, ComparisonResult):
             rows = [{**_metric(m), **_run(result), "a": result.inputs[c.a].name, "b": result.inputs[c.b].name,
                      "layer_a": m.params.get("layer_a"), "layer_b": m.params.get("layer_b"),
-                     "check": common.check_mark(result, m.name, (c.a, c.b)).lower()}
+                     "check": common.check_mark(result, m.id, (c.a, c.b)).lower()}
                     for c in result.cells + result.diagonal for m in c.metrics]
             return _csv(MATRIX_CSV_COLUMNS, rows)
         if result.sweep is not None:
             return _csv(SWEEP_CSV_COLUMNS, _sweep_rows(result, result.sweep))
         a, b = result.inputs
         rows = [{**_metric(m), **_run(result), "a": a.name, "b": b.name,
-                 "check": common.check_mark(result, m.name).lower(),
-                 **dict(zip(("baseline", "diff"), common.baseline_raw(result, m.name)))}
+                 "check": common.check_mark(result, m.id).lower(),
+                 **dict(zip(("baseline", "diff"), common.baseline_raw(result, m.id)))}
                 for m in result.metrics]
         return _csv(CSV_COLUMNS, rows)
 
 
 def _metric(m: MetricResult) -> Fields:
     """The fields of one metric result."""
-    return {"metric": m.name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "ci_method": m.ci_method,
+    return {"metric": m.id, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "ci_method": m.ci_method,
             "chance": m.chance, "null_sd": m.null_sd, "z": m.z, "p_value": m.p_value, "calibrated": m.calibrated,
             "permutations": m.permutations, "k": m.params.get("k"), "distance": m.params.get("distance"),
             "estimator": m.params.get("estimator"), "reason": m.reason or m.ci_reason}
@@ -69,14 +69,14 @@ def _sweep_rows(result: ComparisonResult, sw: Sweep) -> list[Fields]:
     a, b = result.inputs
     rows = []
     for m in result.metrics:
-        best = sw.best[m.name]
-        for i, row in enumerate(sw.cells[m.name]):
+        best = sw.best[m.id]
+        for i, row in enumerate(sw.cells[m.id]):
             for j, c in enumerate(row):
                 top = best == (i, j)
                 fields = {**_metric(m), **_run(result), "layer_a": sw.layers_a[i], "layer_b": sw.layers_b[j],
                           "value": c.value, "chance": c.chance, "null_sd": c.null_sd, "z": c.z,
                           "best": "true" if top else "false", "a": a.name, "b": b.name,
-                          "check": common.check_mark(result, m.name).lower() if top else None}
+                          "check": common.check_mark(result, m.id).lower() if top else None}
                 if not top:
                     fields.update(dict.fromkeys(INTERVAL_FIELDS))
                 rows.append(fields)

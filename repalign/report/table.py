@@ -83,7 +83,7 @@ def _parts(result: Result, explain: bool, console: Console, width: int, convert:
         parts.append(Text(common.uncertainty_line(result), style="dim"))
     if isinstance(result, ComparisonResult):
         # Undefined values are part of the result; other notes go to stderr as warnings (see cli).
-        parts += [Text(shown(f"{m.name}: {m.reason}"), style="yellow") for m in result.metrics if m.value is None]
+        parts += [Text(shown(f"{m.id}: {m.reason}"), style="yellow") for m in result.metrics if m.value is None]
         if explain:
             parts += [Text("")] + [Text(line) for line in common.explain_lines(result)]
     return [convert(part) for part in parts]
