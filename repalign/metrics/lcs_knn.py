@@ -30,16 +30,17 @@ def shared_positions(knn_a: np.ndarray, knn_b: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    (m, k) int64. One stable sort per row, O(k·log k): a shared item shows up as
-    two equal neighbours, A's copy first.
+    (m, k) int64. One sort per row, O(k·log k), of the codes item·2k + column: a shared
+    item shows up as two neighbouring codes with the same item, A's column first.
     """
     m, k = knn_a.shape
-    both = np.concatenate([knn_a, knn_b], axis=1)
-    order = np.argsort(both, axis=1, kind="stable")
-    ranked = np.take_along_axis(both, order, axis=1)
-    rows, cols = np.nonzero(ranked[:, 1:] == ranked[:, :-1])
+    width = 2 * k
+    code = np.concatenate([knn_a, knn_b], axis=1).astype(np.int64) * width + np.arange(width)
+    code.sort(axis=1)
+    col = code % width
+    rows, cols = np.nonzero(code[:, 1:] // width == code[:, :-1] // width)
     pos = np.full((m, k), -1, dtype=np.int64)
-    pos[rows, order[rows, cols]] = order[rows, cols + 1] - k
+    pos[rows, col[rows, cols]] = col[rows, cols + 1] - k
     return pos
 
 
@@ -55,20 +56,22 @@ def increasing_run(pos: np.ndarray) -> np.ndarray:
     (m,) int64 lengths. O(m·k·log k): k steps, each a vectorised binary search.
     """
     m, k = pos.shape
-    rows = np.arange(m)
-    # tails[r, l]: the smallest last value of an increasing run of length l+1 so far; k = none yet.
-    tails = np.full((m, k + 1), k, dtype=np.int64)
+    # tails[r, l] (flat, rows of k+1): the smallest last value of an increasing run of length l+1 so far;
+    # k = none yet. Flat indices make each probe one 1-D gather.
+    start = np.arange(m, dtype=np.int64) * (k + 1)
+    tails = np.full(m * (k + 1), k, dtype=np.int64)
     length = np.zeros(m, dtype=np.int64)
     for c in range(k):
         x = pos[:, c]
-        lo, hi = np.zeros(m, dtype=np.int64), np.full(m, k, dtype=np.int64)
+        lo, hi = start.copy(), start + k
         for _ in range(k.bit_length()):  # first l in [0, k] with tails[l] ≥ x
             mid = (lo + hi) >> 1
-            less = tails[rows, mid] < x
-            lo, hi = np.where(less, mid + 1, lo), np.where(less, hi, mid)
+            less = tails[mid] < x
+            np.copyto(lo, mid + 1, where=less)
+            np.copyto(hi, mid, where=~less)
         ok = x >= 0
-        tails[rows[ok], lo[ok]] = x[ok]
-        np.maximum(length, np.where(ok, lo + 1, 0), out=length)
+        tails[lo[ok]] = x[ok]
+        np.maximum(length, np.where(ok, lo - start + 1, 0), out=length)
     return length
 
 
@@ -173,9 +176,9 @@ def _check(params: Params, n: int, d1: int, d2: int, k: int, labels: tuple[str, 
 
 
 def _memory(n: int, d1: int, d2: int, params: Params) -> int:
-    # Relabelled lists (int64); per block: both lists, their order and sorted copy (2k each), positions, tails,
-    # the comparison; the binary search's vectors are per row and small next to these.
-    return _knn.list_memory(n, params.get("k"), per_entry=8, block_per_entry=3 * 16 + 8 + 8 + 2)
+    # Relabelled lists (int64); per block: the codes of both lists (2k int64), their columns, the two
+    # item quotients compared, positions, tails and the comparison; the search's per-row vectors are small.
+    return _knn.list_memory(n, params.get("k"), per_entry=8, block_per_entry=4 * 16 + 8 + 8 + 2)
 
 
 SPEC = MetricSpec(
