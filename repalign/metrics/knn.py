@@ -6,7 +6,7 @@ import numpy as np
 
 from repalign.stats.graphs import overlaps
 
-__all__ = ["chance", "mutual_knn", "overlaps"]
+__all__ = ["chance", "mutual_knn", "overlaps", "relabel"]
 
 
 def mutual_knn(knn_a: np.ndarray, knn_b: np.ndarray) -> float:
@@ -32,3 +32,21 @@ def chance(n: int, k: int) -> float:
     Each overlap is hypergeometric: k of the n−1 other items drawn, k of them marked.
     """
     return k / (n - 1)
+
+
+def relabel(lists: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """The neighbour lists of a side whose rows are permuted: row i of the result lists row perm[i]'s neighbours.
+
+    Parameters
+    ----------
+    lists : (n, k) neighbour indices of the side as given.
+    perm : (n,) permutation; row i of the permuted side is row perm[i] of the original.
+
+    Returns
+    -------
+    (n, k) int64 array ``inv[lists[perm]]``, inv the inverse permutation: neighbour j of row perm[i] now sits
+    at row inv[j]. O(n·k), no new search (docs/formulas.md §6).
+    """
+    inv = np.empty(perm.size, dtype=np.int64)
+    inv[perm] = np.arange(perm.size)
+    return inv[lists[perm]]
