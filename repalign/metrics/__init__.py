@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from repalign.errors import UsageError
-from repalign.metrics import cka_linear, cycle_knn, edit_knn, jaccard, lcs_knn, mknn
+from repalign.metrics import cka_linear, cknna, cycle_knn, edit_knn, jaccard, lcs_knn, mknn
 from repalign.metrics.base import PairData, clamp, finish, list_depth
 from repalign.metrics.spec import Choice, MetricSpec, Param, Params, Work, parse_selection
 
@@ -21,13 +21,15 @@ def register(spec: MetricSpec) -> MetricSpec:
     return spec
 
 
+# Neighbour family first, then kernel and CCA family: the order of `repalign metrics` and the README table.
 register(mknn.SPEC)
-register(cka_linear.SPECS["cka"])
-register(cka_linear.SPECS["cka-unbiased"])
 register(cycle_knn.SPEC)
 register(lcs_knn.SPEC)
 register(edit_knn.SPEC)
 register(jaccard.SPEC)
+register(cknna.SPEC)
+register(cka_linear.SPECS["cka"])
+register(cka_linear.SPECS["cka-unbiased"])
 
 DEFAULT_METRICS = ("mknn", "cka")
 # "auto": each metric's own default (the first of its ci_methods).
