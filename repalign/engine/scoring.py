@@ -14,7 +14,7 @@ from repalign import stats as _stats
 from repalign.engine.representation import Representation, cross, gram_numerators, gram_route_pays
 from repalign.metrics import Choice, PairData, list_depth
 from repalign.metrics import cka as _cka
-from repalign.metrics.base import permutation_fields
+from repalign.metrics.base import ResultFields, permutation_fields
 from repalign.options import Options
 from repalign.results import MetricResult, Sweep, UncertaintySettings
 from repalign.seeds import Streams
@@ -255,7 +255,7 @@ def _full(job: _Job, c: Choice, at: tuple[int, int], defined: set | None = None)
     return dataclasses.replace(res, **changes)
 
 
-def _max_p_value(job: _Job, c: Choice, res: MetricResult, defined: set) -> dict:
+def _max_p_value(job: _Job, c: Choice, res: MetricResult, defined: set) -> ResultFields:
     """p-value and calibrated score against the best over all layer pairs under each permutation.
 
     One permutation is applied to every layer pair and the same best (max, or min for a distance) is taken,
