@@ -56,7 +56,6 @@ def pwcca(a: Side, b: Side, Ub: np.ndarray, weighted: str) -> float:
     T = matmul(a.basis.u.T, Ub)
     rho, vecs = _sub.singular(T, "left" if weighted == "a" else "right")
     loads = a.loads if weighted == "a" else b.loads
-    assert vecs is not None
     weights = np.abs(matmul(loads, vecs)).sum(axis=0)
     return dot(weights, np.clip(rho, 0.0, 1.0)) / float(weights.sum())
 

@@ -1,4 +1,4 @@
-"""Centred bases and singular values from d×d Gram matrices: the linear algebra SVCCA, PWCCA and Procrustes share."""
+"""Centred copies, d×d Grams, orthonormal bases and singular pairs: the linear algebra of the feature-space metrics."""
 
 from __future__ import annotations
 
@@ -78,18 +78,18 @@ def basis(Xc: np.ndarray, w: np.ndarray, V: np.ndarray, r: int) -> Basis:
     return Basis(U, W)
 
 
-def singular(M: np.ndarray, side: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The min(p, q) largest singular values of M (p×q) and, if asked, their singular vectors on one side.
+def singular(M: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """The min(p, q) largest singular values of M (p×q) and their singular vectors on one side.
 
     Parameters
     ----------
     M : (p, q) float64.
-    side : None (values only), 'left' (also the p×m left vectors) or 'right' (the q×m right vectors).
+    side : 'left' (the p×m left vectors) or 'right' (the q×m right vectors), m = min(p, q).
 
     Returns
     -------
-    s : (m,) singular values, m = min(p, q), in the order of the vectors (descending up to rounding).
-    vectors : (p, m) or (q, m) orthonormal columns, or None.
+    s : (m,) singular values, in the order of the vectors (descending up to rounding).
+    vectors : (p, m) or (q, m) orthonormal columns.
 
     Notes
     -----
@@ -99,12 +99,8 @@ def singular(M: np.ndarray, side: str | None = None) -> tuple[np.ndarray, np.nda
     (absolute), since the eigenvectors of MMᵀ cannot resolve values closer than that. For values alone use
     ``np.linalg.svd(M, compute_uv=False)``.
     """
-    p, q = M.shape
-    m = min(p, q)
-    left = side == "left" if side is not None else p <= q
-    A = M if left else M.T
+    A = M if side == "left" else M.T
     _, V = eigen(matmul(A, A.T))
-    V = V[:, :m]
+    V = V[:, : min(M.shape)]
     P = matmul(A.T, V)
-    s = np.sqrt(np.einsum("ij,ij->j", P, P))
-    return s, (V if side is not None else None)
+    return np.sqrt(np.einsum("ij,ij->j", P, P)), V

@@ -38,7 +38,7 @@ def svcca(Ua: np.ndarray, Ub: np.ndarray) -> float:
     return float(np.mean(np.clip(rho, 0.0, 1.0)))
 
 
-def leading_basis(X: np.ndarray, dims: int | None, var: float | None) -> _sub.Basis:
+def leading_basis(X: np.ndarray, dims: int, var: float | None) -> _sub.Basis:
     """The basis SVCCA keeps of one input (n×d).
 
     dims (var None): standardise the columns (centre, divide by std + 1e-8, as PRH), keep the top ``dims``
@@ -51,7 +51,7 @@ def leading_basis(X: np.ndarray, dims: int | None, var: float | None) -> _sub.Ba
     w, V = _sub.eigen(_sub.gram(Xc))
     r = _sub.rank(w)
     if var is None:
-        r = min(r, int(dims or 0))
+        r = min(r, dims)
     elif r:
         share = np.cumsum(w) / np.sum(w)
         r = min(r, int(np.searchsorted(share, var)) + 1)
