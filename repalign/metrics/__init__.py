@@ -5,7 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from repalign.errors import UsageError
-from repalign.metrics import cka_linear, cknna, cycle_knn, edit_knn, jaccard, lcs_knn, mknn
+from repalign.metrics import (
+    cka_linear,
+    cknna,
+    cycle_knn,
+    edit_knn,
+    jaccard,
+    lcs_knn,
+    linear_r2,
+    mknn,
+    procrustes,
+    pwcca,
+    svcca,
+)
 from repalign.metrics.base import PairData, clamp, finish, list_depth
 from repalign.metrics.spec import Choice, MetricSpec, Param, Params, Work, parse_selection
 
@@ -30,6 +42,10 @@ register(jaccard.SPEC)
 register(cknna.SPEC)
 register(cka_linear.SPECS["cka"])
 register(cka_linear.SPECS["cka-unbiased"])
+register(svcca.SPEC)
+register(pwcca.SPEC)
+register(procrustes.SPEC)
+register(linear_r2.SPEC)
 
 DEFAULT_METRICS = ("mknn", "cka")
 # "auto": each metric's own default (the first of its ci_methods).

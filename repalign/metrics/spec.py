@@ -66,6 +66,8 @@ PermutationNull = Callable[["PairData", Params, list[np.ndarray]], np.ndarray]
 MemoryEstimate = Callable[[int, int, int, Params], int]
 # Checks that need the data's shape: (params, n, d1, d2, k, labels) → raises InputError.
 ShapeCheck = Callable[[Params, int, int, int, int, tuple[str, str]], None]
+# Checks between parameters: (all values, the names the user gave) → raises ValueError saying what is allowed.
+ParamCheck = Callable[[Params, tuple[str, ...]], None]
 
 
 def _no_memory(n: int, d1: int, d2: int, params: Params) -> int:
@@ -100,6 +102,8 @@ class MetricSpec:
     """Interval methods it offers besides its default; the first is the default."""
     memory: MemoryEstimate = _no_memory
     check: ShapeCheck | None = None
+    validate: ParamCheck | None = None
+    """Checks between parameters (e.g. two that exclude each other), run when ``-m`` is parsed."""
     symmetric: bool | Callable[[Params], bool] = True
     """Swapping the inputs leaves the value unchanged (a matrix then fills both triangles); may depend on the
     parameters (linear-r2 is symmetric only with direction=both)."""
@@ -282,4 +286,9 @@ def _resolve(spec: MetricSpec, d: _Draft, error: Callable[[str], Exception]) -> 
             values[key] = known[key].parse(d.given[key])
         except ValueError as exc:
             raise error(f"metric '{spec.name}': {key}={d.given[key]}: {exc}") from None
+    if spec.validate is not None:
+        try:
+            spec.validate(values, tuple(d.order))
+        except ValueError as exc:
+            raise error(f"metric '{spec.name}': {exc}") from None
     return Choice(spec, tuple(values.items()), tuple(d.order))
