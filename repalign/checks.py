@@ -17,14 +17,16 @@ ON = ("value", "ci-low", "ci-high")
 def parse_bounds(values, option: str, known) -> dict[str, float]:
     """``["mknn=0.3", "cka=0.8,cka-unbiased=0.5", "linear-r2:folds=0,direction=ab=0.4"]`` → {metric id: bound}.
 
-    A whole item whose part before its last ``=`` is a known id is one gate (ids may hold commas); otherwise
-    the item is split at commas.
+    An item is split at commas, unless its pieces are not all ``ID=NUMBER`` while the whole item is (an id may
+    hold commas).
     """
     out: dict[str, float] = {}
     for item in values or ():
         text = str(item).strip()
+        parts = [part.strip() for part in text.split(",") if part.strip()]
         whole = text.rpartition("=")[0].strip().lower()
-        parts = [text] if whole in known else [part.strip() for part in text.split(",") if part.strip()]
+        if whole in known and not all(part.rpartition("=")[0].strip().lower() in known for part in parts):
+            parts = [text]
         if not parts:  # an empty gate would silently check nothing
             raise UsageError(f"{option} expects METRIC=NUMBER, e.g. {option} mknn=0.3 (got '{item}')")
         for part in parts:

@@ -8,7 +8,12 @@ from repalign.metrics.spec import MetricSpec, format_value
 
 
 def _bound(v: float) -> str:
-    return ("−∞" if v < 0 else "∞") if math.isinf(v) else format_value(float(v))
+    text = ("-∞" if v < 0 else "∞") if math.isinf(v) else f"{v:.4g}"
+    return text.replace("-", "−")
+
+
+def _permutations(spec: MetricSpec) -> str:
+    return "none" if spec.permutation_null is None else "by default" if spec.cheap_null else "with --permutations"
 
 
 def entry(spec: MetricSpec) -> dict:
@@ -21,8 +26,7 @@ def entry(spec: MetricSpec) -> dict:
         "symmetric": spec.symmetric if isinstance(spec.symmetric, bool) else "depends on parameters",
         "params": [{"name": p.name, "default": p.default, "doc": p.doc} for p in spec.params],
         "chance": spec.chance,
-        "permutations": ("none" if spec.permutation_null is None
-                         else "by default" if spec.cheap_null else "with --permutations"),
+        "permutations": _permutations(spec),
         "interval": spec.covers or "none validated yet",
         "description": spec.description,
     }
@@ -36,12 +40,13 @@ def params_text(spec: MetricSpec) -> str:
 
 def markdown(registry: dict[str, MetricSpec]) -> str:
     """The README's metric table, one row per registered metric (a test keeps the README in step)."""
-    lines = ["| metric | direction | range | parameters (defaults) | chance level | interval |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| metric | better | range | parameters (defaults) | chance level | permutation p-value | interval |",
+             "|---|---|---|---|---|---|---|"]
     for s in registry.values():
         rng = f"[{_bound(s.range[0])}, {_bound(s.range[1])}]"
-        lines.append(f"| `{s.name}` | {s.direction} | {rng} | {params_text(s)} | {s.chance} | "
-                     f"{s.covers or 'none validated yet'} |")
+        sym = "" if s.symmetric is True else " (asymmetric)"
+        lines.append(f"| `{s.name}`{sym} | {s.direction} | {rng} | {params_text(s)} | {s.chance} | "
+                     f"{_permutations(s)} | {s.covers or 'none validated yet'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -54,7 +59,6 @@ def text(registry: dict[str, MetricSpec]) -> str:
         out.append(f"  direction: {s.direction} = more aligned; range [{_bound(s.range[0])}, {_bound(s.range[1])}]")
         for p in s.params:
             out.append(f"  {s.name}:{p.name}=…  {p.doc} [default: {'none' if p.default is None else p.default}]")
-        perms = ("none" if s.permutation_null is None else "by default" if s.cheap_null else "with --permutations")
-        out.append(f"  chance: {s.chance}; permutation p-value: {perms}")
+        out.append(f"  chance: {s.chance}; permutation p-value: {_permutations(s)}")
         out.append(f"  interval: {s.covers or 'none validated yet'}")
     return "\n".join(out) + "\n"
