@@ -223,12 +223,12 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
     res["intervals"] = iv
     if check:
         # The same dataset through the public API, default method and each of the others.
-        from repalign.metrics import DEFAULT_CI
+        from repalign.metrics import REGISTRY
 
         for m in ("auto", "percentile", "basic", "bca", "normal"):
             r = repalign.compare(X, Y, metrics="mknn", k=K, resamples=resamples, seed=seed, ci_method=m,
                                  permutations=0, confidence=confidence).metric("mknn")
-            mine = iv[DEFAULT_CI["mknn"] if m == "auto" else m]
+            mine = iv[REGISTRY["mknn"].default_ci if m == "auto" else m]
             res.setdefault("check", {})[m] = {"ci_method": r.ci_method,
                                               "match": bool(r.value == value and r.ci_low == mine[0]
                                                             and r.ci_high == mine[1])}

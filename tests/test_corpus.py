@@ -739,6 +739,19 @@ def nan_in_layer(c):
     return stack
 
 
+# Metric parameters the data cannot serve: the error names both inputs and the numbers.
+add("cknna-k1", lambda c: Setup([c.npy("k1.npy", c.X), c.partner(), "-m", "cknna", "--k", "1"], "k1.npy"), "error",
+    needles=("cknna needs k ≥ 2",))
+add("cknna-k-too-large", lambda c: Setup([c.npy("small.npy", c.X[:12]), c.partner(12), "-m", "cknna", "--k", "11"],
+                                         "small.npy"), "error", needles=("k",))
+add("svcca-dims-above-d", lambda c: Setup([c.npy("narrow.npy", c.X[:, :4]), c.partner(), "-m", "svcca:dims=6"],
+                                          "narrow.npy"), "error", needles=("d too small for svcca:dims",))
+add("linear-r2-folds-above-n", lambda c: Setup([c.npy("few.npy", c.X[:6]), c.partner(6), "-m", "linear-r2:folds=8"],
+                                               "few.npy"), "error", needles=("folds",))
+add("procrustes-constant-side", lambda c: Setup([c.npy("flat.npy", np.ones_like(c.X)), c.partner(),
+                                                 "-m", "procrustes"], "flat.npy"), "either")
+
+
 def ids_table(c, name, ids):
     import pyarrow as pa
 
@@ -747,7 +760,7 @@ def ids_table(c, name, ids):
 
 
 # The number of cases, for the README to quote; test_case_count keeps it honest.
-N_CASES = 155
+N_CASES = 160
 
 
 # --------------------------------------------------------------------------- the tests

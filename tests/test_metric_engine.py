@@ -162,3 +162,31 @@ def test_every_metric_module_registers_one_spec():
         assert spec.range[0] < spec.range[1]
         assert isinstance(spec.work, Work) and any(vars(spec.work).values()), name
     assert metrics.DEFAULT_METRICS == ("mknn", "cka")
+
+
+def test_every_metric_in_a_sweep_and_a_matrix(write, rng):
+    """Sweeps and matrices run every registered metric, each with its own max-over-pairs null."""
+    n, d = 60, 12
+    X = rng.standard_normal((n, d))
+    layers = np.stack([X + s * rng.standard_normal((n, d)) for s in (0.3, 1.0, 3.0)], axis=1)
+    a, b = write.npy(layers, "layers.npy"), write.npy(X, "x.npy")
+    every = ",".join(REGISTRY)
+    out = runner.invoke(app, ["compare", a, b, "-m", every, "-f", "json", "--seed", "4", "-k", "5",
+                              "--permutations", "30", "--resamples", "0"])
+    doc = _json(out)
+    assert out.exit_code == 0 and [m["name"] for m in doc["metrics"]] == list(REGISTRY)
+    for m in doc["metrics"]:
+        grid = doc["sweep"]["metrics"][m["id"]]
+        values = [row[0] for row in grid["value"]]
+        assert m["value"] == (max(values) if m["direction"] == "higher" else min(values)), m["id"]
+        # Every metric has a permutation null, and the sweep's is the best over the three layers.
+        assert m["permutations"] == 30 and 0 < m["p_value"] <= 1, m["id"]
+    out = runner.invoke(app, ["matrix", a, b, write.npy(2 * X, "x2.npy"), "-m", every, "-f", "json",
+                              "--seed", "4", "-k", "5", "--resamples", "0", "--permutations", "0"])
+    doc = _json(out)
+    assert out.exit_code == 0 and doc["metrics"] == list(REGISTRY)
+    for name in REGISTRY:
+        grid = doc["matrix"][name]
+        assert grid[1][2] is not None, name
+        if REGISTRY[name].symmetric is True:
+            assert grid[2][1] == grid[1][2], name
