@@ -55,7 +55,8 @@ PREP = "clip |x| at the 0.95 quantile of all entries, then L2-normalise rows (pr
 def test_json_round_trip():
     doc = json.loads(report.to_json(RESULT))
     assert doc["metrics"][1] == {
-        "id": "cka", "direction": "higher", "name": "cka", "value": None, "params": {"kernel": "linear", "estimator": "biased"}, "chance": None,
+        "id": "cka", "direction": "higher",
+        "name": "cka", "value": None, "params": {"kernel": "linear", "estimator": "biased"}, "chance": None,
         "range": [0.0, 1.0], "reason": UNDEFINED, "null_sd": None, "z": None, "p_value": None, "calibrated": None,
         "permutations": 0, "ci_low": None, "ci_high": None, "ci_method": None, "ci_covers": None,
         "ci_reason": "no value"}
