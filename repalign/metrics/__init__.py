@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from repalign.errors import UsageError
-from repalign.metrics import cka_linear, mknn
+from repalign.metrics import cka_linear, cka_rbf, mknn, rsa
 from repalign.metrics.base import PairData, clamp, finish, list_depth
 from repalign.metrics.spec import Choice, MetricSpec, Param, Params, Work, parse_selection
 
@@ -24,6 +24,8 @@ def register(spec: MetricSpec) -> MetricSpec:
 register(mknn.SPEC)
 register(cka_linear.SPECS["cka"])
 register(cka_linear.SPECS["cka-unbiased"])
+register(rsa.SPEC)
+register(cka_rbf.SPEC)
 
 DEFAULT_METRICS = ("mknn", "cka")
 # "auto": each metric's own default (the first of its ci_methods).

@@ -1,0 +1,166 @@
+"""Pairwise dissimilarities of all n(n−1)/2 item pairs (condensed, row-major i < j), built in row blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from repalign.linalg import dot, matmul
+
+# Entries of one row block (rows × columns to their right): 2^22 float64 = 32 MB per temporary, few enough
+# blocks that Python overhead is nil at n = 10,000 and small enough that the temporaries stay a fraction of
+# the condensed vectors.
+BLOCK_ENTRIES = 1 << 22
+# float64 temporaries of one block alive at once at most (Gram block, distances, index arrays of the null).
+BLOCK_TEMPS = 6
+
+
+def pairs(n: int) -> int:
+    """n(n−1)/2, the length of a condensed vector."""
+    return n * (n - 1) // 2
+
+
+def block_rows(n: int, block: int | None = None) -> int:
+    """Rows per block: the given number, or as many as keep a block near :data:`BLOCK_ENTRIES` entries."""
+    if block is not None:
+        return max(1, int(block))
+    return max(1, min(n, BLOCK_ENTRIES // max(n, 1)))
+
+
+def block_bytes(n: int, block: int | None = None) -> int:
+    """Bytes of one block's temporaries, for the metrics' memory estimates."""
+    return BLOCK_TEMPS * 8 * block_rows(n, block) * n
+
+
+def _blocks(n: int, block: int | None) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """(s, e, offset, mask): rows s..e−1, their first condensed position, and which entries of the
+    (e−s)×(n−s) block lie strictly right of the diagonal (row-major, so ``rect[mask]`` is in condensed order)."""
+    b = block_rows(n, block)
+    for s in range(0, n, b):
+        e = min(n, s + b)
+        mask = np.arange(n - s)[None, :] > np.arange(e - s)[:, None]
+        yield s, e, s * (2 * n - s - 1) // 2, mask
+
+
+def condensed(x: np.ndarray, kind: str, block: int | None = None) -> np.ndarray:
+    """Dissimilarities of all pairs i < j of the rows of x, in row-major condensed order (as scipy's pdist).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, d)
+        Rows are items; any float dtype (products are formed in float64).
+    kind : {'cosine', 'l2', 'sqeuclidean'}
+        1 − cosine similarity, Euclidean distance, or squared Euclidean distance.
+    block : int, optional
+        Rows per block (default: about :data:`BLOCK_ENTRIES` entries per block).
+
+    Returns
+    -------
+    ndarray, shape (n(n−1)/2,)
+        float64. Entry for (i, j), i < j, at i(2n−i−1)/2 + j−i−1.
+
+    Notes
+    -----
+    Each block is the Gram product of rows s..e−1 with rows s..n−1, so only the upper triangle (plus the
+    small diagonal blocks) is ever multiplied. Euclidean distances come from ‖x_i‖² + ‖x_j‖² − 2x_i·x_j on
+    column-centred rows (distances are translation invariant; centring shrinks the cancellation), clamped at
+    0. Rows of zeros have no cosine: the caller refuses them.
+    """
+    z = np.asarray(x, dtype=np.float64)
+    n = z.shape[0]
+    if kind == "cosine":
+        z = z / np.sqrt(np.einsum("ij,ij->i", z, z))[:, None]
+    else:
+        z = z - z.mean(axis=0)
+        sq = np.einsum("ij,ij->i", z, z)
+    out = np.empty(pairs(n), dtype=np.float64)
+    for s, e, off, mask in _blocks(n, block):
+        g = matmul(z[s:e], z[s:].T)
+        if kind == "cosine":
+            np.subtract(1.0, g, out=g)
+        else:
+            g *= -2.0
+            g += sq[s:e, None]
+            g += sq[None, s:]
+            np.maximum(g, 0.0, out=g)
+            if kind == "l2":
+                np.sqrt(g, out=g)
+        vals = g[mask]
+        out[off : off + vals.size] = vals
+    return out
+
+
+def off_diagonal_row_sums(c: np.ndarray, n: int, block: int | None = None) -> np.ndarray:
+    """Σ_{j≠i} M_ij for each row i of the symmetric matrix M whose condensed upper triangle is c."""
+    r = np.zeros(n, dtype=np.float64)
+    for s, e, off, mask in _blocks(n, block):
+        rect = np.zeros(mask.shape, dtype=np.float64)
+        rect[mask] = c[off : off + int(mask.sum())]
+        r[s:e] += rect.sum(axis=1)  # pairs (i, j > i)
+        r[s:] += rect.sum(axis=0)   # the same pairs seen from j
+    return r
+
+
+def centred_average_ranks(c: np.ndarray) -> np.ndarray:
+    """Average ranks of c minus their mean (N+1)/2, written over c (returned); ties share their mean rank.
+
+    Parameters
+    ----------
+    c : ndarray, shape (N,), float64
+        Overwritten with the result, so that ranking needs no second vector of this size kept.
+
+    Notes
+    -----
+    Ranks as ``scipy.stats.rankdata(method='average')``; the centred ranks are exact multiples of 1/2.
+    """
+    size = c.size
+    order = np.argsort(c)  # order within ties is irrelevant: a tie group shares one rank
+    s = c[order]
+    new = np.empty(size, dtype=bool)
+    new[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    del s
+    starts = np.flatnonzero(new)
+    del new
+    if starts.size == size:  # no ties: ranks are the sorted positions
+        c[order] = np.arange(size, dtype=np.float64) - (size - 1) / 2
+        return c
+    counts = np.diff(starts, append=size)
+    # centred mean rank of a group at sorted positions start..start+count−1: start + (count+1)/2 − (N+1)/2
+    avg = starts + 0.5 * (counts - size)
+    del starts
+    c[order] = np.repeat(avg, counts)
+    return c
+
+
+def permuted_dots(u: np.ndarray, v: np.ndarray, n: int, perms: list[np.ndarray],
+                  block: int | None = None) -> np.ndarray:
+    """Σ_{i<j} u_(i,j) · v_(π(i),π(j)) for each permutation π, with u, v condensed over the same n items.
+
+    Row i of the permuted second side is row π(i), so its pair (i, j) is the original pair (π(i), π(j)),
+    read from v at its condensed position (smaller index first). O(n²) per permutation; each block's pair
+    indices are built once for all permutations.
+    """
+    perms = [np.asarray(p, dtype=np.int64) for p in perms]  # i(2n−i) overflows int32 beyond n ≈ 33,000
+    out = np.zeros(len(perms), dtype=np.float64)
+    for s, e, off, mask in _blocks(n, block):
+        ii, jj = np.nonzero(mask)
+        ii += s
+        jj += s
+        seg = u[off : off + ii.size]
+        for t, perm in enumerate(perms):
+            pi, pj = perm[ii], perm[jj]
+            lo, hi = np.minimum(pi, pj), np.maximum(pi, pj)
+            idx = lo * (2 * n - lo - 1) // 2 + (hi - lo - 1)
+            out[t] += dot(seg, v[idx])
+    return out
+
+
+def blockwise_dot(u: np.ndarray, v: np.ndarray, n: int, block: int | None = None) -> float:
+    """Σ u·v over the condensed vectors, summed block by block in a fixed order (float64)."""
+    total = 0.0
+    for _, _, off, mask in _blocks(n, block):
+        m = int(mask.sum())
+        total += dot(u[off : off + m], v[off : off + m])
+    return total
