@@ -197,9 +197,10 @@ def cka_rbf_result(p: PairData, params: Params) -> MetricResult:
     sigma, factor = params["sigma"], params["factor"]
     p.progress(f"cka-rbf: RBF kernels over {_cd.pairs(p.n)} item pairs")
     kx, ky, s1, s2 = _kernels(p.a, p.b, sigma, factor, None)
-    shown = {"kernel": "rbf", "estimator": "biased",
+    # finish hands these (not params) to the permutation null, so they include sigma and factor as given.
+    shown = {"kernel": "rbf", "estimator": "biased", "sigma": sigma,
              "sigma_rule": "median squared distance, zero diagonal included" if sigma == "median" else "fixed",
-             "factor": factor if sigma == "median" else None, "sigma_a": s1, "sigma_b": s2}
+             "factor": factor, "sigma_a": s1, "sigma_b": s2}
     if kx is None or ky is None:
         side = p.labels[0] if kx is None else p.labels[1]
         return finish(p, SPEC, params, None, shown=shown,

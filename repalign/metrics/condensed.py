@@ -12,8 +12,9 @@ from repalign.linalg import dot, matmul
 # blocks that Python overhead is nil at n = 10,000 and small enough that the temporaries stay a fraction of
 # the condensed vectors.
 BLOCK_ENTRIES = 1 << 22
-# float64 temporaries of one block alive at once at most (Gram block, distances, index arrays of the null).
-BLOCK_TEMPS = 6
+# 8-byte temporaries of one block alive at once at most, with a margin (the null's pair indices ii, jj, three
+# permuted index arrays and the gathered values; the Gram block and its extracted values when building).
+BLOCK_TEMPS = 8
 
 
 def pairs(n: int) -> int:
@@ -116,7 +117,7 @@ def centred_average_ranks(c: np.ndarray) -> np.ndarray:
     """
     size = c.size
     order = np.argsort(c)  # order within ties is irrelevant: a tie group shares one rank
-    s = c[order]
+    s = np.sort(c)  # = c[order], and faster than that gather
     new = np.empty(size, dtype=bool)
     new[:1] = True
     np.not_equal(s[1:], s[:-1], out=new[1:])
@@ -124,6 +125,7 @@ def centred_average_ranks(c: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(new)
     del new
     if starts.size == size:  # no ties: ranks are the sorted positions
+        del starts
         c[order] = np.arange(size, dtype=np.float64) - (size - 1) / 2
         return c
     counts = np.diff(starts, append=size)
@@ -132,6 +134,11 @@ def centred_average_ranks(c: np.ndarray) -> np.ndarray:
     del starts
     c[order] = np.repeat(avg, counts)
     return c
+
+
+RANK_BYTES_PER_ENTRY = 40
+"""Peak bytes per entry while ranking (the vector, its argsort order, then at worst, with many ties, the tie
+groups' counts, mean ranks and their repetition; without ties 32)."""
 
 
 def permuted_dots(u: np.ndarray, v: np.ndarray, n: int, perms: list[np.ndarray],
@@ -150,9 +157,16 @@ def permuted_dots(u: np.ndarray, v: np.ndarray, n: int, perms: list[np.ndarray],
         jj += s
         seg = u[off : off + ii.size]
         for t, perm in enumerate(perms):
+            # in place, so that a block holds ii, jj, three index arrays and the gathered values at most
             pi, pj = perm[ii], perm[jj]
-            lo, hi = np.minimum(pi, pj), np.maximum(pi, pj)
-            idx = lo * (2 * n - lo - 1) // 2 + (hi - lo - 1)
+            lo = np.minimum(pi, pj)
+            hi = np.maximum(pi, pj, out=pj)
+            hi -= lo
+            hi -= 1
+            idx = np.subtract(2 * n - 1, lo, out=pi)
+            idx *= lo
+            idx //= 2
+            idx += hi  # lo(2n−lo−1)/2 + hi−lo−1
             out[t] += dot(seg, v[idx])
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,12 +19,14 @@ _METHODS = ("spearman", "pearson")
 _DISSIMILARITIES = ("cosine", "l2")
 
 
-def rsa_vector(x: np.ndarray, method: str, dissimilarity: str, block: int | None = None) -> np.ndarray | None:
-    """One side's centred condensed vector: dissimilarities (pearson) or their average ranks (spearman).
+def rsa_vectors(a: np.ndarray, b: np.ndarray, method: str, dissimilarity: str,
+                block: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Both sides' centred condensed vectors: dissimilarities (pearson) or their average ranks (spearman).
 
     Parameters
     ----------
-    x : ndarray, shape (n, d)
+    a : ndarray, shape (n, d1)
+    b : ndarray, shape (n, d2)
     method : {'spearman', 'pearson'}
     dissimilarity : {'cosine', 'l2'}
         1 − cosine similarity of the rows, or their Euclidean distance.
@@ -32,10 +35,18 @@ def rsa_vector(x: np.ndarray, method: str, dissimilarity: str, block: int | None
 
     Returns
     -------
-    ndarray, shape (n(n−1)/2,), or None
-        Centred (mean 0) float64; None when all dissimilarities are equal (no correlation exists).
+    (u, v) : ndarrays of shape (n(n−1)/2,), float64, mean 0
+        A side is None when all its dissimilarities are equal (no correlation exists).
     """
-    c = _cd.condensed(x, dissimilarity, block)
+    # Built one after the other (the products use both cores), ranked side by side: argsort runs on one
+    # core and releases the GIL, and it is most of the time at large n.
+    sides = [_cd.condensed(x, dissimilarity, block) for x in (a, b)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        u, v = pool.map(lambda c: _centred(c, method), sides)
+    return u, v
+
+
+def _centred(c: np.ndarray, method: str) -> np.ndarray | None:
     if c.size < 2 or c.min() == c.max():
         return None
     if method == "spearman":
@@ -70,11 +81,8 @@ def rsa(a: np.ndarray, b: np.ndarray, method: str = "spearman", dissimilarity: s
     ``rsa`` (Spearman on 1 − cosine by default), exact over all pairs: the condensed vectors are built
     in row blocks and their products summed in float64, never an n×n matrix.
     """
-    u = rsa_vector(a, method, dissimilarity, block)
-    if u is None:
-        return None
-    v = rsa_vector(b, method, dissimilarity, block)
-    if v is None:
+    u, v = rsa_vectors(a, b, method, dissimilarity, block)
+    if u is None or v is None:
         return None
     n = a.shape[0]
     r = _cd.blockwise_dot(u, v, n, block) / math.sqrt(_cd.blockwise_dot(u, u, n, block)
@@ -106,8 +114,7 @@ def rsa_result(p: PairData, params: Params) -> MetricResult:
 def _permutation_null(p: PairData, params: Params, perms: list[np.ndarray]) -> np.ndarray:
     """Permuting B's rows permutes the pairs of its condensed vector: its ranks are reused, not recomputed."""
     method, dissimilarity = params["method"], params["dissimilarity"]
-    u = rsa_vector(p.a, method, dissimilarity)
-    v = rsa_vector(p.b, method, dissimilarity)
+    u, v = rsa_vectors(p.a, p.b, method, dissimilarity)
     if u is None or v is None:
         return np.full(len(perms), np.nan)
     norm = math.sqrt(_cd.blockwise_dot(u, u, p.n) * _cd.blockwise_dot(v, v, p.n))
@@ -115,10 +122,10 @@ def _permutation_null(p: PairData, params: Params, perms: list[np.ndarray]) -> n
 
 
 def _memory(n: int, d1: int, d2: int, params: Params) -> int:
-    # Condensed vectors of N = n(n−1)/2 float64: A's (kept) while B's is ranked with its argsort order and,
-    # when there are ties, up to three tie-group arrays (spearman); pearson keeps only the two vectors.
-    per = 8 * _cd.pairs(n)
-    vectors = 6 * per if params.get("method", "spearman") == "spearman" else 2 * per
+    # Condensed vectors of N = n(n−1)/2 pairs: spearman ranks both sides at once, each at its peak with
+    # argsort order and tie groups; pearson keeps the two float64 vectors.
+    pairs = _cd.pairs(n)
+    vectors = (2 * _cd.RANK_BYTES_PER_ENTRY if params.get("method", "spearman") == "spearman" else 16) * pairs
     # float64 copies of the inputs (normalised or centred) and one block's temporaries.
     return vectors + 8 * n * (d1 + d2) + _cd.block_bytes(n)
 
@@ -137,5 +144,6 @@ SPEC = MetricSpec(
                   "spearman (average ranks, as scipy) or pearson correlation of the dissimilarities"),
             Param("dissimilarity", "cosine", one_of(*_DISSIMILARITIES),
                   "cosine (1 − cosine similarity, platonic-universe's default) or l2 (Euclidean distance)")),
-    work=Work(arrays=True), chance="exact: 0 (permutation mean); null SD from the permutation null (with --permutations)",
+    work=Work(arrays=True),
+    chance="exact: 0 (permutation mean); the null SD from the permutation null (with --permutations)",
     permutation_null=_permutation_null, memory=_memory, check=_check)
