@@ -79,7 +79,8 @@ def test_ties_get_average_ranks(rng):
 def test_average_ranks_with_ties(rng):
     from repalign.metrics.condensed import centred_average_ranks
 
-    for v in (rng.integers(0, 6, size=500).astype(float), rng.standard_normal(300), np.full(4, 2.0)):
+    few = rng.permutation(np.r_[rng.standard_normal(300), [0.5] * 3, [0.7] * 2, [9.0] * 2, [-9.0] * 2])
+    for v in (rng.integers(0, 6, size=500).astype(float), rng.standard_normal(300), np.full(4, 2.0), few):
         expected = _oracle_ranks(v) - (v.size + 1) / 2
         assert np.array_equal(centred_average_ranks(v.copy()), expected)
 
@@ -178,3 +179,22 @@ def test_memory_estimate_grows_with_pairs():
     small, big = (spec.memory(n, 8, 8, spec.defaults()) for n in (1000, 2000))
     assert big > 3.5 * small
     assert spec.memory(10_000, 768, 768, spec.defaults()) > 80 * 10_000 * 9_999 // 2
+
+
+@pytest.mark.parametrize("case", ["smooth", "ties", "few ties", "outlier", "zeros"])
+def test_bucketed_sort_and_ranks_on_long_vectors(rng, case):
+    # Long enough for the bucketed sort (≥ 8 buckets of 4096); an outlier piles all else into one bucket (the
+    # plain argsort fallback). Reference ranks from np.unique: below-count + (count + 1)/2.
+    from repalign.metrics.condensed import centred_average_ranks, sort_order
+
+    v = {"smooth": lambda: rng.standard_normal(60_000),
+         "ties": lambda: rng.integers(0, 40, 60_000).astype(float),
+         "few ties": lambda: rng.permutation(np.r_[rng.standard_normal(60_000), [0.25] * 5, [-3.0] * 2]),
+         "outlier": lambda: np.r_[rng.standard_normal(60_000), 1e12],
+         "zeros": lambda: np.r_[np.zeros(20_000), rng.random(50_000)]}[case]()
+    order, s = sort_order(v)
+    assert np.array_equal(s, np.sort(v)) and np.array_equal(v[order], s)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    below = np.cumsum(counts) - counts
+    expected = (below + (counts + 1) / 2)[inverse] - (v.size + 1) / 2
+    assert np.array_equal(centred_average_ranks(v.copy()), expected)
