@@ -212,6 +212,7 @@ def cka_rbf_result(p: PairData, params: Params) -> MetricResult:
         return finish(p, SPEC, params, None, shown=shown,
                       reason=f"{side}: the centred kernel is zero (all rows identical); CKA is undefined")
     mean, sd = exact_null(kx, ky, kk, ll)
+    del kx, ky  # finish may run the permutation null, which builds the kernels again: not twice in memory
     return finish(p, SPEC, params, value, chance=mean, null_sd=sd, shown=shown)
 
 
