@@ -179,3 +179,11 @@ def test_memory_estimate_counts_the_kernels():
     pairs = 10_000 * 9_999 // 2
     assert spec.memory(10_000, 768, 768, spec.defaults()) >= 3 * 8 * pairs
     assert spec.memory(10_000, 768, 768, {"sigma": 1.0, "factor": 1.0}) >= 2 * 8 * pairs
+
+
+def test_tiny_fixed_sigma_is_noted(rng):
+    X, Y = make_pair(rng, 30, 5, 5)
+    pd = _pair(100 * X, Y)
+    (choice,) = parse_metrics("cka-rbf:sigma=0.01")
+    choice.spec.compute(pd, choice.values)
+    assert any("numerically the identity" in note for note in pd.notes)

@@ -17,6 +17,8 @@ from repalign.results import MetricResult
 
 _RANGE = (0.0, 1.0)
 _positive = number(0.0, lo_open=True)
+# Largest off-diagonal kernel entry below which a kernel counts as the identity (a note says so).
+_IDENTITY = 1e-12
 
 
 def _sigma(text: str) -> float | str:
@@ -205,6 +207,10 @@ def cka_rbf_result(p: PairData, params: Params) -> MetricResult:
         side = p.labels[0] if kx is None else p.labels[1]
         return finish(p, SPEC, params, None, shown=shown,
                       reason=f"{side}: the median squared distance is 0 (most rows are duplicates), so σ = 0")
+    for ks, label, s in ((kx, p.labels[0], s1), (ky, p.labels[1], s2)):
+        if ks.k.size and float(ks.k.max()) < _IDENTITY:
+            p.notes.append(f"cka-rbf: σ = {s:g} is so small against {label}'s distances that its kernel is "
+                           "numerically the identity (every item unlike every other); the value then says little")
     kl, kk, ll = cka_rbf_parts(kx, ky)
     value = _ratio(kl, kk, ll)
     if value is None:
