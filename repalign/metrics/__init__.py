@@ -7,6 +7,7 @@ from typing import Any
 from repalign.errors import UsageError
 from repalign.metrics import (
     cka_linear,
+    cka_rbf,
     cknna,
     cycle_knn,
     edit_knn,
@@ -16,6 +17,7 @@ from repalign.metrics import (
     mknn,
     procrustes,
     pwcca,
+    rsa,
     svcca,
 )
 from repalign.metrics.base import PairData, clamp, finish, list_depth
@@ -42,9 +44,11 @@ register(jaccard.SPEC)
 register(cknna.SPEC)
 register(cka_linear.SPECS["cka"])
 register(cka_linear.SPECS["cka-unbiased"])
+register(cka_rbf.SPEC)
 register(svcca.SPEC)
 register(pwcca.SPEC)
 register(procrustes.SPEC)
+register(rsa.SPEC)
 register(linear_r2.SPEC)
 
 DEFAULT_METRICS = ("mknn", "cka")

@@ -173,9 +173,9 @@ def finish(p: PairData, spec: MetricSpec, params: Params, value: float | None, *
     ``ci_reason`` says why there is none. ``shown``: the params to report (default: ``params``).
     """
     out: ResultFields = {"chance": chance, "null_sd": null_sd, "z": None}
-    params = dict(params if shown is None else shown)
+    reported = dict(params if shown is None else shown)
     if value is None:
-        return MetricResult(spec.name, None, params, chance, spec.range, reason=reason, ci_reason="no value",
+        return MetricResult(spec.name, None, reported, chance, spec.range, reason=reason, ci_reason="no value",
                             higher_is_better=spec.higher_is_better)
     out["z"] = stats.z_score(value, chance, null_sd)
     if interval:
@@ -189,7 +189,7 @@ def finish(p: PairData, spec: MetricSpec, params: Params, value: float | None, *
         p.progress(f"{spec.name}: {u.permutations} permutations")
         null = spec.permutation_null(p, params, list(stats.permutations(p.streams.perm, p.n, u.permutations)))
         out.update(permutation_fields(spec, value, null))
-    return MetricResult(spec.name, value, params, range=spec.range, higher_is_better=spec.higher_is_better, **out)
+    return MetricResult(spec.name, value, reported, range=spec.range, higher_is_better=spec.higher_is_better, **out)
 
 
 def permutation_fields(spec: MetricSpec, value: float, null: np.ndarray) -> ResultFields:
