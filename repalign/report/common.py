@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -180,6 +181,7 @@ class Grid:
     col_names: list[str]
     range: tuple[float, float]
     best: tuple[int, int] | None = None
+    higher_is_better: bool = True
 
 
 def grids(result: Result) -> list[Grid]:
@@ -189,20 +191,32 @@ def grids(result: Result) -> list[Grid]:
         if sw is None:
             return []
         la, lb = list(sw.layers_a), list(sw.layers_b)
-        return [Grid("layers", name, sw.values(name), la, lb, la, lb, result.metric(name).range, sw.best[name])
-                for name in sw.cells]
+        return [Grid("layers", name, sw.values(name), la, lb, la, lb, result.metric(name).range, sw.best[name],
+                     result.metric(name).higher_is_better) for name in sw.cells]
     labels = [i.short for i in result.inputs]
     names = [i.name for i in result.inputs]
     out = []
     for metric in result.metric_names:
         grid = result.grid(metric)
+        higher = result.cells[0].metric(metric).higher_is_better if result.cells else True
         if result.reference is None:
-            out.append(Grid("pairs", metric, grid, labels, labels, names, names, result.range(metric)))
+            out.append(Grid("pairs", metric, grid, labels, labels, names, names, result.range(metric),
+                            higher_is_better=higher))
             continue
         ref, order = result.reference, list(result.order)
         out.append(Grid("reference", metric, [[grid[ref][j] for j in order]], [labels[ref]],
-                        [labels[j] for j in order], [names[ref]], [names[j] for j in order], result.range(metric)))
+                        [labels[j] for j in order], [names[ref]], [names[j] for j in order], result.range(metric),
+                        higher_is_better=higher))
     return out
+
+
+def finite_bounds(grid: Grid) -> tuple[float, float]:
+    """The grid's range with an unbounded side (cknna, linear-r2) replaced by the data's extreme there."""
+    values = [v for row in grid.values for v in row if v is not None]
+    lo, hi = grid.range
+    lo = lo if math.isfinite(lo) else min(values, default=0.0)
+    hi = hi if math.isfinite(hi) else max(values, default=lo + 1.0)
+    return lo, hi
 
 
 def share(value: float, bounds: tuple[float, float]) -> float:
@@ -218,7 +232,9 @@ def notes(result: Result) -> list[str]:
     """The notes of the report: in a compare, undefined metrics' reasons first."""
     reasons = [f"{m.id}: {m.reason}" for m in result.metrics if m.value is None and m.reason] \
         if isinstance(result, ComparisonResult) else []
-    return [shown(note) for note in reasons + list(result.notes)]
+    distances = sorted({m.id for m in all_metrics(result) if not m.higher_is_better})
+    direction = [f"{', '.join(distances)}: a distance, lower = more aligned"] if distances else []
+    return [shown(note) for note in reasons + direction + list(result.notes)]
 
 
 def uncertainty_line(result: Result) -> str:

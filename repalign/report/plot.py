@@ -40,7 +40,6 @@ SUFFIXES = (".png", ".svg", ".pdf")
 MISSING_COLOUR = "#d0d0d0"
 SCALES = ("data", "fixed")
 """--plot-scale: colour limits from the data's range (default) or the metric's full range."""
-DIRECTION = "higher = more aligned"
 
 
 class PlotFormat:
@@ -75,15 +74,19 @@ def colour_limits(values: Sequence[Sequence[float | None]], bounds: tuple[float,
     """
     if scale not in SCALES:
         raise UsageError(f"--plot-scale must be one of {', '.join(SCALES)} (got {scale!r})")
-    if scale == "fixed":
-        return float(bounds[0]), float(bounds[1])
     m = _as_matrix(values)
     if skip_diagonal and m.shape[0] == m.shape[1] and m.shape[0] > 1:
         m = m.copy()
         np.fill_diagonal(m, np.nan)
     finite = m[np.isfinite(m)]
-    if finite.size == 0 or float(finite.min()) == float(finite.max()):
-        return float(bounds[0]), float(bounds[1])
+    # An unbounded side of a metric's range (cknna, linear-r2) takes the data's extreme, or one unit from the
+    # other bound when there is no data, so the colour bar always has finite ends.
+    lo = float(bounds[0]) if np.isfinite(bounds[0]) else (float(finite.min()) if finite.size else float(bounds[1]) - 1)
+    hi = float(bounds[1]) if np.isfinite(bounds[1]) else (float(finite.max()) if finite.size else lo + 1)
+    if hi <= lo:
+        hi = lo + 1.0
+    if scale == "fixed" or finite.size == 0 or float(finite.min()) == float(finite.max()):
+        return lo, hi
     return float(finite.min()), float(finite.max())
 
 
@@ -105,7 +108,7 @@ def plot_panels(result: Result, scale: str = "data") -> list[Panel]:
         panel: Panel = {"title": grid.metric, "values": grid.values, "row_labels": [shown(x) for x in grid.row_names],
                         "col_labels": [shown(x) for x in grid.col_names], "row_axis": shown(row_axis),
                         "col_axis": shown(col_axis), "vmin": vmin, "vmax": vmax, "annotate": True,
-                        "colorbar_label": f"{grid.metric} ({DIRECTION})"}
+                        "colorbar_label": f"{grid.metric} ({_direction(grid.higher_is_better)})"}
         chances = _chances(result, grid.metric)
         if chances:
             panel["chance"] = float(np.mean(chances))
@@ -115,6 +118,10 @@ def plot_panels(result: Result, scale: str = "data") -> list[Panel]:
             panel["best"] = grid.best
         panels.append(panel)
     return panels
+
+
+def _direction(higher_is_better: bool) -> str:
+    return "higher = more aligned" if higher_is_better else "lower = more aligned"
 
 
 def _as_matrix(values: Sequence[Sequence[float | None]] | np.ndarray) -> np.ndarray:

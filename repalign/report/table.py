@@ -163,6 +163,7 @@ def heatmap(grid: Grid, columns: range | None = None) -> Table:
     t.add_column("a \\ b" if grid.kind == "layers" else "", no_wrap=True, style="bold")
     for j in shown_columns:
         t.add_column(_short(grid.col_labels[j]), justify="right", no_wrap=True)
+    bounds = common.finite_bounds(grid)
     for i, row in enumerate(grid.values):
         cells: list[str | Text] = []
         for j in shown_columns:
@@ -172,7 +173,9 @@ def heatmap(grid: Grid, columns: range | None = None) -> Table:
                 continue
             # A sweep marks its best pair; the other cells keep the mark's place so the numbers line up.
             mark = ("*" if grid.best == (i, j) else " ") if grid.kind == "layers" else ""
-            cells.append(Text(f"{value:.3f}{mark}", style=_colour(common.share(value, grid.range))))
+            where = common.share(value, bounds)
+            # The most aligned end is always the bright colour: a distance is coloured the other way round.
+            cells.append(Text(f"{value:.3f}{mark}", style=_colour(where if grid.higher_is_better else 1.0 - where)))
         t.add_row(_short(grid.row_labels[i]), *cells)
     return t
 
