@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from repalign.errors import UsageError
-from repalign.validation import check_nonzero_rows, row_norms
+from repalign.validation import SAFE_HIGH, SAFE_LOW, check_nonzero_rows, row_norms
 
 PRESETS = {
     # Huh et al. 2024, platonic-rep: remove_outliers(q=0.95, exact=True), then F.normalize, k=10.
@@ -72,6 +72,10 @@ def apply(array: np.ndarray, pre: Preprocessing, label: str) -> np.ndarray:
     if pre.clip is not None and pre.clip < 1.0:
         t = clip_threshold(array, pre.clip)
         array = np.clip(array, -t, t)
+        if t > 0 and not SAFE_LOW <= t <= SAFE_HIGH:
+            # A tiny quantile can leave only tiny values (the input was scaled by its largest value before);
+            # a power of two rescales exactly, as validation does, so sums of fourth powers cannot underflow.
+            array = np.ldexp(np.asarray(array), -int(np.frexp(t)[1])).astype(array.dtype, copy=False)
     if pre.normalize:
         norms = row_norms(array)
         what = "after clipping " if pre.clip is not None and pre.clip < 1.0 else ""

@@ -54,7 +54,7 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
     elif dtype.byteorder not in ("=", "|") and not dtype.isnative:
         array = array.astype(dtype.newbyteorder("="))
     top = check_finite(array, label)
-    if top > 0 and not _SAFE_LOW <= top <= _SAFE_HIGH:
+    if top > 0 and not SAFE_LOW <= top <= SAFE_HIGH:
         # Every metric is invariant to scaling one input, and a power of two scales exactly; without
         # it, squared distances overflow (or FAISS's float32 copy underflows) and numbers go wrong.
         exponent = int(np.frexp(top)[1])
@@ -66,7 +66,7 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
 
 # Magnitudes that float32 squared distances and float64 sums of fourth powers handle without
 # overflow or underflow, for any realistic d and n.
-_SAFE_LOW, _SAFE_HIGH = 2.0**-20, 2.0**20
+SAFE_LOW, SAFE_HIGH = 2.0**-20, 2.0**20
 
 
 def check_finite(array: np.ndarray, label: str) -> float:
