@@ -224,10 +224,10 @@ def bootstrap(X: np.ndarray, Y: np.ndarray, weight_blocks: Iterable[np.ndarray],
     def flush() -> None:
         f = weighted_forms(Xc, Yc, np.concatenate(pending).T, gram)
         constant = constant_side(f)
-        for out, terms in ((biased, biased_terms(f)), (unbiased, unbiased_terms(f))):
-            r = ratios(terms)
-            r[constant] = np.nan
-            out.append(r)
+        biased.append(np.where(constant, np.nan, ratios(biased_terms(f))))
+        # Unbiased HSIC needs 4 rows (its terms divide by m − 2 and m − 3).
+        unbiased.append(np.where(constant, np.nan, ratios(unbiased_terms(f))) if n >= 4
+                        else np.full(constant.shape, np.nan))
         pending.clear()
 
     count = 0

@@ -21,11 +21,19 @@ _MIN_CORRECTED = 8
 _JACKKNIFE = ("corrected", "jackknife")
 _FLAVOURS = ("percentile", "basic", "bca", "normal")
 _METHODS = (*_JACKKNIFE, "bootstrap", *_FLAVOURS)
-# Filled from the coverage study: the flavour "bootstrap" runs for each estimator, whether it passed both
-# targets there, and what to say when it did not.
-_BOOTSTRAP = {"cka": "percentile", "cka-unbiased": "percentile"}
+# No flavour passed the coverage study (benchmarks/coverage_results.md, 2026-12-03): a resample repeats rows,
+# and repeated rows inflate both estimators in every replicate (docs/formulas.md §6.5), so without shared
+# signal the replicates sit far above the estimate (percentile, basic and BCa never covered) and spread
+# 2.5–8× wider than the estimate does. "bootstrap" gives the conservative flavour, normal (centred on the
+# estimate, never under-covered there), and every flavour carries a note.
+_BOOTSTRAP = {"cka": "normal", "cka-unbiased": "normal"}
 _VALIDATED: dict[str, tuple[str, ...]] = {"cka": (), "cka-unbiased": ()}
-_UNDER = {"cka": "", "cka-unbiased": ""}
+_UNDER = {"normal": "failed the coverage study: too wide, up to 8× the true spread without shared signal "
+                    "(the replicates repeat rows); the default, the corrected jackknife, passed everywhere",
+          "percentile": "failed the coverage study: they miss the truth almost always without shared signal "
+                        "(the replicates repeat rows, which inflates CKA); use the default, the corrected jackknife",
+          }
+_UNDER["basic"] = _UNDER["bca"] = _UNDER["percentile"]
 _COVERS = {"cka": "the mean of biased CKA over fresh samples of n items, at this n",
            "cka-unbiased": "the population value of CKA"}
 
@@ -94,7 +102,7 @@ def _bootstrap_interval(name: str, p: PairData, value: float, rng: tuple[float, 
     if jack is not None and not np.isfinite(jack).all():
         return {"ci_reason": "a leave-one-out value is undefined (an item carries all the variance)"}
     if flavour not in _VALIDATED[name]:
-        p.notes.append(f"{name}: {flavour} bootstrap intervals {_UNDER[name]}")
+        p.notes.append(f"{name}: {flavour} bootstrap intervals {_UNDER[flavour]}")
     lo, hi = stats.interval(value, flavour, p.u.confidence, replicates=reps, jack=jack)
     lo, hi = clamp(lo, hi, rng)
     return {"ci_low": lo, "ci_high": hi, "ci_method": f"bootstrap-{flavour}", "ci_covers": _COVERS[name]}
