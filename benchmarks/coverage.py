@@ -23,7 +23,9 @@ exactly as ``repalign.compare`` does: mknn through the library's internals
 every interval method from the same replicates; the first datasets of each
 setting are checked against ``compare`` itself), CKA through ``compare``.
 Besides the library's mknn methods (percentile, basic, bca, normal = bootstrap
-SD) the study evaluates ``normal-jack`` (estimate ± z·jackknife SE).
+SD) the study evaluates ``normal-jack`` (estimate ± z·jackknife SE). For CKA every bootstrap flavour
+(percentile, basic, bca, normal) is computed from one set of weighted replicates
+(repalign.metrics.cka_bootstrap), and the first datasets are checked against ``compare`` itself.
 
 Usage::
 
