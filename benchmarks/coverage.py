@@ -23,7 +23,9 @@ exactly as ``repalign.compare`` does: mknn through the library's internals
 every interval method from the same replicates; the first datasets of each
 setting are checked against ``compare`` itself), CKA through ``compare``.
 Besides the library's mknn methods (percentile, basic, bca, normal = bootstrap
-SD) the study evaluates ``normal-jack`` (estimate ± z·jackknife SE).
+SD) the study evaluates ``normal-jack`` (estimate ± z·jackknife SE). For CKA every bootstrap flavour
+(percentile, basic, bca, normal) is computed from one set of weighted replicates
+(repalign.metrics.cka_bootstrap), and the first datasets are checked against ``compare`` itself.
 
 Usage::
 
@@ -66,6 +68,8 @@ MKNN_METHODS = ("ij", "percentile", "basic", "bca", "normal", "normal-jack", "no
 # sd((o_i + in_i)/k)/√n.
 EXPLORATORY = ("normal-iid", "normal-infl")
 CKA_METRICS = ("cka", "cka-unbiased")
+# The bootstrap flavours of CKA (weighted replicates, repalign.metrics.cka_bootstrap), all from one set of replicates.
+CKA_BOOTSTRAP = ("percentile", "basic", "bca", "normal")
 MASTER_SEED = 20260601
 
 
@@ -235,6 +239,39 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
     return res
 
 
+def cka_bootstrap_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bool = False) -> dict:
+    """Every CKA bootstrap flavour for one dataset from one set of replicates, as repalign.metrics.cka_linear does.
+
+    ``check``: also run each flavour through ``repalign.compare`` and record whether it gave the same interval.
+    """
+    import repalign
+    from repalign import stats
+    from repalign.metrics import PairData, clamp
+    from repalign.results import UncertaintySettings
+
+    u = UncertaintySettings(resamples=resamples, confidence=confidence, seed=seed, ci_method="auto", permutations=0)
+    p = PairData(X, Y, k=K, distance="cosine", labels=("array a", "array b"), uncertainty=u)
+    out: dict = {"checks": []}
+    values = cka_pair(X, Y)
+    for e, name in enumerate(CKA_METRICS):
+        reps, jack = p.cka_boot[e], p.cka_loo[e]
+        rng = (0.0, 1.0) if name == "cka" else (-1.0, 1.0)
+        out[name] = {f"bootstrap-{m}": list(clamp(*stats.interval(values[e], m, confidence, replicates=reps,
+                                                                    jack=jack), rng))
+                     for m in CKA_BOOTSTRAP}
+        out[name]["_boot"] = [float(np.mean(reps)), float(np.std(reps, ddof=1))]
+    if check:
+        for m in CKA_BOOTSTRAP:
+            r = repalign.compare(X, Y, metrics=",".join(CKA_METRICS), resamples=resamples, seed=seed, ci_method=m,
+                                 permutations=0, confidence=confidence)
+            for name in CKA_METRICS:
+                mm = r.metric(name)
+                mine = out[name][f"bootstrap-{m}"]
+                # The value here is computed by the study's own formula, so allow rounding (not a method change).
+                out["checks"].append(bool(np.allclose([mm.ci_low, mm.ci_high], mine, rtol=0, atol=1e-12)))
+    return out
+
+
 def ci_task(args):
     """Intervals of interval datasets j0..j1−1."""
     import repalign
@@ -266,7 +303,13 @@ def ci_task(args):
             rec[name] = {"value": m.value, "intervals": {m.ci_method: [m.ci_low, m.ci_high],
                                                          "jackknife-normal": list(plain)},
                          "ci_method": m.ci_method}
-        rec["seconds"] = {"mknn": t1 - t0, "cka": time.perf_counter() - t1}
+        t2 = time.perf_counter()
+        boot = cka_bootstrap_intervals(X, Y, s, resamples, confidence, check=j < n_check)
+        for name in CKA_METRICS:
+            rec[name]["boot_mean_sd"] = boot[name].pop("_boot")
+            rec[name]["intervals"].update(boot[name])
+        rec["cka_checks"] = boot["checks"]
+        rec["seconds"] = {"mknn": t1 - t0, "cka": t2 - t1, "cka_bootstrap": time.perf_counter() - t2}
         out.append(rec)
     return out
 
@@ -396,8 +439,15 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                     hi = np.array([r[name]["intervals"][meth][1] for r in ci])
                     m[label] = float(((hi - lo) / (2 * z)).mean() / sd) if sd > 0 else None
                 m["ci_methods"] = sorted({r[name]["ci_method"] for r in ci})
+                if "boot_mean_sd" in ci[0][name]:
+                    bm = np.array([r[name]["boot_mean_sd"][0] for r in ci])
+                    bsd = np.array([r[name]["boot_mean_sd"][1] for r in ci])
+                    m["boot_bias"] = float((bm - est).mean() / sd) if sd > 0 else None
+                    m["boot_sd_ratio"] = float(bsd.mean() / sd) if sd > 0 else None
+                    checks = [c for r in ci for c in r.get("cka_checks", [])]
+                    m["compare_checks"], m["compare_mismatches"] = len(checks), sum(not c for c in checks)
             s["metrics"][name] = m
-        s["seconds_per_dataset"] = float(np.mean([r["seconds"]["mknn"] + r["seconds"]["cka"] for r in ci]))
+        s["seconds_per_dataset"] = float(np.mean([sum(r["seconds"].values()) for r in ci]))
         out[kk] = s
     return out
 
@@ -468,12 +518,33 @@ def markdown(summary: dict, confidence: float) -> str:
                      f"{_f(c['centre_bias'], 2)} | {u['truth']:.4f} | {u['true_sd']:.4f} | {two(u)} | "
                      f"{_f(u['centre_bias'], 2)} |")
     lines.append("")
+    if "bootstrap-percentile" in rows[0]["metrics"]["cka"]["methods"]:
+        lines.extend(_cka_bootstrap_table(rows, cell))
     lines.append("| n | d | signal | truth datasets | interval datasets | truth SE / true SD | s / dataset |")
     lines.append("|---|---|---|---|---|---|---|")
     for s in rows:
         lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {s['truth_datasets']} | {s['datasets']} | "
                      f"{1 / np.sqrt(s['truth_datasets']):.3f} | {s['seconds_per_dataset']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _cka_bootstrap_table(rows, cell) -> list[str]:
+    """Coverage (width ratio) of every CKA bootstrap flavour, and where the replicates sit."""
+    lines = ["### CKA: bootstrap flavours (weighted replicates, --ci-method percentile|basic|bca|normal)\n",
+             "Coverage (width ratio); boot bias = (mean of the replicates − estimate)/true SD; boot SD ratio = "
+             "SD of the replicates / true SD; compare() checks = intervals also computed through "
+             "repalign.compare (mismatches).\n"]
+    head = " | ".join(f"{e} {m}" for e in ("cka", "cka-unb.") for m in CKA_BOOTSTRAP)
+    lines.append(f"| n | d | signal | {head} | cka boot bias / SD ratio | cka-unb. boot bias / SD ratio | checks |")
+    lines.append("|---|---|---|" + "---|" * (2 * len(CKA_BOOTSTRAP) + 3))
+    for s in rows:
+        c, u = s["metrics"]["cka"], s["metrics"]["cka-unbiased"]
+        cells = " | ".join(cell(x["methods"][f"bootstrap-{m}"]) for x in (c, u) for m in CKA_BOOTSTRAP)
+        diag = " | ".join(f"{_f(x['boot_bias'], 2)} / {_f(x['boot_sd_ratio'], 2)}" for x in (c, u))
+        checks = f"{c['compare_checks'] + u['compare_checks']} ({c['compare_mismatches'] + u['compare_mismatches']})"
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {cells} | {diag} | {checks} |")
+    lines.append("")
+    return lines
 
 
 # ---------------------------------------------------------------- driver

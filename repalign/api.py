@@ -61,10 +61,12 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     confidence : two-sided level of the intervals.
     seed : seed of all random draws (drawn and reported when None).
     ci_method : ``auto`` (each metric's validated default: ``ij`` for mknn,
-        the corrected jackknife for CKA), ``ij``, ``normal``, ``percentile``,
-        ``basic`` or ``bca`` (mknn), or ``jackknife`` (CKA without the
-        second-order correction); a metric that cannot use the requested
-        method keeps its default and reports which one ran.
+        the corrected jackknife for CKA), ``bootstrap`` (each metric's
+        validated bootstrap flavour; mknn: normal), ``percentile``,
+        ``basic``, ``bca`` or ``normal`` (mknn and CKA), ``ij`` (mknn), or
+        ``jackknife`` (CKA without the second-order correction); a metric
+        that cannot use the requested method keeps its default, and the
+        result's ``ci_method`` names what ran.
     permutations : permutations for p-values and calibrated scores. By
         default 1000 for k-NN metrics, where each costs O(n·k); given
         explicitly, CKA gets them too, at O(n·d1·d2) each.

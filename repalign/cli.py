@@ -147,8 +147,9 @@ Seed = Annotated[Optional[int], typer.Option(
     "--seed", metavar="S", help="Seed for resamples and permutations (drawn and reported if omitted).")]
 CiMethod = Annotated[str, typer.Option(
     "--ci-method", metavar="METHOD",
-    help="auto, ij, normal, percentile, basic, bca (mknn) or jackknife (CKA, uncorrected); auto = each metric's "
-         "validated default (mknn: ij; CKA: corrected jackknife).")]
+    help="auto, bootstrap, percentile, basic, bca, normal (mknn and CKA), ij (mknn), jackknife or corrected "
+         "(CKA); auto = each metric's validated default (mknn: ij; CKA: corrected jackknife); bootstrap = its "
+         "validated bootstrap flavour (mknn: normal).")]
 Permutations = Annotated[Optional[int], typer.Option(
     "--permutations", "-P", metavar="P",
     help="Permutations for p-values and calibrated scores [default: 1000 for k-NN metrics, 200 for a "

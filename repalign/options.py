@@ -99,7 +99,8 @@ def _uncertainty(resamples: int, confidence: float, seed: int | None, ci_method:
         raise UsageError(f"--confidence must be strictly between 0 and 1 (got {confidence})")
     if ci_method not in CI_METHODS:
         raise UsageError(f"unknown --ci-method '{ci_method}' (choose from {', '.join(CI_METHODS)})")
-    if resamples and resamples < 100 and ci_method in ("percentile", "basic", "bca"):
+    # "bootstrap" is a quantile interval for CKA (percentile or BCa), so it needs as many replicates.
+    if resamples and resamples < 100 and ci_method in ("bootstrap", "percentile", "basic", "bca"):
         raise UsageError(f"--ci-method {ci_method} needs at least 100 resamples (got {resamples})")
     if seed is None:
         entropy = np.random.SeedSequence().entropy  # an int when drawn fresh

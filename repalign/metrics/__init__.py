@@ -53,7 +53,7 @@ register(linear_r2.SPEC)
 
 DEFAULT_METRICS = ("mknn", "cka")
 # "auto": each metric's own default (the first of its ci_methods).
-CI_METHODS = ("auto", "percentile", "basic", "bca", "normal", "ij", "jackknife", "corrected")
+CI_METHODS = ("auto", "bootstrap", "percentile", "basic", "bca", "normal", "ij", "jackknife", "corrected")
 
 
 def parse_metrics(values: Any) -> tuple[Choice, ...]:

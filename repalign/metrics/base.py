@@ -8,6 +8,7 @@ import numpy as np
 
 from repalign import stats
 from repalign.metrics import cka as _cka
+from repalign.metrics import cka_bootstrap as _cka_bootstrap
 from repalign.metrics import cka_jackknife as _jackknife
 from repalign.metrics.spec import MetricSpec, Params
 from repalign.results import MetricResult, UncertaintySettings
@@ -70,6 +71,7 @@ class PairData:
         self._cross = cross
         self._cka_loo: tuple[np.ndarray, np.ndarray] | None = None
         self._cka_second: tuple[float, float, bool] | None = None
+        self._cka_boot: tuple[np.ndarray, np.ndarray] | None = None
         self.notes: list[str] = []
         self.cache: dict = {}
         """A metric's own work on this pair, kept for its permutation null (keyed by the metric's name)."""
@@ -144,6 +146,15 @@ class PairData:
             self.progress("CKA jackknife")
             self._cka_loo = _jackknife.jackknife(self.a, self.b, self.cross)
         return self._cka_loo
+
+    @property
+    def cka_boot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap replicates of (biased, unbiased) linear CKA from the shared resample stream, both metrics'."""
+        if self._cka_boot is None:
+            self.progress(f"CKA: {self.u.resamples} bootstrap resamples")
+            weights = stats.resample_weights(self.streams.boot, self.n, self.u.resamples)
+            self._cka_boot = _cka_bootstrap.bootstrap(self.a, self.b, weights)
+        return self._cka_boot
 
     @property
     def cka_second(self) -> tuple[float, float, bool]:

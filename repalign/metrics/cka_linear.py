@@ -16,7 +16,27 @@ _MIN_CORRECTED = 8
 # The jackknife variance counts the second-order (degenerate) part of the variance twice, which made its
 # intervals 1.34–1.50× too wide when the sides are unrelated; "corrected" subtracts the sum of squared
 # delete-2 interactions (cka_jackknife.second_order). "jackknife" asks for the plain, conservative one.
-_METHODS = ("corrected", "jackknife")
+# The bootstrap flavours (cka_bootstrap, docs/formulas.md §6.5) read one set of replicates shared by both
+# estimators; "bootstrap" is the flavour the coverage study validated (benchmarks/coverage_results.md).
+_JACKKNIFE = ("corrected", "jackknife")
+_FLAVOURS = ("percentile", "basic", "bca", "normal")
+_METHODS = (*_JACKKNIFE, "bootstrap", *_FLAVOURS)
+# No flavour passed the coverage study (benchmarks/coverage_results.md, 2026-12-03): a resample repeats rows,
+# and repeated rows inflate both estimators in every replicate (docs/formulas.md §6.5). Without shared signal
+# the replicates sit 29–340 true SDs above the estimate and spread 2.4–8.6× wider than it does; percentile,
+# basic and BCa covered 0.000 in every setting without or with moderate signal. "bootstrap" gives the best
+# flavour, normal (centred on the estimate): 0.925–1.000 in 11 of 12 settings, but 0.80 for unbiased CKA at
+# n = 256, d = 768, moderate signal, and 2.4–8.6× too wide without signal. Every flavour carries a note.
+_BOOTSTRAP = {"cka": "normal", "cka-unbiased": "normal"}
+_VALIDATED: dict[str, tuple[str, ...]] = {"cka": (), "cka-unbiased": ()}
+_UNDER = {"normal": "failed the coverage study: up to 8.6× too wide without shared signal, and for cka-unbiased "
+                    "0.80 coverage in one setting (resamples repeat rows, which inflates CKA); the default, the "
+                    "corrected jackknife, is the validated interval",
+          "percentile": "failed the coverage study: they missed the truth in every dataset without strong shared "
+                        "signal (resamples repeat rows, which inflates CKA); use the default, the corrected "
+                        "jackknife",
+          }
+_UNDER["basic"] = _UNDER["bca"] = _UNDER["percentile"]
 _COVERS = {"cka": "the mean of biased CKA over fresh samples of n items, at this n",
            "cka-unbiased": "the population value of CKA"}
 
@@ -66,7 +86,34 @@ def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
 
 
 def _interval(name: str, p: PairData, value: float, rng: tuple[float, float], unbiased: bool) -> ResultFields:
-    """The jackknife-normal interval, its variance corrected for the second-order part when that is defined."""
+    """The interval the settings ask for: a jackknife (the default) or a bootstrap flavour."""
+    method = p.method(name, _METHODS, _METHODS[0])
+    if method in _JACKKNIFE:
+        return _jackknife_interval(name, p, value, rng, unbiased, corrected=method == "corrected")
+    return _bootstrap_interval(name, p, value, rng, unbiased, _BOOTSTRAP[name] if method == "bootstrap" else method)
+
+
+def _bootstrap_interval(name: str, p: PairData, value: float, rng: tuple[float, float], unbiased: bool,
+                        flavour: str) -> ResultFields:
+    """A bootstrap interval from the weighted replicates (cka_bootstrap), with a note where it under-covers."""
+    if flavour == "bca" and p.n < 5:
+        return {"ci_reason": f"the BCa acceleration needs the jackknife, which needs at least 5 items (n = {p.n})"}
+    reps = p.cka_boot[1 if unbiased else 0]
+    if not np.isfinite(reps).all():
+        return {"ci_reason": "a bootstrap resample has a side with no (estimated) variance; CKA is undefined there"}
+    jack = p.cka_loo[1 if unbiased else 0] if flavour == "bca" else None
+    if jack is not None and not np.isfinite(jack).all():
+        return {"ci_reason": "a leave-one-out value is undefined (an item carries all the variance)"}
+    if flavour not in _VALIDATED[name]:
+        p.notes.append(f"{name}: {flavour} bootstrap intervals {_UNDER[flavour]}")
+    lo, hi = stats.interval(value, flavour, p.u.confidence, replicates=reps, jack=jack)
+    lo, hi = clamp(lo, hi, rng)
+    return {"ci_low": lo, "ci_high": hi, "ci_method": f"bootstrap-{flavour}", "ci_covers": _COVERS[name]}
+
+
+def _jackknife_interval(name: str, p: PairData, value: float, rng: tuple[float, float], unbiased: bool,
+                        corrected: bool) -> ResultFields:
+    """The jackknife-normal interval, its variance corrected for the second-order part when asked and defined."""
     if p.n < 5:
         return {"ci_reason": f"the jackknife needs at least 5 items (n = {p.n})"}
     jack = p.cka_loo[1 if unbiased else 0]
@@ -74,7 +121,7 @@ def _interval(name: str, p: PairData, value: float, rng: tuple[float, float], un
         return {"ci_reason": "a leave-one-out value is undefined (an item carries all the variance)"}
     var = stats.jackknife_se(jack) ** 2
     method = "jackknife-normal"
-    if p.method(name, _METHODS, _METHODS[0]) == "corrected" and p.n >= _MIN_CORRECTED:
+    if corrected and p.n >= _MIN_CORRECTED:
         second = p.cka_second[1 if unbiased else 0]
         if np.isfinite(second) and var - second > 0:
             var, method = var - second, "jackknife-corrected-normal"

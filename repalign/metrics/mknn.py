@@ -17,7 +17,9 @@ _RANGE = (0.0, 1.0)
 # percentile and basic intervals under-cover (0.875 and 0.65 at n=1024, d=768). "ij" is estimate ± z·(null-
 # calibrated IJ SE, floored at the exact null SD), stats.knn_ij_variance; "normal" (± z·bootstrap SD) remains
 # as the conservative choice.
-_METHODS = ("ij", "percentile", "basic", "bca", "normal")
+_METHODS = ("ij", "bootstrap", "percentile", "basic", "bca", "normal")
+# "bootstrap" asks for the validated bootstrap flavour: normal, whose SD is conservative (over-covers).
+_BOOTSTRAP = "normal"
 _COVERS = "the mean of mknn over fresh samples of n items, at this n and k"
 
 
@@ -52,6 +54,8 @@ def _interval(p: PairData, value: float, null_sd: float) -> ResultFields:
     u = p.u
     rs = stats.KnnResampler(p.neighbors("a"), p.neighbors("b"), p.k, full_list=p.full_list)
     method = p.method("mknn", _METHODS, _METHODS[0])
+    if method == "bootstrap":
+        method = _BOOTSTRAP
     se, label = None, f"bootstrap-{method}"
     if method == "ij":
         p.progress(f"mknn: {u.resamples} bootstrap resamples, IJ variance and its null calibration")

@@ -1,0 +1,195 @@
+"""Weighted bootstrap of linear CKA: replicates against materialised resamples, seeds, threads, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_pair
+from test_cli import run
+
+import repalign
+from repalign.metrics import cka_bootstrap
+from repalign.stats import resample_weights
+
+# The replicates are ratios of float64 sums of O(n²) products, against a dense reference that forms the
+# m×m Grams of the materialised resample: both round differently, at about 1e-15 relative per sum; the
+# unbiased terms cancel to a few per cent of their size, so 1e-10 absolute leaves a wide margin and still
+# catches any wrong term (a missing copy-pair term moves unbiased CKA by ≥ 1e-3 here).
+TOL = 1e-10
+
+
+def _hsic_biased(K, L):
+    """tr(KHLH)/(m−1)², H = I − 11ᵀ/m (docs/formulas.md §3; Gretton et al. 2005)."""
+    m = K.shape[0]
+    H = np.eye(m) - np.ones((m, m)) / m
+    return np.trace(K @ H @ L @ H) / (m - 1) ** 2
+
+
+def _hsic_unbiased(K, L):
+    """Song et al. 2012, eq. 5, with the diagonal of each Gram set to zero (docs/formulas.md §3)."""
+    m = K.shape[0]
+    Kt, Lt = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
+    one = np.ones(m)
+    return (np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((m - 1) * (m - 2))
+            - 2 * one @ Kt @ Lt @ one / (m - 2)) / (m * (m - 3))
+
+
+def _dense_cka(X, Y, unbiased):
+    K, L = X @ X.T, Y @ Y.T
+    h = _hsic_unbiased if unbiased else _hsic_biased
+    return h(K, L) / np.sqrt(h(K, K) * h(L, L))
+
+
+def _materialised(X, Y, w):
+    """The resample itself: row i repeated w_i times; copies are distinct rows of the resample."""
+    return np.repeat(X, w, axis=0), np.repeat(Y, w, axis=0)
+
+
+SHAPES = [(12, 3, 5), (40, 7, 2), (25, 60, 45), (30, 1, 80)]
+
+
+@pytest.mark.parametrize("n, d1, d2", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("gram", [True, False], ids=["gram-route", "feature-route"])
+def test_replicates_equal_the_materialised_resample(n, d1, d2, seed, gram, monkeypatch):
+    rng = np.random.default_rng([seed, n, d1, d2])
+    X, Y = make_pair(rng, n, d1, d2, signal=seed * 0.7)
+    X += 5.0  # an offset: the resample's own centring must be what counts
+    # Small row blocks, so that several diagonal and off-diagonal Gram blocks are exercised.
+    monkeypatch.setattr(cka_bootstrap, "_GRAM_ROWS", 7)
+    monkeypatch.setattr(cka_bootstrap, "use_gram_route", lambda *a: gram)
+    blocks = list(resample_weights(np.random.SeedSequence(seed), n, 9, block=4))
+    biased, unbiased = cka_bootstrap.bootstrap(X, Y, blocks, batch=5)
+    W = np.concatenate(blocks)
+    assert biased.shape == unbiased.shape == (9,)
+    for b, w in enumerate(W):
+        Xm, Ym = _materialised(X, Y, w)
+        assert biased[b] == pytest.approx(_dense_cka(Xm, Ym, False), abs=TOL)
+        assert unbiased[b] == pytest.approx(_dense_cka(Xm, Ym, True), abs=TOL)
+
+
+def test_unit_weights_give_the_estimate(rng):
+    """w = 1 is the data itself: the replicate is the estimate (a check on the weighting, not only on resamples)."""
+    X, Y = make_pair(rng, 50, 6, 9)
+    biased, unbiased = cka_bootstrap.bootstrap(X, Y, [np.ones((1, 50), dtype=np.int32)])
+    assert biased[0] == pytest.approx(_dense_cka(X, Y, False), abs=TOL)
+    assert unbiased[0] == pytest.approx(_dense_cka(X, Y, True), abs=TOL)
+
+
+def test_copies_inflate_unbiased_cka_on_unrelated_data():
+    """The consequence written in docs/formulas.md §6.5: copies are perfectly aligned pseudo-pairs, so on
+    independent sides the replicates of unbiased CKA sit above the estimate (about 0 there)."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((300, 20)), rng.standard_normal((300, 20))
+    _, unbiased = cka_bootstrap.bootstrap(X, Y, resample_weights(np.random.SeedSequence(3), 300, 200))
+    assert abs(_dense_cka(X, Y, True)) < 0.02
+    # About 0.06 here, against a null SD of the estimate of about 0.004 (stats.unbiased_cka_null).
+    assert np.mean(unbiased) > 0.03 and np.mean(unbiased > 0.02) > 0.95
+
+
+def test_a_constant_resample_side_is_nan():
+    X = np.zeros((6, 2))
+    X[0] = 1.0
+    Y = np.arange(12.0).reshape(6, 2) ** 2
+    w = np.array([[0, 2, 2, 1, 1, 0]], dtype=np.int32)  # item 0, the only varying row of X, is absent
+    biased, unbiased = cka_bootstrap.bootstrap(X, Y, [w])
+    assert np.isnan(biased[0]) and np.isnan(unbiased[0])
+
+
+def test_route_follows_the_flop_counts():
+    assert cka_bootstrap.use_gram_route(1024, 768, 768, 1000)  # 3n² ≪ 2(d1d2 + d1² + d2²)·n… per resample
+    assert not cka_bootstrap.use_gram_route(10_000, 8, 8, 1000)  # few features: feature space is cheaper
+
+
+def _interval(X, Y, method, seed, metrics="cka,cka-unbiased"):
+    r = repalign.compare(X, Y, metrics=metrics, resamples=200, seed=seed, ci_method=method, permutations=0)
+    return [(m.ci_low, m.ci_high, m.ci_method) for m in r.metrics]
+
+
+@pytest.mark.parametrize("method", ["bootstrap", "percentile", "basic", "bca", "normal"])
+def test_reproducible_with_the_seed(rng, method):
+    X, Y = make_pair(rng, 80, 10, 12)
+    first = _interval(X, Y, method, 4)
+    assert first == _interval(X, Y, method, 4)
+    assert all(lo is not None and lo < hi for lo, hi, _ in first)
+    assert first != _interval(X, Y, method, 5)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def files(write, rng):
+    X, Y = make_pair(rng, 120, 10, 14)
+    return write.npy(X, "x.npy"), write.npy(Y, "y.npy")
+
+
+def _doc(*args):
+    r = run("compare", *args, "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_cli_bootstrap_names_what_ran(files):
+    d = _doc(*files, "-m", "mknn,cka,cka-unbiased", "--ci-method", "bootstrap", "--seed", "3", "--resamples", "200")
+    got = {m["name"]: m["ci_method"] for m in d["metrics"]}
+    from repalign.metrics import cka_linear
+
+    assert got == {"mknn": "bootstrap-normal", "cka": f"bootstrap-{cka_linear._BOOTSTRAP['cka']}",
+                   "cka-unbiased": f"bootstrap-{cka_linear._BOOTSTRAP['cka-unbiased']}"}
+    assert d["uncertainty"]["ci_method"] == "bootstrap"
+    for m in d["metrics"]:
+        assert m["ci_low"] <= m["value"] <= m["ci_high"] or m["name"] != "mknn"
+
+
+@pytest.mark.parametrize("method", ["percentile", "basic", "bca", "normal"])
+def test_cli_bootstrap_flavours_for_cka(files, method):
+    d = _doc(*files, "-m", "cka,cka-unbiased", "--ci-method", method, "--seed", "3", "--resamples", "200")
+    for m in d["metrics"]:
+        assert m["ci_method"] == f"bootstrap-{method}"
+        assert m["ci_low"] < m["ci_high"] and m["ci_covers"]
+
+
+def test_cli_unvalidated_flavour_carries_a_note(files):
+    from repalign.metrics import cka_linear
+
+    r = run("compare", *files, "-m", "cka", "--ci-method", "basic", "--seed", "3", "--resamples", "200", "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    if "basic" not in cka_linear._VALIDATED["cka"]:
+        assert "cka: basic bootstrap intervals" in r.stdout + r.stderr
+
+
+def test_cli_refuses_bootstrap_with_too_few_resamples(files):
+    r = run("compare", *files, "-m", "cka", "--ci-method", "bootstrap", "--resamples", "50")
+    assert r.exit_code == 2 and "--ci-method bootstrap needs at least 100 resamples" in r.stderr
+
+
+# --------------------------------------------------------------------------- BLAS threads
+
+
+def _report(argv, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), PYTHONPATH=str(Path(__file__).parent.parent))
+    r = subprocess.run([sys.executable, "-m", "repalign", *argv], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    doc.pop("timing")  # wall times, the only field allowed to differ
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("shape", [(700, 300, 280), (900, 12, 9)], ids=["gram-route", "feature-route"])
+def test_replicates_do_not_depend_on_thread_count(tmp_path, shape):
+    """Inner dimensions above linalg.K_BLOCK (n = 700 > 256 in the Gram route, the feature products' n too),
+    so that an unblocked GEMM would round differently at 1 and 2 threads."""
+    n, d1, d2 = shape
+    X, Y = make_pair(np.random.default_rng(9), n, d1, d2, signal=0.5)
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    np.save(tmp_path / "y.npy", Y.astype(np.float32))
+    argv = ["compare", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "-m", "cka,cka-unbiased",
+            "--ci-method", "percentile", "--resamples", "100", "--permutations", "0", "-f", "json", "--seed", "3"]
+    assert _report(argv, 1) == _report(argv, 2)
