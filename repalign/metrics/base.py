@@ -195,32 +195,37 @@ def _null_fields(p: PairData, spec: MetricSpec, params: Params, value: float, ch
                  null_sd: float | None) -> ResultFields:
     """p-value and calibrated score: from the exact moments when they suffice, else from permutations."""
     assert spec.permutation_null is not None
-    null_of = spec.permutation_null
     u = p.u
     if spec.moment_bound:
         bounded = bound_fields(spec, value, chance, null_sd, u.permutations)
         if bounded:
             p.progress(f"{spec.name}: p-value from the exact null moments (no permutations needed)")
             return bounded
-        p.progress(f"{spec.name}: up to {u.permutations} permutations, stopping after {stats.STOP_AFTER} "
-                   "at least as large as the observed value")
-        stream = stats.permutations(p.streams.perm, p.n, u.permutations)
-        sign = 1.0 if spec.higher_is_better else -1.0
-
-        def draw(count: int) -> np.ndarray:
-            return sign * null_of(p, params, [next(stream) for _ in range(count)])
-
-        return sequential_fields(spec, value, stats.sequential_p_value(draw, sign * value, u.permutations))
+        return _sequential(p, spec, params, value)
     p.progress(f"{spec.name}: {u.permutations} permutations")
-    return permutation_fields(spec, value, null_of(p, params, list(stats.permutations(p.streams.perm, p.n,
-                                                                                      u.permutations))))
+    perms = list(stats.permutations(p.streams.perm, p.n, u.permutations))
+    return permutation_fields(spec, value, spec.permutation_null(p, params, perms))
 
 
-def permutation_fields(spec: MetricSpec, value: float, null: np.ndarray,
-                       method: str = stats.METHOD_PERMUTATION) -> ResultFields:
+def _sequential(p: PairData, spec: MetricSpec, params: Params, value: float) -> ResultFields:
+    """Permutations drawn from the pair's stream until Besag–Clifford's rule stops them or P are drawn."""
+    assert spec.permutation_null is not None
+    null_of, budget = spec.permutation_null, p.u.permutations
+    p.progress(f"{spec.name}: up to {budget} permutations, stopping after {stats.STOP_AFTER} at least as "
+               "large as the observed value")
+    stream = stats.permutations(p.streams.perm, p.n, budget)
+    sign = 1.0 if spec.higher_is_better else -1.0
+
+    def draw(count: int) -> np.ndarray:
+        return sign * null_of(p, params, [next(stream) for _ in range(count)])
+
+    return sequential_fields(spec, value, stats.sequential_p_value(draw, sign * value, budget))
+
+
+def permutation_fields(spec: MetricSpec, value: float, null: np.ndarray) -> ResultFields:
     """p-value and calibrated score of an observed value against its permutation null, in the metric's direction."""
     sign = 1.0 if spec.higher_is_better else -1.0
-    out: ResultFields = {"p_value": stats.p_value(sign * value, sign * null), "p_method": method,
+    out: ResultFields = {"p_value": stats.p_value(sign * value, sign * null), "p_method": stats.METHOD_PERMUTATION,
                          "permutations": int(null.size)}
     if np.isfinite(spec.best):  # the calibrated score scales towards perfect alignment, so it needs that value
         out["calibrated"] = stats.calibrated_score(sign * value, sign * null, best=sign * spec.best)
