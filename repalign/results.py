@@ -91,11 +91,19 @@ class MetricResult:
     z: float | None = None
     """(value − chance) / null_sd."""
     p_value: float | None = None
-    """Permutation p-value (1 + #{null ≥ observed})/(P + 1); None if no permutations ran."""
+    """One-sided p-value against random pairing (how it was obtained: ``p_method``); None if none was asked."""
+    p_method: str | None = None
+    """How ``p_value`` (and ``calibrated``) were obtained; None when there is no p-value:
+    "permutation": (1 + #{null ≥ observed})/(P + 1) from all P permutations;
+    "sequential permutation (Besag-Clifford)": stopped at the L-th permutation, when h = 10 null values at
+    least as large had been seen, p = h/L (``permutations`` = L);
+    "exact-moment bound (Cantelli)": no permutations; p is Cantelli's upper bound on the exact permutation
+    p-value from the null's exact mean and SD, so it is valid (conservative)."""
     calibrated: float | None = None
-    """Calibrated score of Gröger et al. 2026 from the same permutations."""
+    """Calibrated score of Gröger et al. 2026 from the same permutations (with the exact-moment bound: τ is
+    Cantelli's bound on the null's 95% quantile, so the score is conservative)."""
     permutations: int = 0
-    """Number of permutations behind p_value and calibrated."""
+    """Number of permutations behind p_value and calibrated (0 with the exact-moment bound)."""
     ci_low: float | None = None
     """Lower end of the confidence interval."""
     ci_high: float | None = None
@@ -112,8 +120,8 @@ class MetricResult:
     """How reports, sweeps and gates name this result (JSON ``id``): the metric's name, plus the parameters
     the user gave (``svcca:dims=20``), so one metric with two parameter sets stays two results."""
 
-    _FIELDS = ("name", "value", "params", "chance", "range", "reason", "null_sd", "z", "p_value", "calibrated",
-               "permutations", "ci_low", "ci_high", "ci_method", "ci_covers", "ci_reason")
+    _FIELDS = ("name", "value", "params", "chance", "range", "reason", "null_sd", "z", "p_value", "p_method",
+               "calibrated", "permutations", "ci_low", "ci_high", "ci_method", "ci_covers", "ci_reason")
 
     @property
     def id(self) -> str:

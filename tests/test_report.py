@@ -57,8 +57,8 @@ def test_json_round_trip():
     assert doc["metrics"][1] == {
         "id": "cka", "direction": "higher",
         "name": "cka", "value": None, "params": {"kernel": "linear", "estimator": "biased"}, "chance": None,
-        "range": [0.0, 1.0], "reason": UNDEFINED, "null_sd": None, "z": None, "p_value": None, "calibrated": None,
-        "permutations": 0, "ci_low": None, "ci_high": None, "ci_method": None, "ci_covers": None,
+        "range": [0.0, 1.0], "reason": UNDEFINED, "null_sd": None, "z": None, "p_value": None, "p_method": None,
+        "calibrated": None, "permutations": 0, "ci_low": None, "ci_high": None, "ci_method": None, "ci_covers": None,
         "ci_reason": "no value"}
     assert doc["uncertainty"] == {"resamples": 1000, "confidence": 0.9, "seed": 7, "ci_method": "auto",
                                   "permutations": 1000}

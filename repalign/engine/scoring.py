@@ -14,7 +14,8 @@ from repalign import stats as _stats
 from repalign.engine.representation import Representation, cross, gram_numerators, gram_route_pays
 from repalign.metrics import Choice, PairData, list_depth
 from repalign.metrics import cka as _cka
-from repalign.metrics.base import ResultFields, permutation_fields
+from repalign.metrics.base import ResultFields, permutation_fields, sequential_fields
+from repalign.metrics.spec import MetricSpec
 from repalign.options import Options
 from repalign.results import MetricResult, Sweep, UncertaintySettings
 from repalign.seeds import Streams
@@ -259,26 +260,44 @@ def _max_p_value(job: _Job, c: Choice, res: MetricResult, defined: set) -> Resul
     """p-value and calibrated score against the best over all layer pairs under each permutation.
 
     One permutation is applied to every layer pair and the same best (max, or min for a distance) is taken,
-    so the p-value accounts for the choice of the best pair (formulas.md §4).
+    so the p-value accounts for the choice of the best pair (formulas.md §4). Cantelli's bound does not apply
+    (the exact moments are those of one pair, not of the max), so a metric with exact moments runs its
+    permutations with Besag–Clifford stopping instead, which is valid for any statistic, the max included.
     """
     u, spec = job.u, c.spec
     wants = u.permutations > 0 and spec.permutation_null is not None and (spec.cheap_null or u.permutations_explicit)
     if not wants or res.value is None or spec.permutation_null is None:
         return {}
     count = u.permutations if u.permutations_explicit else min(u.permutations, SWEEP_PERMUTATIONS)
-    perms = list(_stats.permutations(Streams.from_seed(u.seed).perm, job.n, count))  # the stream compare uses
-    job.progress(f"{c.id}: {count} permutations over {job.pairs} layer pairs")
+    stream = _stats.permutations(Streams.from_seed(u.seed).perm, job.n, count)  # the stream compare uses
     pairs = _LayerPairs(job, defined)
+    if spec.moment_bound:
+        job.progress(f"{c.id}: up to {count} permutations over {job.pairs} layer pairs, stopping after "
+                     f"{_stats.STOP_AFTER} at least as large as the observed best")
+        sign = 1.0 if spec.higher_is_better else -1.0
+
+        def draw(m: int) -> np.ndarray:
+            return sign * _max_null(spec, pairs, c.values, [next(stream) for _ in range(m)])
+
+        # Batches of 50: each batch prepares every layer pair again (pairs are not kept, to bound memory).
+        run = _stats.sequential_p_value(draw, sign * res.value, count, batch=50)
+        return sequential_fields(spec, res.value, run)
+    job.progress(f"{c.id}: {count} permutations over {job.pairs} layer pairs")
+    return permutation_fields(spec, res.value, _max_null(spec, pairs, c.values, list(stream)))
+
+
+def _max_null(spec: MetricSpec, pairs: _LayerPairs, params: dict, perms: list[np.ndarray]) -> np.ndarray:
+    """The best over the defined layer pairs of the metric's value under each permutation."""
+    assert spec.permutation_null is not None
     if spec.max_null is not None:
-        null = spec.max_null(pairs, c.values, perms)
-    else:
-        pick = np.maximum if spec.higher_is_better else np.minimum
-        null = None
-        for i, j in sorted(defined):
-            one = spec.permutation_null(pairs.pair(i, j), c.values, perms)
-            null = one if null is None else pick(null, one)
+        return spec.max_null(pairs, params, perms)
+    pick = np.maximum if spec.higher_is_better else np.minimum
+    null = None
+    for i, j in sorted(pairs.defined):
+        one = spec.permutation_null(pairs.pair(i, j), params, perms)
+        null = one if null is None else pick(null, one)
     assert null is not None, "the best pair is defined, so at least one pair is"
-    return permutation_fields(spec, res.value, null)
+    return null
 
 
 def _sweep_labels(job: _Job, c: Choice, res: MetricResult, at: tuple[int, int]) -> dict:

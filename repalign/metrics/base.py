@@ -32,6 +32,7 @@ class ResultFields(TypedDict, total=False):
     null_sd: float | None
     z: float | None
     p_value: float
+    p_method: str
     calibrated: float
     permutations: int
     ci_low: float
@@ -197,16 +198,79 @@ def finish(p: PairData, spec: MetricSpec, params: Params, value: float | None, *
         out["ci_reason"] = "no validated interval exists yet for this metric (benchmarks/coverage_results.md)"
     u = p.u
     if spec.permutation_null is not None and u.permutations > 0 and (spec.cheap_null or u.permutations_explicit):
-        p.progress(f"{spec.name}: {u.permutations} permutations")
-        null = spec.permutation_null(p, params, list(stats.permutations(p.streams.perm, p.n, u.permutations)))
-        out.update(permutation_fields(spec, value, null))
+        out.update(_null_fields(p, spec, params, value, chance, null_sd))
     return MetricResult(spec.name, value, reported, range=spec.range, higher_is_better=spec.higher_is_better, **out)
+
+
+def _null_fields(p: PairData, spec: MetricSpec, params: Params, value: float, chance: float | None,
+                 null_sd: float | None) -> ResultFields:
+    """p-value and calibrated score: from the exact moments when they suffice, else from permutations."""
+    assert spec.permutation_null is not None
+    u = p.u
+    if spec.moment_bound:
+        bounded = bound_fields(spec, value, chance, null_sd, u.permutations)
+        if bounded:
+            p.progress(f"{spec.name}: p-value from the exact null moments (no permutations needed)")
+            return bounded
+        return _sequential(p, spec, params, value)
+    p.progress(f"{spec.name}: {u.permutations} permutations")
+    perms = list(stats.permutations(p.streams.perm, p.n, u.permutations))
+    return permutation_fields(spec, value, spec.permutation_null(p, params, perms))
+
+
+def _sequential(p: PairData, spec: MetricSpec, params: Params, value: float) -> ResultFields:
+    """Permutations drawn from the pair's stream until Besag–Clifford's rule stops them or P are drawn."""
+    assert spec.permutation_null is not None
+    null_of, budget = spec.permutation_null, p.u.permutations
+    p.progress(f"{spec.name}: up to {budget} permutations, stopping after {stats.STOP_AFTER} at least as "
+               "large as the observed value")
+    stream = stats.permutations(p.streams.perm, p.n, budget)
+    sign = 1.0 if spec.higher_is_better else -1.0
+
+    def draw(count: int) -> np.ndarray:
+        return sign * null_of(p, params, [next(stream) for _ in range(count)])
+
+    return sequential_fields(spec, value, stats.sequential_p_value(draw, sign * value, budget))
 
 
 def permutation_fields(spec: MetricSpec, value: float, null: np.ndarray) -> ResultFields:
     """p-value and calibrated score of an observed value against its permutation null, in the metric's direction."""
     sign = 1.0 if spec.higher_is_better else -1.0
-    out: ResultFields = {"p_value": stats.p_value(sign * value, sign * null), "permutations": int(null.size)}
+    out: ResultFields = {"p_value": stats.p_value(sign * value, sign * null), "p_method": stats.METHOD_PERMUTATION,
+                         "permutations": int(null.size)}
     if np.isfinite(spec.best):  # the calibrated score scales towards perfect alignment, so it needs that value
         out["calibrated"] = stats.calibrated_score(sign * value, sign * null, best=sign * spec.best)
+    return out
+
+
+def sequential_fields(spec: MetricSpec, value: float, run: stats.SequentialNull) -> ResultFields:
+    """The fields of a Besag–Clifford run (``run`` in the metric's direction, i.e. negated for a distance).
+
+    Stopped early: p = h/L and the calibrated score from the L values drawn (``permutations`` = L). Not
+    stopped: the plain permutation p-value of all P, labelled "permutation".
+    """
+    sign = 1.0 if spec.higher_is_better else -1.0
+    out = permutation_fields(spec, value, sign * run.null)
+    if run.stopped:
+        out["p_value"], out["p_method"] = run.p_value, stats.METHOD_SEQUENTIAL
+    return out
+
+
+def bound_fields(spec: MetricSpec, value: float, chance: float | None, null_sd: float | None,
+                 permutations: int) -> ResultFields:
+    """Cantelli's bound as the p-value when it is below 1/(P + 1), the best P permutations could show; else {}.
+
+    The calibrated score then takes for τ Cantelli's bound on the null's 95% quantile, μ + σ·√19, at least the
+    exact quantile, so the score is never above the one the exact permutation quantile gives.
+    """
+    if chance is None or null_sd is None:
+        return {}
+    sign = 1.0 if spec.higher_is_better else -1.0
+    bound = stats.cantelli_bound(sign * value, sign * chance, null_sd)
+    if bound is None or not bound < 1 / (permutations + 1):
+        return {}
+    out: ResultFields = {"p_value": bound, "p_method": stats.METHOD_BOUND, "permutations": 0}
+    if np.isfinite(spec.best):
+        tau = stats.cantelli_quantile(sign * chance, null_sd)
+        out["calibrated"] = stats.calibrated_from_threshold(sign * value, tau, best=sign * spec.best)
     return out

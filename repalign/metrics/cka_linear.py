@@ -54,12 +54,20 @@ def cka_unbiased_result(p: PairData, params: Params) -> MetricResult:
 
 
 def _biased_null(p: PairData, params: Params, perms: list[np.ndarray]) -> np.ndarray:
-    """One d1×d2 cross-product per permutation (only ‖XcᵀYc^π‖²_F and aᵀb^π change)."""
-    return stats.cka_permutation_null(p.a, p.b, p.cross, perms, unbiased=False)
+    """One d1×d2 cross-product per permutation (only ‖XcᵀYc^π‖²_F and aᵀb^π change), batched."""
+    return _permuter(p).values(perms, unbiased=False)
 
 
 def _unbiased_null(p: PairData, params: Params, perms: list[np.ndarray]) -> np.ndarray:
-    return stats.cka_permutation_null(p.a, p.b, p.cross, perms, unbiased=True)
+    return _permuter(p).values(perms, unbiased=True)
+
+
+def _permuter(p: PairData) -> stats.CkaPermuter:
+    """The pair's batched permutation values, made once and shared by cka and cka-unbiased (same stream)."""
+    if "cka-permuter" not in p.cache:
+        p.cache["cka-permuter"] = stats.CkaPermuter(p.a, p.b, p.cross)
+    permuter: stats.CkaPermuter = p.cache["cka-permuter"]
+    return permuter
 
 
 def _cka_result(name: str, p: PairData, unbiased: bool) -> MetricResult:
@@ -134,7 +142,10 @@ def _jackknife_interval(name: str, p: PairData, value: float, rng: tuple[float, 
 
 
 def _memory(n: int, d1: int, d2: int, params: Params) -> int:
-    return 8 * d1 * d2 * 2  # the cross-product and its centred copy, float64
+    # The cross-product and its centred copy (float64); with permutations, the centred inputs and one batch
+    # of permuted copies of Y with their cross-products (stats.CkaPermuter).
+    batch = stats.CkaPermuter.batch_size(n, d2)
+    return 8 * d1 * d2 * 2 + 8 * n * (d1 + d2) + 8 * batch * d2 * (n + d1)
 
 
 _WORK = Work(cross=True, arrays=True)
@@ -143,10 +154,12 @@ SPECS = {
         "cka", "linear CKA", (0.0, 1.0),
         "centred kernel alignment with linear kernels, biased HSIC (Kornblith et al. 2019)", cka_biased_result,
         work=_WORK, chance="exact: permutation mean and SD in closed form (RV coefficient)",
-        permutation_null=_biased_null, covers=_COVERS["cka"], ci_methods=_METHODS, memory=_memory),
+        permutation_null=_biased_null, moment_bound=True, covers=_COVERS["cka"], ci_methods=_METHODS,
+        memory=_memory),
     "cka-unbiased": MetricSpec(
         "cka-unbiased", "unbiased linear CKA", (-1.0, 1.0),
         "linear CKA with the unbiased HSIC estimator (Song et al. 2012)", cka_unbiased_result,
         work=_WORK, chance="exact: 0, with the permutation SD in closed form",
-        permutation_null=_unbiased_null, covers=_COVERS["cka-unbiased"], ci_methods=_METHODS, memory=_memory),
+        permutation_null=_unbiased_null, moment_bound=True, covers=_COVERS["cka-unbiased"],
+        ci_methods=_METHODS, memory=_memory),
 }

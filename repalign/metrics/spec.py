@@ -94,6 +94,9 @@ class MetricSpec:
     """The metric's values with B's rows permuted (one layer pair); None: it has no permutation null."""
     cheap_null: bool = False
     """A permutation costs O(n·k·log) or less, so the permutations run by default (else only when asked)."""
+    moment_bound: bool = False
+    """``chance`` and ``null_sd`` are the permutation null's exact mean and SD, so the p-value may come from
+    Cantelli's bound with no permutation, and the permutations that do run stop early (Besag–Clifford)."""
     max_null: Callable[[LayerPairs, Params, list[np.ndarray]], np.ndarray] | None = None
     """A faster max-over-layer-pairs null; None: the engine takes the max (or min) of each pair's null."""
     covers: str | None = None

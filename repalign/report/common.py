@@ -275,6 +275,15 @@ def explain_lines(result: ComparisonResult) -> list[str]:
     return [_explain(result, m) for m in result.metrics]
 
 
+def _p_text(m: MetricResult) -> str:
+    """The p-value as a sentence part, saying how it was obtained (MetricResult.p_method)."""
+    if m.p_method == "exact-moment bound (Cantelli)":
+        return f" (p ≤ {m.p_value:.3g} by Cantelli's bound from the exact null moments, no permutations)"
+    if m.p_method == "sequential permutation (Besag-Clifford)":
+        return f" (permutation p = {m.p_value:.3g}, stopped early after {m.permutations})"
+    return f" (permutation p = {m.p_value:.3g} from {m.permutations})"
+
+
 def _explain(result: ComparisonResult, m: MetricResult) -> str:
     if m.value is None:
         return f"{m.id}: undefined: {m.reason}."
@@ -286,7 +295,7 @@ def _explain(result: ComparisonResult, m: MetricResult) -> str:
         parts.append(f", {m.z:.1f} null standard deviations above chance" if m.z >= 0
                      else f", {-m.z:.1f} null standard deviations below chance")
     if m.p_value is not None:
-        parts.append(f" (permutation p = {m.p_value:.3g} from {m.permutations})")
+        parts.append(_p_text(m))
     text = "".join(parts) + "."
     if m.ci_low is not None and m.ci_high is not None and m.chance is not None:
         if (m.ci_low > m.chance) if m.higher_is_better else (m.ci_high < m.chance):

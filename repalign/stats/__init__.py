@@ -13,12 +13,24 @@ from repalign.stats.nulls import (
     z_score,
 )
 from repalign.stats.permutation import (
+    CkaPermuter,
+    calibrated_from_threshold,
     calibrated_score,
     cka_permutation_null,
     knn_max_permutation_null,
     knn_permutation_null,
     p_value,
     permutations,
+)
+from repalign.stats.pvalues import (
+    METHOD_BOUND,
+    METHOD_PERMUTATION,
+    METHOD_SEQUENTIAL,
+    STOP_AFTER,
+    SequentialNull,
+    cantelli_bound,
+    cantelli_quantile,
+    sequential_p_value,
 )
 from repalign.stats.resampling import (
     IJ_NULL_PERMUTATIONS,
@@ -30,7 +42,9 @@ from repalign.stats.resampling import (
 )
 
 __all__ = [
-    "IJ_NULL_PERMUTATIONS", "CkaSums", "FullList", "IjVariance", "KnnResampler", "biased_cka_null",
+    "IJ_NULL_PERMUTATIONS", "METHOD_BOUND", "METHOD_PERMUTATION", "METHOD_SEQUENTIAL", "STOP_AFTER",
+    "CkaPermuter", "SequentialNull", "calibrated_from_threshold", "cantelli_bound", "cantelli_quantile",
+    "sequential_p_value", "CkaSums", "FullList", "IjVariance", "KnnResampler", "biased_cka_null",
     "calibrated_score", "cka_permutation_null", "graph_counts", "interval", "jackknife_se", "knn_ij_variance",
     "knn_max_permutation_null", "knn_permutation_null", "mknn_null", "mknn_null_from_counts", "mknn_z",
     "overlaps", "p_value", "permutations", "resample_weights", "unbiased_cka_null", "z_score",

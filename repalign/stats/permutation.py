@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -46,7 +47,11 @@ def calibrated_score(observed: float, null: np.ndarray, alpha: float = 0.05, bes
     """
     pool = np.sort(np.append(null, observed))
     rank = int(np.ceil((1 - alpha) * (null.size + 1)))
-    tau = float(pool[min(rank, pool.size) - 1])
+    return calibrated_from_threshold(observed, float(pool[min(rank, pool.size) - 1]), best)
+
+
+def calibrated_from_threshold(observed: float, tau: float, best: float = 1.0) -> float:
+    """clamp((s − τ)/(best − τ), 0, 1), 0 when τ ≥ best: the calibrated score for a given null quantile τ."""
     if tau >= best:
         return 0.0
     return float(min(max((observed - tau) / (best - tau), 0.0), 1.0))
@@ -85,6 +90,77 @@ def cka_permutation_null(X: np.ndarray, Y: np.ndarray, st: CkaSums, perms: Itera
             sxy = sxy - n / (n - 2) * dot(st.a, st.b[perm]) + const
         out.append(sxy / denom)
     return np.asarray(out)
+
+
+# Bytes of permuted copies of Y gathered for one batched cross-product: bounds the batch at large n·d2.
+_BATCH_BYTES = 256 << 20
+# Permutations per batched cross-product when memory allows: enough for one wide GEMM to serve several.
+_MAX_BATCH = 8
+
+
+class CkaPermuter:
+    """Linear CKA of one pair with Y's rows permuted, in batches, both estimators from one cross-product.
+
+    The centred arrays are made once. A batch of permutations gathers Yc[π₁] … Yc[π_b] side by side, so one
+    :func:`~repalign.linalg.matmul` (thread-order-stable) forms every XcᵀYc^π of the batch; ‖XcᵀYc^π‖²_F and
+    aᵀb^π are kept per permutation (keyed by its content), so cka and cka-unbiased of one pair share them.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, st: CkaSums):
+        self.n = n = X.shape[0]
+        self.st = st
+        self.Xc = np.asarray(X, dtype=np.float64)
+        self.Xc = self.Xc - self.Xc.mean(axis=0)
+        self.Yc = np.asarray(Y, dtype=np.float64)
+        self.Yc = self.Yc - self.Yc.mean(axis=0)
+        d1, d2 = X.shape[1], Y.shape[1]
+        # As cka_permutation_null: the n×n Grams when n is small next to d1·d2 (then no GEMM per permutation).
+        self.gram = n * 4 < d1 * d2 and n <= 8000
+        if self.gram:
+            self.K, self.L = matmul(self.Xc, self.Xc.T), matmul(self.Yc, self.Yc.T)
+        self.batch = self.batch_size(n, d2)
+        self._sums: dict[bytes, tuple[float, float]] = {}
+
+    @staticmethod
+    def batch_size(n: int, d2: int) -> int:
+        """Permutations per product: a fixed function of the shape, never of the thread count."""
+        return max(1, min(_MAX_BATCH, _BATCH_BYTES // max(1, 8 * n * d2)))
+
+    def values(self, perms: Sequence[np.ndarray], *, unbiased: bool) -> np.ndarray:
+        """CKA (biased or unbiased) for each permutation, in order."""
+        self._fill([p for p in perms if _key(p) not in self._sums])
+        sums = np.array([self._sums[_key(p)] for p in perms], dtype=np.float64).reshape(-1, 2)
+        n, st = self.n, self.st
+        sxy, ab = sums[:, 0], sums[:, 1]
+        if unbiased:
+            _, sxx, syy = st.unbiased_terms()
+            const = float(st.a.sum()) * float(st.b.sum()) / ((n - 1) * (n - 2))
+            sxy = sxy - n / (n - 2) * ab + const
+        else:
+            sxx, syy = st.sxx, st.syy
+        return sxy / np.sqrt(sxx * syy)
+
+    def _fill(self, perms: list[np.ndarray]) -> None:
+        b = np.asarray(self.st.b, dtype=np.float64)
+        for start in range(0, len(perms), self.batch):
+            chunk = perms[start : start + self.batch]
+            for perm, frob in zip(chunk, self._frobenius(chunk)):
+                self._sums[_key(perm)] = (frob, dot(self.st.a, b[perm]))
+
+    def _frobenius(self, chunk: list[np.ndarray]) -> list[float]:
+        """‖XcᵀYc^π‖²_F for each permutation of the chunk: one product for the whole chunk."""
+        if self.gram:
+            return [dot(self.K, self.L[np.ix_(p, p)]) for p in chunk]
+        d2 = self.Yc.shape[1]
+        # (n, b, d2) → (n, b·d2): permutation j's columns are j·d2 … (j+1)·d2 − 1.
+        stacked = self.Yc[np.stack(chunk, axis=1)].reshape(self.n, len(chunk) * d2)
+        c = matmul(self.Xc.T, stacked).reshape(self.Xc.shape[1], len(chunk), d2)
+        return [dot(c[:, j, :], c[:, j, :]) for j in range(len(chunk))]
+
+
+def _key(perm: np.ndarray) -> bytes:
+    """A permutation's identity for the sums kept per permutation."""
+    return hashlib.blake2b(np.ascontiguousarray(perm, dtype=np.int64).tobytes(), digest_size=16).digest()
 
 
 # Largest edge → layer-mask table kept dense (n² entries); above it, a sorted table and binary search.
