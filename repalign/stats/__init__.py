@@ -1,6 +1,7 @@
 """Generic statistics the metrics call: resampling, intervals, exact nulls, permutations and p-values."""
 
 from repalign.stats.graphs import overlaps
+from repalign.stats.group_jackknife import GROUPS, group_jackknife_se, group_jackknife_values, groups
 from repalign.stats.intervals import interval, jackknife_se
 from repalign.stats.nulls import (
     CkaSums,
@@ -30,8 +31,9 @@ from repalign.stats.resampling import (
 )
 
 __all__ = [
-    "IJ_NULL_PERMUTATIONS", "CkaSums", "FullList", "IjVariance", "KnnResampler", "biased_cka_null",
-    "calibrated_score", "cka_permutation_null", "graph_counts", "interval", "jackknife_se", "knn_ij_variance",
+    "GROUPS", "IJ_NULL_PERMUTATIONS", "CkaSums", "FullList", "IjVariance", "KnnResampler", "biased_cka_null",
+    "calibrated_score", "cka_permutation_null", "graph_counts", "group_jackknife_se",
+    "group_jackknife_values", "groups", "interval", "jackknife_se", "knn_ij_variance",
     "knn_max_permutation_null", "knn_permutation_null", "mknn_null", "mknn_null_from_counts", "mknn_z",
     "overlaps", "p_value", "permutations", "resample_weights", "unbiased_cka_null", "z_score",
 ]
