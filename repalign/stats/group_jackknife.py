@@ -23,7 +23,7 @@ def groups(seed: np.random.SeedSequence, n: int, count: int = GROUPS) -> np.ndar
     return labels
 
 
-def group_jackknife_values(theta: Callable[[np.ndarray], float], labels: np.ndarray) -> np.ndarray:
+def group_jackknife_values(theta: Callable[[np.ndarray], float | None], labels: np.ndarray) -> np.ndarray:
     """θ recomputed on the rows outside each group, in group order; ``theta`` takes sorted row indices.
 
     Rows stay in their original order, so a statistic that reads the order sees the same data minus
