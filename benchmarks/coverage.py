@@ -498,18 +498,23 @@ def gj_markdown(summary: dict, names, confidence: float) -> str:
 
 
 def gj_verdicts(summary: dict, names) -> str:
-    """Per metric: coverage and width-ratio ranges over the settings measured, and whether all pass."""
-    lines = ["| metric | settings | coverage | width ratio | verdict |", "|---|---|---|---|---|"]
+    """Per metric: coverage, width-ratio and SE-ratio ranges over the settings measured, and whether all pass."""
+    lines = ["| metric | settings | coverage | width ratio | SE ratio | verdict | fails in (n/d/signal) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def span(xs, nd):
+        xs = [x for x in xs if x is not None]
+        return f"{min(xs):.{nd}f}–{max(xs):.{nd}f}" if xs else "—"
+
     for name in names:
-        ms = [s["metrics"][name] for s in summary.values() if name in s["metrics"]]
+        ms = [(s, s["metrics"][name]) for s in summary.values() if name in s["metrics"]]
         if not ms:
             continue
-        cov = [m["coverage"] for m in ms]
-        wid = [m["width_ratio"] for m in ms if m["width_ratio"] is not None]
-        bad = sum(not _passes(m) for m in ms)
-        verdict = "passes in every setting" if bad == 0 else f"fails in {bad} of {len(ms)}"
-        wr = f"{min(wid):.2f}–{max(wid):.2f}" if wid else "—"
-        lines.append(f"| {name} | {len(ms)} | {min(cov):.3f}–{max(cov):.3f} | {wr} | {verdict} |")
+        bad = [f"{s['n']}/{s['d']}/{s['signal']}" for s, m in ms if not _passes(m)]
+        verdict = "**passes in every setting**" if not bad else f"fails in {len(bad)} of {len(ms)}"
+        lines.append(f"| {name} | {len(ms)} | {span([m['coverage'] for _, m in ms], 3)} | "
+                     f"{span([m['width_ratio'] for _, m in ms], 2)} | {span([m['se_ratio'] for _, m in ms], 2)} | "
+                     f"{verdict} | {'all' if len(bad) == len(ms) else ', '.join(bad) or '—'} |")
     return "\n".join(lines) + "\n"
 
 
