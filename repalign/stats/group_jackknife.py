@@ -52,18 +52,22 @@ def group_jackknife_se(values: np.ndarray) -> float:
     Notes
     -----
     The delete-d jackknife with the rows split into G disjoint groups of
-    d = n/G (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
-    §11.5 and problem 11.7; Shao & Tu 1995, §2.3): it estimates the variance
-    of the full-data statistic, not its mean, so the interval is centred on
-    the full-data estimate. With G fixed it costs G + 1 evaluations whatever
-    n is, and needs nothing but the statistic itself. Its known property:
-    for a smooth statistic it is consistent; for a non-smooth one (a median,
-    or a statistic built on nearest-neighbour sets, which change discretely
-    when rows are removed) it tends to overestimate the variance, so the
+    d ≈ n/G (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
+    ch. 11: the delete-d jackknife and the jackknife's failure for
+    non-smooth statistics). It estimates the variance of the full-data
+    statistic, not its mean, so the interval is centred on the full-data
+    estimate. With G fixed it costs G + 1 evaluations whatever n is, and
+    needs nothing but the statistic itself. Known property: like the
+    delete-1 jackknife, whose variance estimate is biased upwards (Efron &
+    Stein 1981, Ann. Statist. 9:586), it tends to overestimate the variance,
+    the more so for a non-smooth statistic (a median, or one built on
+    nearest-neighbour sets, which change discretely when rows are removed)
+    and for one whose first-order part vanishes (no shared signal), so the
     interval is conservative. Deleting rows also changes the target of a
-    statistic whose expectation depends on n (docs/formulas.md §6); only the
-    spread of the deletes is used here, and whether that is still the spread
-    at n is for the coverage study to decide (benchmarks/coverage_results.md).
+    statistic whose expectation depends on n (docs/formulas.md §6); all G
+    deletes share m ≈ n − n/G rows, so that shift moves θ̄, not the spread.
+    Whether the spread is right for a given metric is for the coverage
+    study to decide (benchmarks/coverage_results.md).
     """
     g = values.size
     return float(np.sqrt((g - 1) / g * np.sum((values - values.mean()) ** 2)))
