@@ -378,6 +378,255 @@ def decompose(settings, truth_sd: dict, datasets: int, resamples: int, seed: int
             + "\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------- grouped jackknife of the newer metrics
+#
+# --metrics NAME,... --method group-jackknife: for each metric, the truth is the mean of the statistic over
+# fresh datasets at this n (its SD the true SD), and the candidate interval is estimate ± z·SE with the SE of
+# the delete-a-group jackknife (G = repalign.stats.GROUPS), each group's value recomputed through the metric's
+# own compute on the remaining rows, exactly as repalign.metrics.base.group_jackknife_interval does. One
+# sub-pair per group serves every metric, so the neighbour metrics share its search.
+
+GJ_METHOD = "group-jackknife-normal"
+
+
+def _metric_pair(X, Y, seed: int, resamples: int = 0):
+    from repalign.metrics import PairData
+    from repalign.results import UncertaintySettings
+
+    u = UncertaintySettings(resamples=resamples, permutations=0, seed=seed)
+    # ordered=True: the state of a pair when intervals are on (lists deeper than k are kept in order).
+    return PairData(X, Y, k=K, distance="cosine", labels=("array a", "array b"), uncertainty=u, ordered=True)
+
+
+def _values(pair, names) -> dict:
+    """Each metric's value on one pair (None → NaN), through its spec with default parameters."""
+    from repalign.metrics import REGISTRY
+
+    out = {}
+    for name in names:
+        spec = REGISTRY[name]
+        v = spec.compute(pair, spec.defaults()).value
+        out[name] = float("nan") if v is None else float(v)
+    return out
+
+
+def gj_truth_task(args):
+    n, d, signal, j0, j1, seed, names = args
+    A, B = population(d, signal, seed)
+    out = []
+    for j in range(j0, j1):
+        X, Y = draw(np.random.default_rng(truth_seed(n, d, signal, j, seed)), A, B, n)
+        out.append({"kind": "gtruth", "key": key(n, d, signal), "j": j, **_values(_metric_pair(X, Y, 0), names)})
+    return out
+
+
+def gj_intervals(X, Y, s: int, names, confidence: float) -> dict:
+    """Every metric's estimate, grouped jackknife SE and interval on one dataset (one search per group)."""
+    from repalign import stats
+    from repalign.metrics import REGISTRY, clamp
+    from repalign.seeds import Streams
+
+    pair = _metric_pair(X, Y, s)
+    est = _values(pair, names)
+    labels = stats.groups(Streams.from_seed(s).groups, X.shape[0])
+    dele = np.array([list(_values(pair.subset(np.flatnonzero(labels != g)), names).values())
+                     for g in range(int(labels.max()) + 1)])
+    out = {}
+    for i, name in enumerate(names):
+        se = stats.group_jackknife_se(dele[:, i])
+        if np.isfinite(se) and np.isfinite(est[name]):
+            iv = list(clamp(*stats.interval(est[name], "normal", confidence, se=se), REGISTRY[name].range))
+        else:
+            iv = [float("nan"), float("nan")]
+        out[name] = {"value": est[name], "se": se, "delete_mean": float(dele[:, i].mean()),
+                     "intervals": {GJ_METHOD: iv}}
+    return out
+
+
+def gj_check(X, Y, s: int, names, confidence: float, mine: dict) -> dict:
+    """The study's interval against the library's own group_jackknife_interval on the same dataset."""
+    from repalign.metrics import REGISTRY
+    from repalign.metrics.base import group_jackknife_interval
+
+    pair = _metric_pair(X, Y, s, resamples=1)
+    out = {}
+    for name in names:
+        spec = REGISTRY[name]
+        if not np.isfinite(mine[name]["value"]):
+            continue
+        lib = group_jackknife_interval(pair, spec, spec.defaults(), mine[name]["value"], covers="")
+        out[name] = bool([lib.get("ci_low"), lib.get("ci_high")] == mine[name]["intervals"][GJ_METHOD])
+    return out
+
+
+def gj_ci_task(args):
+    n, d, signal, j0, j1, seed, names, confidence, n_check = args
+    A, B = population(d, signal, seed)
+    out = []
+    for j in range(j0, j1):
+        X, Y = draw(np.random.default_rng(data_seed(n, d, signal, j, seed)), A, B, n)
+        s = compare_seed(n, d, signal, j, seed)
+        t0 = time.perf_counter()
+        rec = {"kind": "gci", "key": key(n, d, signal), "j": j, "seed": s, **gj_intervals(X, Y, s, names, confidence)}
+        rec["seconds"] = time.perf_counter() - t0
+        if j < n_check:
+            rec["check"] = gj_check(X, Y, s, names, confidence, rec)
+        out.append(rec)
+    return out
+
+
+def gj_summarise(records: list[dict], settings, names, confidence: float) -> dict:
+    """Per setting and metric: truth, true SD, coverage, width ratio, SE ratio, centre bias, misses."""
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    out = {}
+    for n, d, signal in settings:
+        kk = key(n, d, signal)
+        tr = [r for r in records if r["key"] == kk and r["kind"] == "gtruth"]
+        ci = [r for r in records if r["key"] == kk and r["kind"] == "gci"]
+        if not tr or not ci:
+            continue
+        s = {"n": n, "d": d, "signal": signal, "truth_datasets": len(tr), "datasets": len(ci),
+             "seconds_per_dataset": float(np.mean([r["seconds"] for r in ci])), "metrics": {}}
+        for name in names:
+            fresh = np.array([r[name] for r in tr])
+            est = np.array([r[name]["value"] for r in ci])
+            lo = np.array([r[name]["intervals"][GJ_METHOD][0] for r in ci])
+            hi = np.array([r[name]["intervals"][GJ_METHOD][1] for r in ci])
+            se = np.array([r[name]["se"] for r in ci])
+            undefined = int((~np.isfinite(fresh)).sum() + (~np.isfinite(lo)).sum())
+            truth, sd = float(np.nanmean(fresh)), float(np.nanstd(fresh, ddof=1))
+            ok = np.isfinite(lo)
+            checks = [r["check"][name] for r in ci if name in r.get("check", {})]
+            s["metrics"][name] = {
+                "truth": truth, "true_sd": sd, "undefined": undefined,
+                "coverage": float(np.mean((lo[ok] <= truth) & (truth <= hi[ok]))),
+                "miss_low": float(np.mean(hi[ok] < truth)), "miss_high": float(np.mean(lo[ok] > truth)),
+                "width_ratio": float(np.mean(hi[ok] - lo[ok]) / (2 * z * sd)) if sd > 0 else None,
+                "se_ratio": float(np.mean(se[ok]) / sd) if sd > 0 else None,
+                "centre_bias": float((np.nanmean(est) - truth) / sd) if sd > 0 else None,
+                "checks": len(checks), "mismatches": sum(not c for c in checks)}
+        out[kk] = s
+    return out
+
+
+def _passes(m: dict) -> bool:
+    return (m["width_ratio"] is not None and 0.92 <= m["coverage"] <= 0.98 and m["width_ratio"] <= 1.3
+            and m["undefined"] == 0)
+
+
+def gj_markdown(summary: dict, names, confidence: float) -> str:
+    """One row per setting and metric, then one row per metric over all settings with its verdict."""
+    rows = list(summary.values())
+    if not rows:
+        return "(no results)\n"
+    lines = [f"Coverage of {confidence:.0%} group-jackknife-normal intervals (G = 20); width ratio = mean width / "
+             "(2·z·true SD); SE ratio = mean jackknife SE / true SD; centre bias = (mean estimate − truth) / true SD. "
+             "`*` = outside [0.92, 0.98], `!` = width ratio > 1.3.\n",
+             "| metric | n | d | signal | truth | true SD | coverage | width ratio | SE ratio | centre bias | "
+             "miss low/high | undefined | checks (mismatches) | truth / interval datasets | s / dataset (all metrics) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        for s in rows:
+            m = s["metrics"].get(name)
+            if m is None:
+                continue
+            flag = "" if 0.92 <= m["coverage"] <= 0.98 else "*"
+            wflag = "!" if m["width_ratio"] is None or m["width_ratio"] > 1.3 else ""
+            lines.append(f"| {name} | {s['n']} | {s['d']} | {s['signal']} | {m['truth']:.4f} | {m['true_sd']:.4f} | "
+                         f"{m['coverage']:.3f}{flag} | {_f(m['width_ratio'], 2)}{wflag} | {_f(m['se_ratio'], 2)} | "
+                         f"{_f(m['centre_bias'], 2)} | {m['miss_low']:.3f}/{m['miss_high']:.3f} | {m['undefined']} | "
+                         f"{m['checks']} ({m['mismatches']}) | {s['truth_datasets']} / {s['datasets']} | "
+                         f"{s['seconds_per_dataset']:.2f} |")
+    return "\n".join(lines) + "\n\n" + gj_verdicts(summary, names)
+
+
+def gj_verdicts(summary: dict, names) -> str:
+    """Per metric: coverage, width-ratio and SE-ratio ranges over the settings measured, and whether all pass."""
+    lines = ["| metric | settings | coverage | width ratio | SE ratio | verdict | fails in (n/d/signal) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def span(xs, nd):
+        xs = [x for x in xs if x is not None]
+        return f"{min(xs):.{nd}f}–{max(xs):.{nd}f}" if xs else "—"
+
+    for name in names:
+        ms = [(s, s["metrics"][name]) for s in summary.values() if name in s["metrics"]]
+        if not ms:
+            continue
+        bad = [f"{s['n']}/{s['d']}/{s['signal']}" for s, m in ms if not _passes(m)]
+        verdict = "**passes in every setting**" if not bad else f"fails in {len(bad)} of {len(ms)}"
+        lines.append(f"| {name} | {len(ms)} | {span([m['coverage'] for _, m in ms], 3)} | "
+                     f"{span([m['width_ratio'] for _, m in ms], 2)} | {span([m['se_ratio'] for _, m in ms], 2)} | "
+                     f"{verdict} | {'all' if len(bad) == len(ms) else ', '.join(bad) or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def gj_main(args, settings) -> int:
+    """The --metrics study: tasks, resumable records, summary (see the block comment above)."""
+    from repalign.metrics import REGISTRY
+
+    names = [x.strip() for x in args.metrics.split(",") if x.strip()]
+    unknown = [x for x in names if x not in REGISTRY]
+    if unknown:
+        raise SystemExit(f"unknown metrics: {', '.join(unknown)}")
+    records: list[dict] = []
+    partial = None
+    if args.partial:
+        os.makedirs(args.partial, exist_ok=True)
+        partial = os.path.join(args.partial, f"records_gj_seed{args.seed}_conf{args.confidence}_{'+'.join(names)}.jsonl")
+        records = [r for r in _load_partial(partial) if r.get("kind") in ("gtruth", "gci")]
+    done = {(r["kind"], r["key"], r["j"]) for r in records}
+    tasks = []
+    for n, d, s in settings:
+        kk = key(n, d, s)
+        for j0 in range(0, args.truth_datasets, 25):
+            j1 = min(j0 + 25, args.truth_datasets)
+            if any(("gtruth", kk, j) not in done for j in range(j0, j1)):
+                tasks.append(("gtruth", (n, d, s, j0, j1, args.seed, names)))
+        for j0 in range(0, args.datasets, args.chunk):
+            j1 = min(j0 + args.chunk, args.datasets)
+            if any(("gci", kk, j) not in done for j in range(j0, j1)):
+                tasks.append(("gci", (n, d, s, j0, j1, args.seed, names, args.confidence, args.check_compare)))
+    tasks.sort(key=lambda t: (t[0] != "gtruth", -t[1][0] * t[1][1]))
+    records += _run_tasks(tasks, args.jobs, partial, done)
+    summary = gj_summarise(records, settings, names, args.confidence)
+    print(gj_markdown(summary, names, args.confidence))
+    if args.out:
+        with open(args.out, "w") as fo:
+            json.dump({"meta": {"date": _dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                                "args": vars(args)}, "summary": summary}, fo, indent=1)
+    return 0
+
+
+def _run_tasks(tasks, jobs: int, partial: str | None, done: set) -> list[dict]:
+    """Run the tasks (in a pool when jobs > 1), appending each new record to the partial file as it arrives."""
+    t0 = time.time()
+    print(f"# {len(tasks)} tasks, jobs={jobs}", file=sys.stderr, flush=True)
+    out = []
+    fh = open(partial, "a") if partial else None  # noqa: SIM115 - appended to as results arrive, closed below
+    pool = mp.get_context("fork").Pool(jobs, initializer=_init_worker) if jobs > 1 else None
+    if pool is None:
+        _init_worker()
+    results = pool.imap_unordered(_run_task, tasks) if pool else (_run_task(t) for t in tasks)
+    for i, recs in enumerate(results):
+        recs = [r for r in recs if (r["kind"], r["key"], r["j"]) not in done]
+        done |= {(r["kind"], r["key"], r["j"]) for r in recs}
+        out.extend(recs)
+        if fh:
+            fh.writelines(json.dumps(r) + "\n" for r in recs)
+            fh.flush()
+        if recs:
+            print(f"# [{time.time() - t0:7.0f}s] task {i + 1}/{len(tasks)}: {recs[0]['kind']} {recs[0]['key']} "
+                  f"j={recs[0]['j']}..{recs[-1]['j']}", file=sys.stderr, flush=True)
+    if pool:
+        pool.close()
+        pool.join()
+    if fh:
+        fh.close()
+    return out
+
+
 # ---------------------------------------------------------------- summary
 
 Z975 = NormalDist().inv_cdf(0.975)
@@ -586,6 +835,12 @@ def main(argv=None) -> int:
                          "datasets per setting, in units of the true variance")
     ap.add_argument("--skip-mknn", action="store_true",
                     help="CKA intervals only (mknn point values are still drawn for the truth)")
+    ap.add_argument("--metrics", default=None,
+                    help="comma-separated metrics whose --method interval to study instead of mknn and CKA "
+                         "(any registered metric, through its spec with default parameters)")
+    ap.add_argument("--method", default="group-jackknife", choices=["group-jackknife"],
+                    help="the interval candidate studied for --metrics: estimate ± z·SE, SE from the "
+                         "delete-a-group jackknife (G = 20)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=10, help="datasets per task")
     ap.add_argument("--partial", default=None, help="directory for per-dataset records (resumable)")
@@ -598,6 +853,8 @@ def main(argv=None) -> int:
             setattr(args, name, value)
 
     settings = [(n, d, s) for n in args.n for d in args.d for s in args.signal]
+    if args.metrics:
+        return gj_main(args, settings)
     partial = None
     records = []
     if args.partial:
@@ -694,7 +951,7 @@ def main(argv=None) -> int:
 
 def _run_task(kind_args):
     kind, a = kind_args
-    return truth_task(a) if kind == "truth" else ci_task(a)
+    return {"truth": truth_task, "ci": ci_task, "gtruth": gj_truth_task, "gci": gj_ci_task}[kind](a)
 
 
 if __name__ == "__main__":

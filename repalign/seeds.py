@@ -25,6 +25,8 @@ class Streams:
     """The rows whose pairs the second-order CKA jackknife correction uses at large n."""
     null: np.random.SeedSequence
     """The random pairings that calibrate mknn's infinitesimal-jackknife variance."""
+    groups: np.random.SeedSequence
+    """The split of the rows into the grouped jackknife's groups (child 4, added after the others)."""
     subsample: np.random.SeedSequence
     """The rows --max-rows keeps.
 
@@ -35,8 +37,9 @@ class Streams:
 
     @classmethod
     def from_seed(cls, seed: int) -> Streams:
-        """The streams of ``seed``: children 0–3 of SeedSequence(seed), as they have always been drawn."""
+        """The streams of ``seed``: children 0–3 of SeedSequence(seed), as they have always been drawn, and child 4."""
         root = np.random.SeedSequence(seed)
         boot, perm, pair, null = root.spawn(4)
         return cls(boot=boot, perm=perm, pair=pair, null=null,
+                   groups=np.random.SeedSequence(root.entropy, spawn_key=(4,)),
                    subsample=np.random.SeedSequence(root.entropy, spawn_key=(2,)))

@@ -7,6 +7,7 @@ from typing import Callable, TypedDict
 import numpy as np
 
 from repalign import stats
+from repalign.errors import InputError
 from repalign.metrics import cka as _cka
 from repalign.metrics import cka_bootstrap as _cka_bootstrap
 from repalign.metrics import cka_jackknife as _jackknife
@@ -170,6 +171,12 @@ class PairData:
             self._cka_second = _jackknife.second_order(self.a, self.b, st, values, self.cka_loo, self.streams.pair)
         return self._cka_second
 
+    def subset(self, rows: np.ndarray) -> PairData:
+        """The pair restricted to ``rows``, intervals and permutations off, its own work (searches) redone."""
+        quiet = UncertaintySettings(resamples=0, permutations=0, seed=self.u.seed)
+        return PairData(self.a[rows], self.b[rows], k=self.k, distance=self.distance, labels=self.labels,
+                        uncertainty=quiet, ordered=self.ordered)
+
     def method(self, name: str, allowed: tuple[str, ...], default: str) -> str:
         """The interval method the user asked for if this metric offers it, else the metric's default."""
         m = self.u.ci_method
@@ -231,6 +238,28 @@ def _sequential(p: PairData, spec: MetricSpec, params: Params, value: float) -> 
         return sign * null_of(p, params, [next(stream) for _ in range(count)])
 
     return sequential_fields(spec, value, stats.sequential_p_value(draw, sign * value, budget))
+
+
+def group_jackknife_interval(p: PairData, spec: MetricSpec, params: Params, value: float,
+                             covers: str) -> ResultFields:
+    """estimate ± z·SE with the SE of the delete-a-group jackknife (stats.group_jackknife_se), cut to the range.
+
+    The metric is recomputed through its own ``compute`` on the rows outside each group, so a neighbour
+    metric searches afresh: G more evaluations of the metric (G = stats.GROUPS).
+    """
+    if p.n < 2 * stats.GROUPS:
+        return {"ci_reason": f"the grouped jackknife needs at least {2 * stats.GROUPS} items (n = {p.n})"}
+    p.progress(f"{spec.name}: grouped jackknife ({stats.GROUPS} recomputations)")
+    try:
+        values = stats.group_jackknife_values(lambda rows: spec.compute(p.subset(rows), params).value,
+                                              stats.groups(p.streams.groups, p.n))
+    except InputError as exc:  # e.g. k too large for the remaining rows
+        return {"ci_reason": f"the grouped jackknife cannot recompute {spec.name} without a group: {exc}"}
+    if not np.isfinite(values).all():
+        return {"ci_reason": f"{spec.name} is undefined with one of the jackknife's groups removed"}
+    se = stats.group_jackknife_se(values)
+    lo, hi = clamp(*stats.interval(value, "normal", p.u.confidence, se=se), spec.range)
+    return {"ci_low": lo, "ci_high": hi, "ci_method": "group-jackknife-normal", "ci_covers": covers}
 
 
 def permutation_fields(spec: MetricSpec, value: float, null: np.ndarray) -> ResultFields:

@@ -1,6 +1,7 @@
 """Generic statistics the metrics call: resampling, intervals, exact nulls, permutations and p-values."""
 
 from repalign.stats.graphs import overlaps
+from repalign.stats.group_jackknife import GROUPS, group_jackknife_se, group_jackknife_values, groups
 from repalign.stats.intervals import interval, jackknife_se
 from repalign.stats.nulls import (
     CkaSums,
@@ -46,6 +47,7 @@ __all__ = [
     "CkaPermuter", "SequentialNull", "calibrated_from_threshold", "cantelli_bound", "cantelli_quantile",
     "sequential_p_value", "CkaSums", "FullList", "IjVariance", "KnnResampler", "biased_cka_null",
     "calibrated_score", "cka_permutation_null", "graph_counts", "interval", "jackknife_se", "knn_ij_variance",
+    "GROUPS", "group_jackknife_se", "group_jackknife_values", "groups",
     "knn_max_permutation_null", "knn_permutation_null", "mknn_null", "mknn_null_from_counts", "mknn_z",
     "overlaps", "p_value", "permutations", "resample_weights", "unbiased_cka_null", "z_score",
 ]
