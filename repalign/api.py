@@ -41,7 +41,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             ids: str | None = None, ids_a: str | None = None, ids_b: str | None = None, require_all: bool = False,
             max_rows: int | None = None, layer_a: str | None = None, layer_b: str | None = None,
             progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
-            labels: Sequence[str | None] | None = None) -> ComparisonResult:
+            labels: Sequence[str | None] | None = None, cache: str | None = None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -89,6 +89,10 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         the other keyword arguments are then ignored.
     labels : names for a and b (a pair; None keeps one's path), shown in
         tables instead of paths and kept in the JSON report as ``name``.
+    cache : a directory keeping each layer's neighbour lists for later runs
+        (default: the environment variable ``REPALIGN_CACHE``, else none);
+        the results are the same with or without it, and the notes say
+        which lists it served.
 
     Returns
     -------
@@ -101,7 +105,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             metrics=metrics, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
             resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method, permutations=permutations,
             ids=(ids_a if ids_a is not None else ids, ids_b if ids_b is not None else ids), require_all=require_all,
-            max_rows=max_rows, layers=(layer_a, layer_b), allow_external=allow_external)
+            max_rows=max_rows, layers=(layer_a, layer_b), allow_external=allow_external, cache=cache)
     names = _names(labels, 2, "labels= of compare")
     run = _engine.prepare([a, b], options, compare=True, progress=stages)
     sa, sb = run.sides
@@ -109,7 +113,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     timing: dict = {}
     results, sweep = _engine.score_pair(ra, rb, options, run.uncertainty, progress=stages, timing=timing)
     timing["total_seconds"] = time.perf_counter() - t0
-    notes = sa.notes + sb.notes + ra.notes + rb.notes + run.notes
+    notes = sa.notes + sb.notes + ra.notes + rb.notes + run.notes + (run.cache.notes() if run.cache else [])
     if not run.keep and not (len(sa.source) == 1 and len(sb.source) == 1):
         notes.append("the layers did not all fit in memory; each was read again for every pair it is in")
     return ComparisonResult(
@@ -127,7 +131,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
            permutations: int | None = None, allow_external: bool = False, ids: str | None = None,
            require_all: bool = False, max_rows: int | None = None, layers: str | None = None,
            progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
-           labels: Sequence[str | None] | None = None) -> MatrixResult:
+           labels: Sequence[str | None] | None = None, cache: str | None = None) -> MatrixResult:
     """Score every pair of several inputs (or each against a reference), each representation's work done once.
 
     Parameters are those of :func:`compare`; ``inputs`` is a list of file
@@ -135,7 +139,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     of them whose keys name them (``{"llm": X, "lvm": Y}``); ``labels`` names
     them too (one per input, the reference first when there is one); ``layers``
     selects layers of every layered input, and ``ids`` joins the items present
-    in every input. A pair of layered inputs scores its best layer pair (see
+    in every input; ``cache`` is compare's. A pair of layered inputs scores its best layer pair (see
     :func:`compare`). Every metric is symmetric, so each unordered pair is
     computed once. Neighbour lists and CKA statistics are computed once per
     layer of each input and reused by every pair it is in.
@@ -158,7 +162,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
             metrics=metrics, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
             resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method, permutations=permutations,
             ids=(ids,) * len(xs), require_all=require_all, max_rows=max_rows, layers=(layers,) * len(xs),
-            allow_external=allow_external, id_options="--ids")
+            allow_external=allow_external, cache=cache, id_options="--ids")
     if len(xs) < 2:
         raise UsageError("repalign matrix needs at least two inputs (or one and --reference)")
     run = _engine.prepare(xs, options, compare=False, progress=stages)
@@ -176,6 +180,8 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
         notes += [x for x in s.notes + r.notes if x not in notes]
     if not run.keep:
         notes.append("the inputs' layers did not all fit in memory; each was read again for every pair it is in")
+    if run.cache is not None:
+        notes += run.cache.notes()
     selection = options.layers[0]
     if selection is not None and not any(s.info.layers is not None for s in run.sides):
         notes.append(f"--layers {selection} selected nothing: no input has layers")

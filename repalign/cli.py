@@ -173,6 +173,10 @@ RequireAll = Annotated[bool, typer.Option(
     "--require-all", help="With ids: any item without a partner in every input is an error.")]
 MaxRows = Annotated[Optional[int], typer.Option(
     "--max-rows", metavar="N", help="Evaluate on N randomly chosen paired items (the same in every input; --seed).")]
+Cache = Annotated[Optional[str], typer.Option(
+    "--cache", metavar="DIR",
+    help="Keep each layer's neighbour lists in DIR (created if missing) and reuse them in later runs; same "
+         "results [default: $REPALIGN_CACHE, else none].")]
 Plot = Annotated[Optional[str], typer.Option(
     "--plot", metavar="FILE", help="Save the heatmaps as .png, .svg or .pdf (needs matplotlib).")]
 PlotScale = Annotated[str, typer.Option(
@@ -232,6 +236,7 @@ def compare(
         "--layer-b", metavar="LAYERS", help="Layers of B, as --layer-a.")] = None,
     plot: Plot = None,
     plot_scale: PlotScale = "data",
+    cache: Cache = None,
     format_a: Annotated[Optional[str], typer.Option(
         "--format-a", metavar="FORMAT",
         help="Read A as this format whatever its suffix (npy, npz, hdf5, parquet, torch); as A@FORMAT.")] = None,
@@ -257,7 +262,8 @@ def compare(
                        resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                        permutations=permutations, require_all=require_all, max_rows=max_rows,
                        ids=(ids if ids_a is None else ids_a, ids if ids_b is None else ids_b),
-                       layers=(layer_a, layer_b), allow_external=allow_external, formats=(format_a, format_b))
+                       layers=(layer_a, layer_b), allow_external=allow_external, formats=(format_a, format_b),
+                       cache=cache)
     gates = checks.Gates.build(options.metric_ids, fail_under=fail_under, fail_above=fail_above, on=on,
                                baseline=baseline, max_drop=max_drop, resamples=resamples)
     labels = (label_a, label_b) if label_a is not None or label_b is not None else None
@@ -327,6 +333,7 @@ def matrix(
         help="Layers of every layered input: all, 3, -1, 0:12:2 or 1,5,9 [default: all; best pair per cell].")] = None,
     plot: Plot = None,
     plot_scale: PlotScale = "data",
+    cache: Cache = None,
 ):
     """Alignment of every pair of several embeddings of the same items (or each against --reference)."""
     from repalign import checks
@@ -346,7 +353,7 @@ def matrix(
                        resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                        permutations=permutations, ids=(ids,) * len(xs), require_all=require_all,
                        max_rows=max_rows, layers=(layers,) * len(xs), allow_external=allow_external,
-                       id_options="--ids")
+                       cache=cache, id_options="--ids")
     gates = checks.Gates.build(options.metric_ids, fail_under=fail_under, fail_above=fail_above, on=on,
                                resamples=resamples)
     labels = names if any(name is not None for name in names) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,9 @@ class Options:
     allow_external: bool = False
     formats: tuple[str | None, ...] = (None, None)
     """Input format per input, overriding its suffix (None: from the suffix or PATH@FORMAT)."""
+    cache: str | None = None
+    """Directory of cached neighbour lists (--cache, else REPALIGN_CACHE; None: no cache). It changes how
+    the lists are obtained, never the numbers."""
 
     @property
     def metric_ids(self) -> tuple[str, ...]:
@@ -53,7 +57,8 @@ class Options:
               permutations: int | None = None, ids: tuple[str | None, ...] = (None, None),
               require_all: bool = False, max_rows: int | None = None,
               layers: tuple[str | None, ...] = (None, None), allow_external: bool = False,
-              formats: tuple[str | None, ...] = (None, None), id_options: str = "--ids, --ids-a or --ids-b") -> Options:
+              formats: tuple[str | None, ...] = (None, None), cache: str | None = None,
+              id_options: str = "--ids, --ids-a or --ids-b") -> Options:
         """Fill unset values from the preset, then the defaults (explicit values win), and check them all.
 
         ``id_options``: how the command names its id options, for the message of --require-all without ids.
@@ -82,7 +87,19 @@ class Options:
         for fmt in formats:
             check_format_name(fmt)
         return cls(names, k, distance, pre, u, tuple(ids), require_all, max_rows, tuple(layers), allow_external,
-                   tuple(formats))
+                   tuple(formats), _cache_dir(cache))
+
+
+def _cache_dir(given: str | None) -> str | None:
+    """--cache, else REPALIGN_CACHE. A given path that is a regular file is a clear mistake and an error; any
+    other trouble with the directory (the variable's included) only costs the cache, with a note."""
+    if given is None:
+        return os.environ.get("REPALIGN_CACHE") or None
+    if not given:
+        raise UsageError("--cache needs a directory (got an empty path)")
+    if os.path.isfile(given):
+        raise UsageError(f"{given}: --cache names a regular file; give a directory (created if missing)")
+    return given
 
 
 def _uncertainty(resamples: int, confidence: float, seed: int | None, ci_method: str,

@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
+from repalign.engine.cache import ListCache
 from repalign.engine.inputs import Side, open_side, pair_rows, plan_memory, read_side, selectors
 from repalign.engine.representation import Representation
 from repalign.engine.scoring import SWEEP_PERMUTATIONS, score_pair, self_scores
@@ -38,6 +39,8 @@ class Prepared:
     """Whether every layer stays in memory (else layers are read again for each pair they are in)."""
     notes: list[str]
     """Notes from pairing (e.g. files whose ids disagree row by row)."""
+    cache: ListCache | None = None
+    """The neighbour-list cache shared by every representation (its notes say what it served)."""
 
     @property
     def n(self) -> int:
@@ -68,6 +71,8 @@ def prepare(xs: list, options: Options, *, compare: bool,
     pairing, rows = pair_rows(xs, sides, options, u.seed, notes, compare=compare)
     # A single pair of single arrays is in memory anyway (read and checked above).
     single = compare and all(len(s.source) == 1 for s in sides)
-    reps = [Representation(s.source, s.info.label, r, options.preprocessing, keep=keep or single)
+    cache = ListCache(options.cache) if options.cache is not None else None
+    reps = [Representation(s.source, s.info.label, r, options.preprocessing, keep=keep or single, cache=cache,
+                           name=s.info.name)
             for s, r in zip(sides, rows)]
-    return Prepared(sides, reps, pairing, u, keep, notes)
+    return Prepared(sides, reps, pairing, u, keep, notes, cache)

@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from repalign import preprocess as _pre
+from repalign.engine.cache import ListCache, Search
 from repalign.errors import InputError
 from repalign.io import Checked, LayerSource
 from repalign.metrics import cka as _cka
@@ -24,12 +25,15 @@ class Representation:
     """
 
     def __init__(self, source: LayerSource, label: str, rows: np.ndarray | None,
-                 pre: _pre.Preprocessing, keep: bool = True):
+                 pre: _pre.Preprocessing, keep: bool = True, cache: ListCache | None = None,
+                 name: str | None = None):
         self.source = source
         self.label = label
         self.rows = rows
         self.pre = pre
         self.keep = keep
+        self.cache = cache
+        self.shown_name = label if name is None else name  # how the cache's notes name this input
         self.labels = tuple(source.labels)
         self.notes: list[str] = []
         self._layers: dict = {}
@@ -78,14 +82,22 @@ class Representation:
     def lists(self, i: int, depth: int, distance: str, k: int, ordered: bool = False) -> np.ndarray:
         """Neighbour lists of layer i; in exact order when deeper than k (resamples read the order) or when
         ``ordered`` (a metric reads the order); otherwise only each row's set of k is certified."""
-        from repalign.neighbors import knn
-
         ordered = ordered or depth > k
         cached = self._lists.get(i)
         if cached is None or (ordered and not cached[1]):
-            cached = self._lists[i] = (knn(self.layer(i), depth, distance, label=self.name(i), ordered=ordered),
-                                       ordered)
+            cached = self._lists[i] = (self._search(i, Search(depth, k, distance, ordered)), ordered)
         return cached[0]
+
+    def _search(self, i: int, search: Search) -> np.ndarray:
+        """Layer i's lists from the cache directory when one is given, else (or on a miss) searched."""
+        from repalign import neighbors
+
+        x = self.layer(i)
+
+        def run() -> np.ndarray:
+            return neighbors.knn(x, search.depth, search.distance, label=self.name(i), ordered=search.ordered)
+
+        return run() if self.cache is None else self.cache.lists(x, self.shown_name, search, run)
 
     def counts(self, i: int, k: int, depth: int, distance: str, ordered: bool = False) -> dict:
         if i not in self._counts:
