@@ -41,7 +41,7 @@ def key(x: np.ndarray, search: Search) -> str:
     sha256: about 20 ms for 10,000×768 float32 on a CPU with SHA extensions, next to seconds of search.
     """
     h = hashlib.sha256(json.dumps(search.header(x), sort_keys=True).encode())
-    h.update(memoryview(np.ascontiguousarray(x)).cast("B"))
+    h.update(np.ascontiguousarray(x).data.cast("B"))  # the buffer itself: no copy of a contiguous layer
     return h.hexdigest()
 
 
@@ -91,7 +91,7 @@ class ListCache:
         try:
             with open(path, "rb") as f:
                 data = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no entry, or no directory yet: a plain miss
             return None
         except OSError as exc:  # a directory in its place, no permission: treated as a bad entry
             self._note(f"cache entry {shown(path)} was unreadable ({exc.strerror or exc}); recomputed")
@@ -112,9 +112,10 @@ class ListCache:
         except (OSError, RepalignError) as exc:
             # Once is enough: every later layer would fail the same way.
             self._writable = False
+            # write_atomic's message names the entry and the reason; makedirs' has only the reason.
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._note(f"the cache {shown(self.directory)} could not be written ({reason}); neighbour lists "
-                       "were computed and not stored")
+            self._note(f"the cache {shown(self.directory)} could not be written; neighbour lists were computed "
+                       f"and not stored ({reason})")
 
     def _note(self, note: str) -> None:
         if note not in self._problems:
