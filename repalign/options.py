@@ -37,6 +37,10 @@ class Options:
     allow_external: bool = False
     formats: tuple[str | None, ...] = (None, None)
     """Input format per input, overriding its suffix (None: from the suffix or PATH@FORMAT)."""
+    search: str = "auto"
+    """Neighbour search: exact (certified), approx (IVF, recall measured) or auto (by predicted exact time)."""
+    recall: float = 0.95
+    """Target recall of approximate search (nprobe is raised until a tuning sample reaches it)."""
 
     @property
     def metric_ids(self) -> tuple[str, ...]:
@@ -53,7 +57,8 @@ class Options:
               permutations: int | None = None, ids: tuple[str | None, ...] = (None, None),
               require_all: bool = False, max_rows: int | None = None,
               layers: tuple[str | None, ...] = (None, None), allow_external: bool = False,
-              formats: tuple[str | None, ...] = (None, None), id_options: str = "--ids, --ids-a or --ids-b") -> Options:
+              formats: tuple[str | None, ...] = (None, None), id_options: str = "--ids, --ids-a or --ids-b",
+              search: str = "auto", recall: float = 0.95) -> Options:
         """Fill unset values from the preset, then the defaults (explicit values win), and check them all.
 
         ``id_options``: how the command names its id options, for the message of --require-all without ids.
@@ -81,8 +86,18 @@ class Options:
 
         for fmt in formats:
             check_format_name(fmt)
+        _check_search(search, recall)
         return cls(names, k, distance, pre, u, tuple(ids), require_all, max_rows, tuple(layers), allow_external,
-                   tuple(formats))
+                   tuple(formats), search, float(recall))
+
+
+def _check_search(search: str, recall: float) -> None:
+    from repalign.search import SEARCH_METHODS
+
+    if search not in SEARCH_METHODS:
+        raise UsageError(f"unknown --search '{search}' (choose from {', '.join(SEARCH_METHODS)})")
+    if not 0.0 < recall <= 1.0:
+        raise UsageError(f"--recall must be greater than 0 and at most 1 (got {recall})")
 
 
 def _uncertainty(resamples: int, confidence: float, seed: int | None, ci_method: str,

@@ -68,6 +68,9 @@ def prepare(xs: list, options: Options, *, compare: bool,
     pairing, rows = pair_rows(xs, sides, options, u.seed, notes, compare=compare)
     # A single pair of single arrays is in memory anyway (read and checked above).
     single = compare and all(len(s.source) == 1 for s in sides)
-    reps = [Representation(s.source, s.info.label, r, options.preprocessing, keep=keep or single)
+    from repalign import search as _search
+
+    reps = [Representation(s.source, s.info.label, r, options.preprocessing, keep=keep or single,
+                           search=_search.make(options.search, options.recall, u.seed))
             for s, r in zip(sides, rows)]
     return Prepared(sides, reps, pairing, u, keep, notes)

@@ -11,6 +11,7 @@ from repalign.errors import InputError
 from repalign.io import Checked, LayerSource
 from repalign.metrics import cka as _cka
 from repalign.metrics.linalg import dot, matmul
+from repalign.search import ExactSearch, Search
 from repalign.stats import nulls as _nulls
 from repalign.validation import as_embedding
 
@@ -24,12 +25,13 @@ class Representation:
     """
 
     def __init__(self, source: LayerSource, label: str, rows: np.ndarray | None,
-                 pre: _pre.Preprocessing, keep: bool = True):
+                 pre: _pre.Preprocessing, keep: bool = True, search: Search | None = None):
         self.source = source
         self.label = label
         self.rows = rows
         self.pre = pre
         self.keep = keep
+        self.search: Search = ExactSearch() if search is None else search
         self.labels = tuple(source.labels)
         self.notes: list[str] = []
         self._layers: dict = {}
@@ -78,12 +80,10 @@ class Representation:
     def lists(self, i: int, depth: int, distance: str, k: int, ordered: bool = False) -> np.ndarray:
         """Neighbour lists of layer i; in exact order when deeper than k (resamples read the order) or when
         ``ordered`` (a metric reads the order); otherwise only each row's set of k is certified."""
-        from repalign.neighbors import knn
-
         ordered = ordered or depth > k
         cached = self._lists.get(i)
         if cached is None or (ordered and not cached[1]):
-            cached = self._lists[i] = (knn(self.layer(i), depth, distance, label=self.name(i), ordered=ordered),
+            cached = self._lists[i] = (self.search.lists(self.layer(i), depth, distance, ordered, self.name(i)),
                                        ordered)
         return cached[0]
 
