@@ -11,8 +11,8 @@ from repalign import __version__
 from repalign import engine as _engine
 from repalign.errors import UsageError
 from repalign.options import Options
-from repalign.search import accuracy as _accuracy
 from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResult
+from repalign.search import accuracy as _accuracy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,14 +119,14 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     results, sweep = _engine.score_pair(ra, rb, options, run.uncertainty, progress=stages, timing=timing)
     timing["total_seconds"] = time.perf_counter() - t0
     notes = sa.notes + sb.notes + ra.notes + rb.notes + run.notes + ra.search.notes + rb.search.notes
-    search = _accuracy.summarise([ra, rb], [(0, 1, results)], options, run.uncertainty)
+    searched = _accuracy.summarise([ra, rb], [(0, 1, results)], options, run.uncertainty)
     if not run.keep and not (len(sa.source) == 1 and len(sb.source) == 1):
         notes.append("the layers did not all fit in memory; each was read again for every pair it is in")
     return ComparisonResult(
         inputs=(_named(sa.info, names[0]), _named(sb.info, names[1])), n=run.n,
         preprocessing=options.preprocessing, metrics=results,
         notes=tuple(notes), uncertainty=run.uncertainty, pairing=run.pairing, sweep=sweep,
-        version=__version__, timing={key: round(v, 6) for key, v in timing.items()}, search=search,
+        version=__version__, timing={key: round(v, 6) for key, v in timing.items()}, search=searched,
     )
 
 
@@ -184,7 +184,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     notes: list[str] = []
     for s, r in zip(run.sides, run.reps):
         notes += [x for x in s.notes + r.notes + r.search.notes if x not in notes]
-    search = _accuracy.summarise(run.reps, [(c.a, c.b, c.metrics) for c in cells], options, run.uncertainty)
+    searched = _accuracy.summarise(run.reps, [(c.a, c.b, c.metrics) for c in cells], options, run.uncertainty)
     if not run.keep:
         notes.append("the inputs' layers did not all fit in memory; each was read again for every pair it is in")
     selection = options.layers[0]
@@ -194,7 +194,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     infos = tuple(_named(s.info, name) for s, name in zip(run.sides, names))
     return MatrixResult(infos, run.n, options.preprocessing, options.metric_ids,
                         tuple(cells), diagonal, 0 if reference is not None else None, tuple(notes), run.uncertainty,
-                        __version__, timing, pairing=run.pairing, search=search)
+                        __version__, timing, pairing=run.pairing, search=searched)
 
 
 def _score_pairs(run: _engine.Prepared, options: Options, against_reference: bool,
