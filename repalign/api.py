@@ -12,6 +12,7 @@ from repalign import engine as _engine
 from repalign.errors import UsageError
 from repalign.options import Options
 from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResult
+from repalign.search import accuracy as _accuracy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +42,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             ids: str | None = None, ids_a: str | None = None, ids_b: str | None = None, require_all: bool = False,
             max_rows: int | None = None, layer_a: str | None = None, layer_b: str | None = None,
             progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
-            labels: Sequence[str | None] | None = None, cache: str | None = None) -> ComparisonResult:
+            labels: Sequence[str | None] | None = None, cache: str | None = None, search: str = "auto",
+            recall: float = 0.95) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -93,6 +95,12 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         (default: the environment variable ``REPALIGN_CACHE``, else none);
         the results are the same with or without it, and the notes say
         which lists it served.
+    search : neighbour search: ``"exact"`` (certified exact lists),
+        ``"approx"`` (FAISS IVF-Flat; recall and each list metric's shift
+        measured on a seeded sample and reported in ``result.search``) or
+        ``"auto"`` (default: exact unless its predicted time exceeds
+        :data:`repalign.search.auto.AUTO_EXACT_SECONDS`).
+    recall : target recall of approximate search, in (0, 1].
 
     Returns
     -------
@@ -105,7 +113,8 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             metrics=metrics, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
             resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method, permutations=permutations,
             ids=(ids_a if ids_a is not None else ids, ids_b if ids_b is not None else ids), require_all=require_all,
-            max_rows=max_rows, layers=(layer_a, layer_b), allow_external=allow_external, cache=cache)
+            max_rows=max_rows, layers=(layer_a, layer_b), allow_external=allow_external, cache=cache, search=search,
+            recall=recall)
     names = _names(labels, 2, "labels= of compare")
     run = _engine.prepare([a, b], options, compare=True, progress=stages)
     sa, sb = run.sides
@@ -113,14 +122,16 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     timing: dict = {}
     results, sweep = _engine.score_pair(ra, rb, options, run.uncertainty, progress=stages, timing=timing)
     timing["total_seconds"] = time.perf_counter() - t0
-    notes = sa.notes + sb.notes + ra.notes + rb.notes + run.notes + (run.cache.notes() if run.cache else [])
+    notes = (sa.notes + sb.notes + ra.notes + rb.notes + run.notes + ra.search.notes + rb.search.notes
+             + (run.cache.notes() if run.cache else []))
+    searched = _accuracy.summarise([ra, rb], [(0, 1, results)], options, run.uncertainty)
     if not run.keep and not (len(sa.source) == 1 and len(sb.source) == 1):
         notes.append("the layers did not all fit in memory; each was read again for every pair it is in")
     return ComparisonResult(
         inputs=(_named(sa.info, names[0]), _named(sb.info, names[1])), n=run.n,
         preprocessing=options.preprocessing, metrics=results,
         notes=tuple(notes), uncertainty=run.uncertainty, pairing=run.pairing, sweep=sweep,
-        version=__version__, timing={key: round(v, 6) for key, v in timing.items()},
+        version=__version__, timing={key: round(v, 6) for key, v in timing.items()}, search=searched,
     )
 
 
@@ -131,7 +142,8 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
            permutations: int | None = None, allow_external: bool = False, ids: str | None = None,
            require_all: bool = False, max_rows: int | None = None, layers: str | None = None,
            progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
-           labels: Sequence[str | None] | None = None, cache: str | None = None) -> MatrixResult:
+           labels: Sequence[str | None] | None = None, cache: str | None = None, search: str = "auto",
+           recall: float = 0.95) -> MatrixResult:
     """Score every pair of several inputs (or each against a reference), each representation's work done once.
 
     Parameters are those of :func:`compare`; ``inputs`` is a list of file
@@ -162,7 +174,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
             metrics=metrics, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
             resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method, permutations=permutations,
             ids=(ids,) * len(xs), require_all=require_all, max_rows=max_rows, layers=(layers,) * len(xs),
-            allow_external=allow_external, cache=cache, id_options="--ids")
+            allow_external=allow_external, cache=cache, id_options="--ids", search=search, recall=recall)
     if len(xs) < 2:
         raise UsageError("repalign matrix needs at least two inputs (or one and --reference)")
     run = _engine.prepare(xs, options, compare=False, progress=stages)
@@ -177,7 +189,8 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
         cells.sort(key=lambda c: (c.metric(first.id).value is None, sign * (c.metric(first.id).value or 0.0), c.b))
     notes: list[str] = []
     for s, r in zip(run.sides, run.reps):
-        notes += [x for x in s.notes + r.notes if x not in notes]
+        notes += [x for x in s.notes + r.notes + r.search.notes if x not in notes]
+    searched = _accuracy.summarise(run.reps, [(c.a, c.b, c.metrics) for c in cells], options, run.uncertainty)
     if not run.keep:
         notes.append("the inputs' layers did not all fit in memory; each was read again for every pair it is in")
     if run.cache is not None:
@@ -189,7 +202,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     infos = tuple(_named(s.info, name) for s, name in zip(run.sides, names))
     return MatrixResult(infos, run.n, options.preprocessing, options.metric_ids,
                         tuple(cells), diagonal, 0 if reference is not None else None, tuple(notes), run.uncertainty,
-                        __version__, timing, pairing=run.pairing)
+                        __version__, timing, pairing=run.pairing, search=searched)
 
 
 def _score_pairs(run: _engine.Prepared, options: Options, against_reference: bool,

@@ -41,6 +41,10 @@ class Options:
     cache: str | None = None
     """Directory of cached neighbour lists (--cache, else REPALIGN_CACHE; None: no cache). It changes how
     the lists are obtained, never the numbers."""
+    search: str = "auto"
+    """Neighbour search: exact (certified), approx (IVF, recall measured) or auto (by predicted exact time)."""
+    recall: float = 0.95
+    """Target recall of approximate search (nprobe is raised until a tuning sample reaches it)."""
 
     @property
     def metric_ids(self) -> tuple[str, ...]:
@@ -58,7 +62,7 @@ class Options:
               require_all: bool = False, max_rows: int | None = None,
               layers: tuple[str | None, ...] = (None, None), allow_external: bool = False,
               formats: tuple[str | None, ...] = (None, None), cache: str | None = None,
-              id_options: str = "--ids, --ids-a or --ids-b") -> Options:
+              id_options: str = "--ids, --ids-a or --ids-b", search: str = "auto", recall: float = 0.95) -> Options:
         """Fill unset values from the preset, then the defaults (explicit values win), and check them all.
 
         ``id_options``: how the command names its id options, for the message of --require-all without ids.
@@ -86,8 +90,9 @@ class Options:
 
         for fmt in formats:
             check_format_name(fmt)
+        _check_search(search, recall)
         return cls(names, k, distance, pre, u, tuple(ids), require_all, max_rows, tuple(layers), allow_external,
-                   tuple(formats), _cache_dir(cache))
+                   tuple(formats), _cache_dir(cache), search, float(recall))
 
 
 def _cache_dir(given: str | None) -> str | None:
@@ -100,6 +105,15 @@ def _cache_dir(given: str | None) -> str | None:
     if os.path.isfile(given):
         raise UsageError(f"{given}: --cache names a regular file; give a directory (created if missing)")
     return given
+
+
+def _check_search(search: str, recall: float) -> None:
+    from repalign.search import SEARCH_METHODS
+
+    if search not in SEARCH_METHODS:
+        raise UsageError(f"unknown --search '{search}' (choose from {', '.join(SEARCH_METHODS)})")
+    if not 0.0 < recall <= 1.0:
+        raise UsageError(f"--recall must be greater than 0 and at most 1 (got {recall})")
 
 
 def _uncertainty(resamples: int, confidence: float, seed: int | None, ci_method: str,

@@ -319,6 +319,98 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class SearchIndex:
+    """One approximate index (an input's layer): its parameters and its measured recall."""
+
+    input: str
+    """The input's label (a, b, or its position in a matrix)."""
+    layer: str
+    n: int
+    d: int
+    nlist: int
+    """Inverted lists (k-means centroids) of the IVF-Flat index."""
+    nprobe: int
+    """Lists searched per query, the first reaching the recall target on the tuning rows."""
+    training_rows: int
+    """Rows k-means was trained on (a seeded sample)."""
+    tuning_rows: int
+    tuning_recall: float
+    """recall at the list depth on the tuning rows, at the chosen nprobe."""
+    fallback_rows: int
+    """Rows the probed lists could not fill, searched exactly instead."""
+    recall_at_k: float
+    """Estimated mean over all rows of |approximate k-list ∩ exact k-list| / k, from the sample rows."""
+    ci_low: float
+    ci_high: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchIndex:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SearchShift:
+    """What approximate lists did to one k-NN metric: its value on the sample rows with exact lists minus
+    with approximate lists (positive: approximation lowered it), with a paired interval over the rows."""
+
+    metric: str
+    pair: tuple[str, str]
+    """The two (input, layer) lists compared, e.g. ("a", "b") or ("a:layer3", "b:layer5")."""
+    shift: float
+    ci_low: float
+    ci_high: float
+    exact: float
+    """The metric on the sample rows with exact lists."""
+    approx: float
+    """The metric on the sample rows with approximate lists."""
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "pair": list(self.pair)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchShift:
+        return cls(**{**d, "pair": tuple(d["pair"])})
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """How neighbour lists were found when any were approximate (None in a result: all exact, certified)."""
+
+    method: str
+    """"approx", or "mixed" when --search auto chose exact for some inputs and approximate for others."""
+    chosen_by: str
+    """"option" (--search approx) or "auto"."""
+    certified: bool
+    """Always False: approximate lists are not certified exact."""
+    recall_target: float
+    seed: int
+    k: int
+    confidence: float
+    """Level of the intervals below."""
+    sample_rows: int
+    """Rows whose exact lists measure the approximation (the same rows in every input)."""
+    recall_at_k: float
+    """The lowest recall@k over the approximate indexes, with its interval."""
+    ci_low: float
+    ci_high: float
+    indexes: tuple[SearchIndex, ...] = ()
+    shifts: tuple[SearchShift, ...] = ()
+    """Per k-NN metric that is a mean over rows (mknn, jaccard, lcs-knn, edit-knn), at its reported pair."""
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "indexes": [i.to_dict() for i in self.indexes],
+                "shifts": [s.to_dict() for s in self.shifts]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchReport:
+        return cls(**{**d, "indexes": tuple(SearchIndex.from_dict(i) for i in d.get("indexes", ())),
+                      "shifts": tuple(SearchShift.from_dict(s) for s in d.get("shifts", ()))})
+
+
+@dataclass(frozen=True)
 class ComparisonResult:
     """Everything ``repalign compare`` found, ready for any renderer."""
 
@@ -344,6 +436,8 @@ class ComparisonResult:
     """How rows were matched (row order or ids) and subsampled."""
     sweep: Sweep | None = None
     """Every layer pair's scores when an input has several layers (``metrics`` then holds the best pair)."""
+    search: SearchReport | None = None
+    """Approximate search's parameters and measured accuracy; None (absent from JSON) when all lists are exact."""
 
     @property
     def failed(self) -> bool:
@@ -383,7 +477,7 @@ class ComparisonResult:
             "sweep": None if self.sweep is None else self.sweep.to_dict(),
             "notes": list(self.notes),
             "timing": dict(self.timing),
-        }
+        } | ({} if self.search is None else {"search": self.search.to_dict()})
 
     @classmethod
     def from_dict(cls, d: dict) -> ComparisonResult:
@@ -402,6 +496,7 @@ class ComparisonResult:
             baseline=None if d.get("baseline") is None else Baseline.from_dict(d["baseline"]),
             pairing=None if d.get("pairing") is None else Pairing.from_dict(d["pairing"]),
             sweep=None if d.get("sweep") is None else Sweep.from_dict(d["sweep"]),
+            search=None if d.get("search") is None else SearchReport.from_dict(d["search"]),
         )
 
 
@@ -446,6 +541,8 @@ class MatrixResult:
     schema_version: int = SCHEMA_VERSION
     checks: tuple[Check, ...] = ()
     pairing: Pairing | None = None
+    search: SearchReport | None = None
+    """Approximate search's parameters and measured accuracy; None (absent from JSON) when all lists are exact."""
 
     @property
     def failed(self) -> bool:
@@ -511,7 +608,7 @@ class MatrixResult:
             "checks": [c.to_dict() for c in self.checks],
             "notes": list(self.notes),
             "timing": dict(self.timing),
-        }
+        } | ({} if self.search is None else {"search": self.search.to_dict()})
 
     @classmethod
     def from_dict(cls, d: dict) -> MatrixResult:
@@ -526,6 +623,7 @@ class MatrixResult:
             schema_version=d.get("schema_version", SCHEMA_VERSION),
             checks=tuple(Check.from_dict(c) for c in d.get("checks", ())),
             pairing=None if d.get("pairing") is None else Pairing.from_dict(d["pairing"]),
+            search=None if d.get("search") is None else SearchReport.from_dict(d["search"]),
         )
 
 

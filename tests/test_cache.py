@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import repalign
 from repalign import neighbors
 from repalign.cli import app
-from repalign.engine.cache import ListCache, Search, key
+from repalign.engine.cache import ListCache, ListKey, key
 
 FAST = {"resamples": 0, "permutations": 0, "seed": 7, "metrics": "mknn,cka"}
 
@@ -216,7 +216,7 @@ def test_environment_variable_naming_a_file_only_costs_the_cache(files, tmp_path
 
 def _write_one(folder: str, seed: int) -> None:
     x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
-    ListCache(folder).lists(x, "x", Search(11, 10, "cosine", True),
+    ListCache(folder).lists(x, "x", ListKey(11, 10, "cosine", True),
                             lambda: neighbors.knn(x, 11, "cosine", ordered=True))
 
 
@@ -232,7 +232,7 @@ def test_concurrent_writers_leave_one_valid_entry_and_no_temporary_files(tmp_pat
     assert os.listdir(folder) == _entries(folder) and len(_entries(folder)) == 1
     x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
     cache = ListCache(folder)
-    got = cache.lists(x, "x", Search(11, 10, "cosine", True), lambda: pytest.fail("the entry should be valid"))
+    got = cache.lists(x, "x", ListKey(11, 10, "cosine", True), lambda: pytest.fail("the entry should be valid"))
     np.testing.assert_array_equal(got, neighbors.knn(x, 11, "cosine", ordered=True))
     with zipfile.ZipFile(os.path.join(folder, _entries(folder)[0])) as z:
         assert z.testzip() is None
@@ -243,9 +243,9 @@ def test_concurrent_writers_leave_one_valid_entry_and_no_temporary_files(tmp_pat
 
 def test_key_changes_with_every_parameter_and_the_data():
     x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
-    base = Search(depth=11, k=10, distance="cosine", ordered=False)
-    variants = [Search(12, 10, "cosine", False), Search(11, 9, "cosine", False), Search(11, 10, "l2", False),
-                Search(11, 10, "cosine", True), Search(11, 10, "cosine", False, search="hnsw:M=32")]
+    base = ListKey(depth=11, k=10, distance="cosine", ordered=False)
+    variants = [ListKey(12, 10, "cosine", False), ListKey(11, 9, "cosine", False), ListKey(11, 10, "l2", False),
+                ListKey(11, 10, "cosine", True), ListKey(11, 10, "cosine", False, search="hnsw:M=32")]
     keys = {key(x, base)} | {key(x, s) for s in variants}
     keys |= {key(x[1:], base), key(x.astype(np.float64), base), key(x.reshape(25, 16), base), key(x * 2, base)}
     assert len(keys) == 10

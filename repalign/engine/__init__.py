@@ -71,8 +71,10 @@ def prepare(xs: list, options: Options, *, compare: bool,
     pairing, rows = pair_rows(xs, sides, options, u.seed, notes, compare=compare)
     # A single pair of single arrays is in memory anyway (read and checked above).
     single = compare and all(len(s.source) == 1 for s in sides)
+    from repalign import search as _search
+
     cache = ListCache(options.cache) if options.cache is not None else None
     reps = [Representation(s.source, s.info.label, r, options.preprocessing, keep=keep or single, cache=cache,
-                           name=s.info.name)
+                           name=s.info.name, search=_search.make(options.search, options.recall, u.seed))
             for s, r in zip(sides, rows)]
     return Prepared(sides, reps, pairing, u, keep, notes, cache)

@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class Search:
+class ListKey:
     """Everything besides the data that decides a layer's neighbour lists."""
 
     depth: int
@@ -35,7 +35,7 @@ class Search:
                 "k": self.k, "ordered": self.ordered, "dtype": x.dtype.str, "shape": list(x.shape)}
 
 
-def key(x: np.ndarray, search: Search) -> str:
+def key(x: np.ndarray, search: ListKey) -> str:
     """A content hash of the layer as searched (rows paired and selected, preprocessed) and the parameters.
 
     sha256: about 20 ms for 10,000×768 float32 on a CPU with SHA extensions, next to seconds of search.
@@ -74,7 +74,7 @@ class ListCache:
         self._problems: list[str] = []
         self._writable = True
 
-    def lists(self, x: np.ndarray, who: str, search: Search, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def lists(self, x: np.ndarray, who: str, search: ListKey, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """The lists of layer ``x`` from the cache, or ``compute()``d and stored; ``who`` names the input."""
         digest = key(x, search)
         path = os.path.join(self.directory, f"{digest}.npz")
@@ -86,7 +86,7 @@ class ListCache:
         self._write(path, digest, search, x, lists)
         return lists
 
-    def _read(self, path: str, digest: str, search: Search, x: np.ndarray) -> np.ndarray | None:
+    def _read(self, path: str, digest: str, search: ListKey, x: np.ndarray) -> np.ndarray | None:
         """The stored lists if the entry exists and checks out; None (with a note if it existed) otherwise."""
         try:
             with open(path, "rb") as f:
@@ -102,7 +102,7 @@ class ListCache:
             return None
         return lists
 
-    def _write(self, path: str, digest: str, search: Search, x: np.ndarray, lists: np.ndarray) -> None:
+    def _write(self, path: str, digest: str, search: ListKey, x: np.ndarray, lists: np.ndarray) -> None:
         if not self._writable:
             return
         header = json.dumps({"key": digest, **search.header(x)}, sort_keys=True)

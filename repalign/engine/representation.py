@@ -7,11 +7,12 @@ from typing import Callable
 import numpy as np
 
 from repalign import preprocess as _pre
-from repalign.engine.cache import ListCache, Search
+from repalign.engine.cache import ListCache, ListKey
 from repalign.errors import InputError
 from repalign.io import Checked, LayerSource
 from repalign.metrics import cka as _cka
 from repalign.metrics.linalg import dot, matmul
+from repalign.search import ExactSearch, Search, exact_for
 from repalign.stats import nulls as _nulls
 from repalign.validation import as_embedding
 
@@ -26,7 +27,7 @@ class Representation:
 
     def __init__(self, source: LayerSource, label: str, rows: np.ndarray | None,
                  pre: _pre.Preprocessing, keep: bool = True, cache: ListCache | None = None,
-                 name: str | None = None):
+                 name: str | None = None, search: Search | None = None):
         self.source = source
         self.label = label
         self.rows = rows
@@ -34,6 +35,7 @@ class Representation:
         self.keep = keep
         self.cache = cache
         self.shown_name = label if name is None else name  # how the cache's notes name this input
+        self.search: Search = ExactSearch() if search is None else search
         self.labels = tuple(source.labels)
         self.notes: list[str] = []
         self._layers: dict = {}
@@ -85,19 +87,22 @@ class Representation:
         ordered = ordered or depth > k
         cached = self._lists.get(i)
         if cached is None or (ordered and not cached[1]):
-            cached = self._lists[i] = (self._search(i, Search(depth, k, distance, ordered)), ordered)
+            cached = self._lists[i] = (self._search(i, ListKey(depth, k, distance, ordered)), ordered)
         return cached[0]
 
-    def _search(self, i: int, search: Search) -> np.ndarray:
-        """Layer i's lists from the cache directory when one is given, else (or on a miss) searched."""
-        from repalign import neighbors
+    def _search(self, i: int, key: ListKey) -> np.ndarray:
+        """Layer i's lists from the cache directory when one is given and the search is exact, else searched.
 
+        Approximate lists are not cached: their recall is measured while they are searched, in the same run.
+        """
         x = self.layer(i)
 
         def run() -> np.ndarray:
-            return neighbors.knn(x, search.depth, search.distance, label=self.name(i), ordered=search.ordered)
+            return self.search.lists(x, key.depth, key.distance, key.ordered, self.name(i))
 
-        return run() if self.cache is None else self.cache.lists(x, self.shown_name, search, run)
+        if self.cache is None or not exact_for(self.search, x.shape):
+            return run()
+        return self.cache.lists(x, self.shown_name, key, run)
 
     def counts(self, i: int, k: int, depth: int, distance: str, ordered: bool = False) -> dict:
         if i not in self._counts:

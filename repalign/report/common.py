@@ -251,6 +251,23 @@ def uncertainty_line(result: Result) -> str:
     return f"{ci}; {perms} permutations; seed {u.seed}"
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def search_line(result: Result) -> str | None:
+    """'approximate search: recall 0.97 [0.96, 0.98]; mknn shift −0.003 [−0.005, −0.001]', or None when every
+    neighbour list was exact. The shift is exact minus approximate on the sampled rows."""
+    s = result.search
+    if s is None:
+        return None
+    text = f"approximate search: recall {s.recall_at_k:.2f} [{s.ci_low:.2f}, {s.ci_high:.2f}]"
+    for sh in s.shifts:
+        pair = "" if len(s.shifts) == len({x.metric for x in s.shifts}) else f" ({' vs '.join(sh.pair)})"
+        text += f"; {sh.metric}{pair} shift {_signed(sh.shift)} [{_signed(sh.ci_low)}, {_signed(sh.ci_high)}]"
+    return shown(text)
+
+
 def sweep_lines(result: ComparisonResult) -> list[str]:
     """For each metric: the best layer of b for every layer of a, and the other way round."""
     return [] if result.sweep is None else _best_layers(result.sweep)

@@ -23,6 +23,8 @@ class MarkdownFormat:
         compare = isinstance(result, ComparisonResult)
         lines = _head(result) + ([] if compare else grids) + _metric_table(result)
         lines += ["", f"_{CHANCE_NOTE}. {common.uncertainty_line(result)}._"] + (grids if compare else [])
+        if (line := common.search_line(result)) is not None:
+            lines += ["", f"_{line}._"]
         if compare:
             lines += [f"- {'✅' if c.passed else '❌'} {c.message}" for c in result.checks]
         else:  # a matrix can hold many checks: list the failures

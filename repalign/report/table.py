@@ -81,6 +81,8 @@ def _parts(result: Result, explain: bool, console: Console, width: int, convert:
     parts.append(Text(CHANCE_NOTE + ".", style="dim"))
     if result.uncertainty is not None:
         parts.append(Text(common.uncertainty_line(result), style="dim"))
+    if (line := common.search_line(result)) is not None:
+        parts.append(Text(line, style="dim"))
     if isinstance(result, ComparisonResult):
         # Undefined values are part of the result; other notes go to stderr as warnings (see cli).
         parts += [Text(shown(f"{m.id}: {m.reason}"), style="yellow") for m in result.metrics if m.value is None]
