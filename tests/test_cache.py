@@ -259,3 +259,14 @@ def test_key_changes_with_preprocessing_and_rows(files, tmp_path):
         res = repalign.compare(*files, cache=cache, **{**FAST, **extra})
         assert not any("read from the cache" in n for n in res.notes), extra
         assert len(_entries(cache)) == 2 * count
+
+
+def test_approximate_lists_are_not_cached(files, tmp_path):
+    """Their recall is measured while they are searched, so a cached copy would have no measured accuracy."""
+    cache = str(tmp_path / "cache")
+    first = repalign.compare(*files, cache=cache, search="approx", **FAST)
+    assert first.search is not None
+    assert not os.path.exists(cache) or not _entries(cache)
+    second = repalign.compare(*files, cache=cache, search="approx", **FAST)
+    assert not any("read from the cache" in n for n in second.notes) and second.search is not None
+    assert _bare(first) == _bare(second)
