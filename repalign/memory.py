@@ -35,7 +35,8 @@ def available_bytes() -> int | None:
 
 def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_itemsize: tuple[int, int],
              preprocess: bool, neighbors: bool, depth: int, k: int, cka: bool, cka_permutations: bool,
-             resamples: int, layers: tuple[int, int] = (1, 1), metric_bytes: int = 0) -> dict[str, int]:
+             resamples: int, layers: tuple[int, int] = (1, 1), metric_bytes: int = 0,
+             approx_index: bool = False) -> dict[str, int]:
     """Bytes a comparison needs, by part, following what the code allocates.
 
     ``resident``: bytes of each input once loaded (0 for a memory-mapped
@@ -43,7 +44,8 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
     value of the array the metrics see (4 or 8). ``layers``: layers per side
     in a sweep; the dims are then those of one layer, which is all a sweep
     holds at once, plus every layer's neighbour lists. ``metric_bytes``: the largest working memory a selected
-    metric declares beyond the shared work (its spec's ``memory``).
+    metric declares beyond the shared work (its spec's ``memory``). ``approx_index``: the search may build an
+    IVF-Flat index (``--search approx`` or ``auto``), which stores the rows once more in float32.
     """
     parts = {"base": BASE_BYTES, "inputs": sum(resident)}
     persistent = 0
@@ -56,6 +58,8 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
         fd = min(n, depth + 1 + max(8, depth // 2))
         persistent += sum(layers) * n * depth * 8  # the lists of every layer of both sides
         peaks.append(max(dims) * n * 4 + n * fd * 36 + 2**25)  # float32 copy, FAISS results and sort keys
+        if approx_index:  # an IVF-Flat index holds its own float32 copy next to the search's copy
+            peaks.append(2 * max(dims) * n * 4 + n * fd * 36 + 2**25)
         if resamples:
             peaks.append(64 * n * 12 + 8 * n * depth * 8)
     if cka:

@@ -131,13 +131,21 @@ def _plan_pair(sa: Side, sb: Side, options: Options, u: UncertaintySettings) -> 
         neighbors=options.works("lists"), depth=max(depth, 1), k=options.k, cka=options.works("cross"),
         cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples, layers=layers,
         metric_bytes=max(c.spec.memory(n, plans[0][0][1], plans[1][0][1], {**c.values, "k": options.k})
-                         for c in options.metrics))
+                         for c in options.metrics),
+        approx_index=options.works("lists") and _may_approximate(options.search, n, max(plans[0][0][1], plans[1][0][1])))
     what = f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions"
     what += f", {layers[0]}×{layers[1]} layers)" if layers != (1, 1) else ")"
     memory.check(parts, avail, what)
     all_layers = sum(count * n * p[0][1] * w for count, p, w in zip(layers, plans, work))
     room = (avail - parts["total"]) if avail is not None else LAYER_CACHE_BYTES
     return all_layers <= min(room // 2, LAYER_CACHE_BYTES)
+
+
+def _may_approximate(method: str, n: int, d: int) -> bool:
+    """Whether the search may build an approximate index for n×d layers (auto switches above its threshold)."""
+    from repalign.search import AUTO_EXACT_SECONDS, predicted_exact_seconds
+
+    return method == "approx" or (method == "auto" and predicted_exact_seconds(n, d) > AUTO_EXACT_SECONDS)
 
 
 def _check_reads(sa: Side, sb: Side, avail: int | None) -> None:
