@@ -132,7 +132,8 @@ def _plan_pair(sa: Side, sb: Side, options: Options, u: UncertaintySettings) -> 
         cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples, layers=layers,
         metric_bytes=max(c.spec.memory(n, plans[0][0][1], plans[1][0][1], {**c.values, "k": options.k})
                          for c in options.metrics),
-        approx_index=options.works("lists") and _may_approximate(options.search, n, max(plans[0][0][1], plans[1][0][1])))
+        approx_index=options.works("lists") and _may_approximate(options.search, n,
+                                                                 max(plans[0][0][1], plans[1][0][1])))
     what = f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions"
     what += f", {layers[0]}×{layers[1]} layers)" if layers != (1, 1) else ")"
     memory.check(parts, avail, what)
