@@ -51,3 +51,27 @@ def test_preset_prh_and_overrides():
 def test_bad_clip(q):
     with pytest.raises(UsageError, match="--clip"):
         preprocess.Preprocessing(clip=q)
+
+
+def test_clip_leaving_only_tiny_values_is_rescaled_exactly(rng):
+    """Hypothesis found it: one huge entry scales the input down by 2^-k, then a clip at the 0.9 quantile
+    leaves values near 1e-81, whose fourth powers underflow in CKA's sums. The clipped array is rescaled by a
+    power of two (exact), so it equals the clip of the unscaled array up to that power of two."""
+    import repalign
+
+    X = rng.standard_normal((40, 3))
+    Y = X + 0.5 * rng.standard_normal((40, 3))
+    X[0, 0] = 1e98  # scaled by 2^-326 on reading
+    pre = preprocess.Preprocessing(clip=0.9)
+    t = preprocess.clip_threshold(X, 0.9)
+    clipped = np.clip(X, -t, t)  # the reference: clip of the unscaled input (t is an ordinary number here)
+    scaled = np.ldexp(X, -326)
+    out = preprocess.apply(scaled, pre, "x")
+    ratio = out / clipped
+    assert np.allclose(ratio, ratio.flat[0], rtol=0, atol=0) and np.log2(ratio.flat[0]).is_integer()
+    r = repalign.compare(scaled, Y, metrics="cka", clip=0.9, resamples=0, permutations=0)
+    ty = preprocess.clip_threshold(Y, 0.9)
+    xc, yc = clipped - clipped.mean(0), np.clip(Y, -ty, ty)
+    yc = yc - yc.mean(0)
+    dense = np.linalg.norm(xc.T @ yc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert r.metric("cka").value == pytest.approx(dense, rel=1e-12)
