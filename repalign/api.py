@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar, cast
 
 from repalign import __version__
 from repalign import engine as _engine
+from repalign.engine import distributed as _distributed
 from repalign.errors import UsageError
 from repalign.options import Options
 from repalign.results import ComparisonResult, InputInfo, MatrixCell, MatrixResult
@@ -43,7 +44,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             max_rows: int | None = None, layer_a: str | None = None, layer_b: str | None = None,
             progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
             labels: Sequence[str | None] | None = None, cache: str | None = None, search: str = "auto",
-            recall: float = 0.95) -> ComparisonResult:
+            recall: float = 0.95, workers: int | None = None, scheduler: str | None = None) -> ComparisonResult:
     """Score how alike two embeddings of the same items are.
 
     Parameters
@@ -101,6 +102,14 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
         ``"auto"`` (default: exact unless its predicted time exceeds
         :data:`repalign.search.auto.AUTO_EXACT_SECONDS`).
     recall : target recall of approximate search, in (0, 1].
+    workers : run each layer's work (read, preprocess, neighbour search,
+        statistics) and the scoring as tasks on a Dask ``LocalCluster`` of
+        this many worker processes, started and closed by the call (needs
+        ``pip install 'repalign[dask]'``). Inputs must be files: workers open
+        the paths given; arrays are refused. Same results as without.
+    scheduler : the address of an existing Dask scheduler to run on instead
+        (e.g. ``"tcp://10.0.0.5:8786"``); every worker must see the input
+        paths and run the same repalign version.
 
     Returns
     -------
@@ -114,13 +123,22 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
             resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method, permutations=permutations,
             ids=(ids_a if ids_a is not None else ids, ids_b if ids_b is not None else ids), require_all=require_all,
             max_rows=max_rows, layers=(layer_a, layer_b), allow_external=allow_external, cache=cache, search=search,
-            recall=recall)
+            recall=recall, workers=workers, scheduler=scheduler)
     names = _names(labels, 2, "labels= of compare")
+    if options.distributed:
+        _distributed.check_inputs([a, b])
     run = _engine.prepare([a, b], options, compare=True, progress=stages)
+    timing: dict = {}
+    if options.distributed:
+        done = _distributed.score(run, [a, b], options, [(0, 1)], compare=True, diagonal=False, progress=stages)
+        run = dataclasses.replace(run, reps=done.reps, cache=done.cache)
+        results, sweep = done.pairs[0].results, done.pairs[0].sweep
+        timing.update(done.pairs[0].timing)
+    else:
+        results, sweep = _engine.score_pair(run.reps[0], run.reps[1], options, run.uncertainty, progress=stages,
+                                            timing=timing)
     sa, sb = run.sides
     ra, rb = run.reps
-    timing: dict = {}
-    results, sweep = _engine.score_pair(ra, rb, options, run.uncertainty, progress=stages, timing=timing)
     timing["total_seconds"] = time.perf_counter() - t0
     notes = (sa.notes + sb.notes + ra.notes + rb.notes + run.notes + ra.search.notes + rb.search.notes
              + (run.cache.notes() if run.cache else []))
@@ -143,7 +161,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
            require_all: bool = False, max_rows: int | None = None, layers: str | None = None,
            progress: Callable[[str], None] | bool | None = None, options: Options | None = None,
            labels: Sequence[str | None] | None = None, cache: str | None = None, search: str = "auto",
-           recall: float = 0.95) -> MatrixResult:
+           recall: float = 0.95, workers: int | None = None, scheduler: str | None = None) -> MatrixResult:
     """Score every pair of several inputs (or each against a reference), each representation's work done once.
 
     Parameters are those of :func:`compare`; ``inputs`` is a list of file
@@ -151,10 +169,12 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     of them whose keys name them (``{"llm": X, "lvm": Y}``); ``labels`` names
     them too (one per input, the reference first when there is one); ``layers``
     selects layers of every layered input, and ``ids`` joins the items present
-    in every input; ``cache`` is compare's. A pair of layered inputs scores its best layer pair (see
-    :func:`compare`). Every metric is symmetric, so each unordered pair is
-    computed once. Neighbour lists and CKA statistics are computed once per
-    layer of each input and reused by every pair it is in.
+    in every input; ``cache``, ``workers`` and ``scheduler`` are compare's (on a
+    cluster, each input layer's work is one task and each pair one task). A
+    pair of layered inputs scores its best layer pair (see :func:`compare`).
+    Every metric is symmetric, so each unordered pair is computed once.
+    Neighbour lists and CKA statistics are computed once per layer of each
+    input and reused by every pair it is in.
 
     Returns
     -------
@@ -174,16 +194,27 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
             metrics=metrics, k=k, distance=distance, clip=clip, normalize=normalize, preset=preset,
             resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method, permutations=permutations,
             ids=(ids,) * len(xs), require_all=require_all, max_rows=max_rows, layers=(layers,) * len(xs),
-            allow_external=allow_external, cache=cache, id_options="--ids", search=search, recall=recall)
+            allow_external=allow_external, cache=cache, id_options="--ids", search=search, recall=recall,
+            workers=workers, scheduler=scheduler)
     if len(xs) < 2:
         raise UsageError("repalign matrix needs at least two inputs (or one and --reference)")
+    if options.distributed:
+        _distributed.check_inputs(xs)
     run = _engine.prepare(xs, options, compare=False, progress=stages)
-    cells = _score_pairs(run, options, reference is not None, stages)
+    todo = _pairs_to_score(len(run.reps), reference is not None)
     diagonal: tuple[MatrixCell, ...] = ()
-    if reference is None:
-        diagonal = tuple(MatrixCell(p, p, _engine.self_scores(r, options, run.uncertainty))
-                         for p, r in enumerate(run.reps))
+    if options.distributed:
+        done = _distributed.score(run, xs, options, todo, compare=False, diagonal=reference is None,
+                                  progress=stages)
+        run = dataclasses.replace(run, reps=done.reps, cache=done.cache)
+        cells = [MatrixCell(p, q, o.results) for (p, q), o in zip(todo, done.pairs)]
+        diagonal = tuple(MatrixCell(p, p, results) for p, results in enumerate(done.diagonal))
     else:
+        cells = _score_pairs(run, options, todo, stages)
+        if reference is None:
+            diagonal = tuple(MatrixCell(p, p, _engine.self_scores(r, options, run.uncertainty))
+                             for p, r in enumerate(run.reps))
+    if reference is not None:
         first = options.metrics[0]
         sign = -1.0 if first.spec.higher_is_better else 1.0  # best first, in the first metric's direction
         cells.sort(key=lambda c: (c.metric(first.id).value is None, sign * (c.metric(first.id).value or 0.0), c.b))
@@ -205,12 +236,14 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
                         __version__, timing, pairing=run.pairing, search=searched)
 
 
-def _score_pairs(run: _engine.Prepared, options: Options, against_reference: bool,
-                 progress: Callable[[str], None] | None) -> list[MatrixCell]:
+def _pairs_to_score(m: int, against_reference: bool) -> list[tuple[int, int]]:
     """Every unordered pair once (a < b: an asymmetric metric is reported in that order only), or each input
     against the first (the reference)."""
-    m = len(run.reps)
-    todo = [(0, q) for q in range(1, m)] if against_reference else [(p, q) for p in range(m) for q in range(p + 1, m)]
+    return [(0, q) for q in range(1, m)] if against_reference else [(p, q) for p in range(m) for q in range(p + 1, m)]
+
+
+def _score_pairs(run: _engine.Prepared, options: Options, todo: list[tuple[int, int]],
+                 progress: Callable[[str], None] | None) -> list[MatrixCell]:
     cells = []
     for number, (p, q) in enumerate(todo, 1):
         if progress:

@@ -186,6 +186,14 @@ SearchMethod = Annotated[str, typer.Option(
 Recall = Annotated[float, typer.Option(
     "--recall", metavar="R", help="Target recall of --search approx, in (0, 1]: nprobe is raised until a "
                                   "seeded sample reaches it.")]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", metavar="N",
+    help="Run each input layer's work and each pair as tasks on a Dask cluster of N local worker processes "
+         "(pip install 'repalign[dask]'); same results.")]
+Scheduler = Annotated[Optional[str], typer.Option(
+    "--scheduler", metavar="ADDRESS",
+    help="Run the tasks on an existing Dask cluster (e.g. tcp://10.0.0.5:8786); its workers open the input paths, "
+         "so they must be on storage every worker sees.")]
 PlotScale = Annotated[str, typer.Option(
     "--plot-scale", metavar="SCALE",
     help="Heatmap colours: data (from the values' min to max) or fixed (the metric's full range, 0–1 or −1–1).")]
@@ -253,7 +261,7 @@ def compare(
         "--label-a", metavar="NAME", help="Show A as NAME instead of its path (kept in JSON as 'name').")] = None,
     label_b: Annotated[Optional[str], typer.Option(
         "--label-b", metavar="NAME", help="Show B as NAME instead of its path.")] = None,
-    search: SearchMethod = "auto", recall: Recall = 0.95,
+    search: SearchMethod = "auto", recall: Recall = 0.95, workers: Workers = None, scheduler: Scheduler = None,
 ):
     """Score how alike two embeddings of the same items are.
 
@@ -271,7 +279,7 @@ def compare(
                        permutations=permutations, require_all=require_all, max_rows=max_rows,
                        ids=(ids if ids_a is None else ids_a, ids if ids_b is None else ids_b),
                        layers=(layer_a, layer_b), allow_external=allow_external, formats=(format_a, format_b),
-                       cache=cache, search=search, recall=recall)
+                       cache=cache, search=search, recall=recall, workers=workers, scheduler=scheduler)
     gates = checks.Gates.build(options.metric_ids, fail_under=fail_under, fail_above=fail_above, on=on,
                                baseline=baseline, max_drop=max_drop, resamples=resamples)
     labels = (label_a, label_b) if label_a is not None or label_b is not None else None
@@ -342,7 +350,7 @@ def matrix(
     plot: Plot = None,
     plot_scale: PlotScale = "data",
     cache: Cache = None,
-    search: SearchMethod = "auto", recall: Recall = 0.95,
+    search: SearchMethod = "auto", recall: Recall = 0.95, workers: Workers = None, scheduler: Scheduler = None,
 ):
     """Alignment of every pair of several embeddings of the same items (or each against --reference)."""
     from repalign import checks
@@ -362,7 +370,8 @@ def matrix(
                        resamples=resamples, confidence=confidence, seed=seed, ci_method=ci_method,
                        permutations=permutations, ids=(ids,) * len(xs), require_all=require_all,
                        max_rows=max_rows, layers=(layers,) * len(xs), allow_external=allow_external,
-                       cache=cache, id_options="--ids", search=search, recall=recall)
+                       cache=cache, id_options="--ids", search=search, recall=recall, workers=workers,
+                       scheduler=scheduler)
     gates = checks.Gates.build(options.metric_ids, fail_under=fail_under, fail_above=fail_above, on=on,
                                resamples=resamples)
     labels = names if any(name is not None for name in names) else None

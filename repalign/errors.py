@@ -15,3 +15,7 @@ class InputError(RepalignError):
 
 class UsageError(RepalignError):
     """Options that are invalid or contradict each other."""
+
+
+class ClusterError(RepalignError):
+    """A Dask cluster cannot be reached, lost, or its workers cannot run the work (--workers, --scheduler)."""

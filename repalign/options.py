@@ -45,6 +45,15 @@ class Options:
     """Neighbour search: exact (certified), approx (IVF, recall measured) or auto (by predicted exact time)."""
     recall: float = 0.95
     """Target recall of approximate search (nprobe is raised until a tuning sample reaches it)."""
+    workers: int | None = None
+    """Worker processes of a Dask LocalCluster started for the run (--workers); None: no local cluster."""
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler to run on (--scheduler). Neither changes the numbers."""
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run's per-layer and per-pair work runs as Dask tasks."""
+        return self.workers is not None or self.scheduler is not None
 
     @property
     def metric_ids(self) -> tuple[str, ...]:
@@ -62,7 +71,8 @@ class Options:
               require_all: bool = False, max_rows: int | None = None,
               layers: tuple[str | None, ...] = (None, None), allow_external: bool = False,
               formats: tuple[str | None, ...] = (None, None), cache: str | None = None,
-              id_options: str = "--ids, --ids-a or --ids-b", search: str = "auto", recall: float = 0.95) -> Options:
+              id_options: str = "--ids, --ids-a or --ids-b", search: str = "auto", recall: float = 0.95,
+              workers: int | None = None, scheduler: str | None = None) -> Options:
         """Fill unset values from the preset, then the defaults (explicit values win), and check them all.
 
         ``id_options``: how the command names its id options, for the message of --require-all without ids.
@@ -91,8 +101,9 @@ class Options:
         for fmt in formats:
             check_format_name(fmt)
         _check_search(search, recall)
+        _check_cluster(workers, scheduler)
         return cls(names, k, distance, pre, u, tuple(ids), require_all, max_rows, tuple(layers), allow_external,
-                   tuple(formats), _cache_dir(cache), search, float(recall))
+                   tuple(formats), _cache_dir(cache), search, float(recall), workers, scheduler)
 
 
 def _cache_dir(given: str | None) -> str | None:
@@ -114,6 +125,34 @@ def _check_search(search: str, recall: float) -> None:
         raise UsageError(f"unknown --search '{search}' (choose from {', '.join(SEARCH_METHODS)})")
     if not 0.0 < recall <= 1.0:
         raise UsageError(f"--recall must be greater than 0 and at most 1 (got {recall})")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _check_cluster(workers: int | None, scheduler: str | None) -> None:
+    """--workers N (a local cluster of at most one process per CPU) or --scheduler ADDRESS, and dask installed."""
+    if workers is not None and scheduler is not None:
+        raise UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    if workers is not None:
+        cpus = usable_cpus()
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1 (got {workers})")
+        if workers > cpus:
+            # More processes than CPUs only compete for them, each holding its own layers in memory.
+            raise UsageError(f"--workers {workers}: this machine has {cpus} CPU{'s' if cpus > 1 else ''}, so at most "
+                             f"{cpus} worker processes help; for more, start a cluster and pass --scheduler")
+    if scheduler is not None and not scheduler.strip():
+        raise UsageError("--scheduler needs an address (e.g. tcp://10.0.0.5:8786)")
+    if workers is not None or scheduler is not None:
+        from repalign.engine.distributed import check_available
+
+        check_available()
 
 
 def _uncertainty(resamples: int, confidence: float, seed: int | None, ci_method: str,

@@ -73,6 +73,8 @@ class ListCache:
         self._hits: dict[str, int] = {}
         self._problems: list[str] = []
         self._writable = True
+        self._write_failure: str | None = None
+        """The note of the first failed write (a merge keeps only the first, as one process notes only one)."""
 
     def lists(self, x: np.ndarray, who: str, search: ListKey, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """The lists of layer ``x`` from the cache, or ``compute()``d and stored; ``who`` names the input."""
@@ -114,8 +116,21 @@ class ListCache:
             self._writable = False
             # write_atomic's message names the entry and the reason; makedirs' has only the reason.
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._note(f"the cache {shown(self.directory)} could not be written; neighbour lists were computed "
-                       f"and not stored ({reason})")
+            self._write_failure = (f"the cache {shown(self.directory)} could not be written; neighbour lists were "
+                                   f"computed and not stored ({reason})")
+            self._note(self._write_failure)
+
+    def merge(self, other: ListCache) -> None:
+        """Add what another process's cache of the same directory served and noted (a distributed run's
+        workers each keep their own), as if this one had done it: hits add up, a failed write is noted once."""
+        for who, count in other._hits.items():
+            self._hits[who] = self._hits.get(who, 0) + count
+        for note in other._problems:
+            if not (note == other._write_failure and self._write_failure is not None):
+                self._note(note)
+        if self._write_failure is None:
+            self._write_failure = other._write_failure
+        self._writable = self._writable and other._writable
 
     def _note(self, note: str) -> None:
         if note not in self._problems:

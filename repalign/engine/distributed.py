@@ -1,0 +1,408 @@
+"""Running a matrix or a sweep on a Dask cluster: one task per input layer, one per pair; paths shipped, not arrays.
+
+Data flow (see docs/architecture.md, "On a cluster"):
+
+1. the driver opens, plans and pairs the inputs as in a local run (:func:`repalign.engine.prepare`) and checks
+   every pair's k and shape limits before anything is submitted;
+2. one *layer task* per (input, layer) opens the input on its worker from the path given, reads that layer,
+   pairs and preprocesses its rows and does the layer's own work (neighbour lists through the run's search
+   backend and ``--cache``, CKA statistics) exactly as :class:`~.representation.Representation` does locally;
+3. one *pair task* per pair of inputs reads its two inputs' layers and scores them with
+   :func:`~.scoring.score_pair`, the layer tasks' lists and statistics passed in (it never searches); one
+   *self task* per input gives a matrix's diagonal;
+4. the driver gathers the results and merges, in the local run's order, each input's notes, the search
+   backends' records (for the report's ``search`` object) and the cache's notes.
+
+Every number is computed by the same code as in a local run, in one thread per worker, so the report is the
+same as a single-process run's apart from its timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from repalign import __version__
+from repalign import io as _io
+from repalign import search as _search
+from repalign.engine.cache import ListCache
+from repalign.engine.representation import Representation
+from repalign.errors import ClusterError, RepalignError, UsageError
+from repalign.metrics import cka as _cka
+from repalign.metrics import list_depth
+from repalign.options import Options
+from repalign.preprocess import Preprocessing
+from repalign.results import MetricResult, Sweep, UncertaintySettings
+
+EXTRA_HINT = "pip install 'repalign[dask]'"
+# How long to wait for --scheduler to answer: long enough for a busy scheduler on a cluster's network, short
+# enough that a wrong address fails while the user is still looking.
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Tests only: kill the worker process running a layer task (see _maybe_die).
+KILL_HOOK = "REPALIGN_TEST_KILL_WORKER"
+
+
+# ---------------------------------------------------------------- what is shipped
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Everything a worker needs to open one input as the driver did: its path and options, never its values."""
+
+    path: str
+    """The path as the driver resolved it (absolute), which every worker must see."""
+    shown: str
+    """The path as given, which names the input in notes and messages exactly as in a local run."""
+    key: str | None
+    label: str
+    name: str
+    """How the cache's notes name the input (the driver's InputInfo.name)."""
+    layers: str | None
+    only_layered: bool
+    allow_external: bool
+    rows: np.ndarray | None
+    """The paired (and subsampled) rows, or None for all rows in order."""
+    pre: Preprocessing
+    keep: bool
+
+    def source(self) -> _io.LayerSource:
+        """The input's selected layers, opened from the absolute path but named by the path as given."""
+        from repalign.io import Checked
+        from repalign.validation import as_embedding
+
+        try:
+            src = _io.open_layers(_io.Selector(self.path, self.key), allow_external=self.allow_external)
+        except RepalignError as exc:
+            raise ClusterError(f"worker {_worker_name()} cannot read {self.path} ({exc}); workers open the input "
+                               "paths themselves, so every worker must see them at the same path") from None
+        src = dataclasses.replace(src, selector=_io.Selector(self.shown, self.key))
+        src = src.select(self.layers) if src.layered or not self.only_layered else src
+        if src.layered:
+            return src
+        array, _ = as_embedding(src.read(0), self.name)  # its notes are the driver's already
+        return Checked(src, array)
+
+    def representation(self, options: Options, seed: int) -> Representation:
+        """The input as a local run's Representation, with the run's search backend and cache."""
+        cache = ListCache(options.cache) if options.cache is not None else None
+        return Representation(self.source(), self.label, self.rows, self.pre, keep=self.keep, cache=cache,
+                              name=self.name, search=_search.make(options.search, options.recall, seed))
+
+    def seeded(self, work: list[LayerWork]) -> Seeded:
+        return Seeded(self.source(), self.label, self.rows, self.pre, keep=self.keep, name=self.name, work=work)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """The per-layer work a run needs, the same for every layer (n is the paired row count)."""
+
+    depth: int
+    k: int
+    distance: str
+    ordered: bool
+    lists: bool
+    cka: bool
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    """What a layer task sends back: the layer's lists and statistics, and what its search and cache noted."""
+
+    layer: int
+    lists: np.ndarray | None
+    ordered: bool
+    cka: _cka.LayerStats | None
+    notes: tuple[str, ...]
+    search: Any
+    """The worker's search backend after this layer (its records and notes are merged on the driver)."""
+    cache: ListCache | None
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    results: tuple[MetricResult, ...]
+    sweep: Sweep | None
+    notes: tuple[tuple[str, ...], tuple[str, ...]]
+    """Each side's notes after scoring (a local run adds them to its Representations)."""
+    timing: dict
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A distributed run's results, and its inputs as the driver now sees them (lists, notes, records merged)."""
+
+    reps: list[Representation]
+    cache: ListCache | None
+    pairs: list[PairOutcome]
+    diagonal: list[tuple[MetricResult, ...]]
+
+
+class _NoSearch:
+    """The search backend of a pair task: its layer tasks searched already, so a search here would be a bug."""
+
+    method = "none"
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def lists(self, X: np.ndarray, depth: int, distance: str, ordered: bool, label: str) -> np.ndarray:
+        raise RuntimeError(f"{label}: neighbour lists were not computed by its layer task")
+
+    def describe(self) -> dict:
+        return {}
+
+
+class Seeded(Representation):
+    """A Representation whose layers' lists and CKA statistics came from the layer tasks.
+
+    Anything else (layers, counts, statistics a layer task did not compute) is computed as usual.
+    """
+
+    def __init__(self, source: _io.LayerSource, label: str, rows: np.ndarray | None, pre: Preprocessing,
+                 keep: bool, name: str, work: list[LayerWork], search: Any = None):
+        super().__init__(source, label, rows, pre, keep=keep, cache=None, name=name,
+                         search=_NoSearch() if search is None else search)
+        self.work = {w.layer: w for w in work}
+
+    def lists(self, i: int, depth: int, distance: str, k: int, ordered: bool = False) -> np.ndarray:
+        w = self.work.get(i)
+        if w is not None and w.lists is not None and w.lists.shape[1] == depth and (w.ordered or not
+                                                                                   (ordered or depth > k)):
+            return w.lists
+        return super().lists(i, depth, distance, k, ordered)
+
+    def cka(self, i: int, with_sxx: bool = True) -> _cka.LayerStats:
+        w = self.work.get(i)
+        return w.cka if w is not None and w.cka is not None else super().cka(i, with_sxx)
+
+
+# ---------------------------------------------------------------- the tasks (run on workers)
+
+
+def _layer_task(spec: InputSpec, i: int, plan: LayerPlan, options: Options, u: UncertaintySettings,
+                version: str) -> LayerWork:
+    _check_version(version)
+    _maybe_die()
+    r = spec.representation(options, u.seed)
+    if i > 0:
+        r.layer(0)  # a local run reads layer 0 first: a layer of another shape is reported against it
+    x = r.layer(i)
+    lists = r.lists(i, plan.depth, plan.distance, plan.k, plan.ordered) if plan.lists else None
+    # Statistics of a layer wider than n are not used by cross(), whose Gram route then needs no per-layer work.
+    stats = r.cka(i) if plan.cka and x.shape[1] <= x.shape[0] else None
+    return LayerWork(i, lists, plan.ordered or plan.depth > plan.k, stats, tuple(r.notes), r.search, r.cache)
+
+
+def _pair_task(a: InputSpec, work_a: list[LayerWork], b: InputSpec, work_b: list[LayerWork], options: Options,
+               u: UncertaintySettings, version: str) -> PairOutcome:
+    from repalign.engine.scoring import score_pair
+
+    _check_version(version)
+    ra, rb = a.seeded(work_a), b.seeded(work_b)
+    timing: dict = {}
+    results, sweep = score_pair(ra, rb, options, u, timing=timing)
+    return PairOutcome(results, sweep, (tuple(ra.notes), tuple(rb.notes)), timing)
+
+
+def _self_task(spec: InputSpec, work: LayerWork, options: Options, u: UncertaintySettings,
+               version: str) -> tuple[MetricResult, ...]:
+    from repalign.engine.scoring import self_scores
+
+    _check_version(version)
+    return self_scores(spec.seeded([work]), options, u)
+
+
+def _check_version(version: str) -> None:
+    """A worker of a shared cluster may run another repalign: its numbers could differ, so refuse it."""
+    if version != __version__:
+        raise ClusterError(f"worker {_worker_name()} runs repalign {__version__}, this run needs {version}: install "
+                           "the same version on every worker")
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "(local)"
+
+
+def _maybe_die() -> None:
+    """Tests only: ``REPALIGN_TEST_KILL_WORKER=always`` kills every worker that runs a layer task; a directory
+    kills only the first (it leaves a mark there), so a retried task then succeeds."""
+    hook = os.environ.get(KILL_HOOK)
+    if not hook:
+        return
+    if hook != "always":
+        try:
+            os.close(os.open(os.path.join(hook, "killed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os._exit(1)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def check_available() -> None:
+    """--workers and --scheduler need dask.distributed (an optional extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise UsageError(f"--workers and --scheduler need dask.distributed: {EXTRA_HINT}")
+
+
+def check_inputs(xs: list) -> None:
+    """Workers open every input from its path: refuse arrays and standard input before anything is read."""
+    for number, x in enumerate(xs, 1):
+        if not isinstance(x, (str, os.PathLike, _io.Selector)):
+            raise UsageError(f"input {number} is an in-memory array, but workers read their inputs from files: "
+                             "save it (e.g. numpy.save) on storage every worker sees, or run without workers")
+        path = x.path if isinstance(x, _io.Selector) else os.fspath(x)
+        if path == _io.selector.STDIN or path.startswith((_io.selector.STDIN + "@", _io.selector.STDIN + ":")):
+            raise UsageError("'-' (standard input) cannot be read by workers: save it to a file on storage every "
+                             "worker sees, or run without --workers/--scheduler")
+
+
+def score(run: Any, xs: list, options: Options, todo: list[tuple[int, int]], *, compare: bool, diagonal: bool,
+          progress: Callable[[str], None] | None = None) -> Scored:
+    """Score the pairs ``todo`` (and each input against itself when ``diagonal``) of a prepared run on the
+    cluster that ``options`` names; ``xs`` and ``compare`` as given to :func:`repalign.engine.prepare`."""
+    from repalign.engine import inputs as _inputs
+    from repalign.engine.scoring import _check_choices
+
+    say = progress or (lambda stage: None)
+    u = run.uncertainty
+    n = run.n
+    for p, q in todo:  # before anything is submitted, as a local run checks before any search
+        ra, rb = run.reps[p], run.reps[q]
+        _check_choices(options.metrics, options.k, n, (_width(run.sides[p]), _width(run.sides[q])),
+                       (ra.source.where, rb.source.where))
+    sels = _inputs.selectors(xs, options.formats if compare else ())
+    layers = options.layers if compare else (options.layers[0],) * len(xs)
+    specs = [_spec(sel, r, layer, options, only_layered=not compare)
+             for sel, r, layer in zip(sels, run.reps, layers)]
+    plan = LayerPlan(list_depth(n, options.k, u.resamples), options.k, options.distance, options.works("ordered"),
+                     options.works("lists"), options.works("cross"))
+    with _client(options, say) as client:
+        tag = uuid.uuid4().hex[:8]
+        layer_futures = [[client.submit(_layer_task, spec, i, plan, options, u, __version__, pure=False,
+                                        key=f"repalign-layer-{p}-{i}-{tag}")
+                          for i in range(len(r))] for p, (spec, r) in enumerate(zip(specs, run.reps))]
+        pair_futures = [client.submit(_pair_task, specs[p], layer_futures[p], specs[q], layer_futures[q], options,
+                                      u, __version__, pure=False, key=f"repalign-pair-{p}-{q}-{tag}")
+                        for p, q in todo]
+        self_futures = ([client.submit(_self_task, spec, layer_futures[p][0], options, u, __version__, pure=False,
+                                       key=f"repalign-self-{p}-{tag}") for p, spec in enumerate(specs)]
+                        if diagonal else [])
+        count = sum(len(r) for r in run.reps)
+        say(f"cluster: {count} layer tasks, {len(todo)} pair tasks")
+        works = _gather(client, layer_futures, options, "a layer task")
+        say(f"cluster: {count} layer tasks done; scoring {len(todo)} pairs")
+        pairs = _gather(client, pair_futures, options, "a pair task")
+        selves = _gather(client, self_futures, options, "a self task") if diagonal else []
+    reps = [_merged(r, w, [(o.notes[0] if p == a else o.notes[1]) for (a, b), o in zip(todo, pairs) if p in (a, b)])
+            for p, (r, w) in enumerate(zip(run.reps, works))]
+    cache = run.cache
+    if cache is not None:
+        for w_list in works:
+            for w in w_list:
+                if w.cache is not None:
+                    cache.merge(w.cache)
+    return Scored(reps, cache, pairs, selves)
+
+
+def _width(side: Any) -> int:
+    shape = side.info.shape
+    return int(shape[-1]) if shape else 0
+
+
+def _spec(sel: Any, r: Representation, layers: str | None, options: Options, only_layered: bool) -> InputSpec:
+    path = sel.path
+    return InputSpec(path if os.path.isabs(path) else os.path.abspath(path), path, sel.key, r.label, r.shown_name,
+                     layers, only_layered, options.allow_external, r.rows, r.pre, r.keep)
+
+
+def _merged(r: Representation, works: list[LayerWork], pair_notes: list[tuple[str, ...]]) -> Representation:
+    """The driver's view of one input: the layer tasks' lists and statistics, their search records, and the
+    notes in a local run's order (each layer's, then what scoring its pairs added)."""
+    search = r.search
+    notes: list[str] = []
+    for w in works:
+        _absorb(search, w.search)
+        notes += [x for x in w.notes if x not in notes]
+    for more in pair_notes:
+        notes += [x for x in more if x not in notes]
+    seeded = Seeded(r.source, r.label, r.rows, r.pre, keep=r.keep, name=r.shown_name, work=works, search=search)
+    seeded.notes = notes
+    return seeded
+
+
+def _absorb(into: Any, other: Any) -> None:
+    """Merge what a worker's search backend recorded into the driver's (each layer task had its own): records
+    and choices by layer, notes once each, in layer order as a local run adds them."""
+    for name, value in vars(other).items():
+        mine = getattr(into, name, None)
+        if isinstance(value, dict) and isinstance(mine, dict):
+            mine.update(value)
+        elif isinstance(value, list) and isinstance(mine, list):
+            mine.extend(v for v in value if v not in mine)
+        elif hasattr(value, "__dict__") and type(value) is type(mine):
+            _absorb(mine, value)
+
+
+def _gather(client: Any, futures: list, options: Options, what: str) -> list:
+    """The futures' results; a worker that kept dying or a lost scheduler become one-line errors."""
+    from distributed import KilledWorker
+
+    try:
+        return client.gather(futures)
+    except KilledWorker as exc:
+        raise ClusterError(f"{_where(options)}: {what} killed its worker {exc.allowed_failures + 1} times (last "
+                           f"{exc.last_worker.address}); usually out of memory; nothing was written") from None
+    except (OSError, TimeoutError, _cancelled()) as exc:
+        raise ClusterError(f"{_where(options)}: lost contact while running {what} "
+                           f"({type(exc).__name__}: {exc}); nothing was written") from None
+
+
+def _cancelled() -> type[BaseException]:
+    from distributed.client import FutureCancelledError
+
+    return FutureCancelledError
+
+
+def _where(options: Options) -> str:
+    return f"the scheduler at {options.scheduler}" if options.scheduler else f"the local cluster of {options.workers}"
+
+
+@contextlib.contextmanager
+def _client(options: Options, say: Callable[[str], None]) -> Iterator[Any]:
+    """A client of --scheduler, or of a LocalCluster of --workers processes started here and closed after."""
+    from distributed import Client, LocalCluster
+
+    if options.scheduler is not None:
+        say(f"connecting to {options.scheduler}")
+        try:
+            client = Client(options.scheduler, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ClusterError(f"--scheduler {options.scheduler}: no scheduler answered within "
+                               f"{CONNECT_TIMEOUT_SECONDS:g} s ({reason})") from None
+        with contextlib.closing(client):
+            yield client
+        return
+    say(f"starting {options.workers} worker processes")
+    # One thread per worker: the parallelism is the processes', and BLAS and FAISS run single-threaded (Dask's
+    # nanny sets OMP_NUM_THREADS=1 etc.), as the single-process run's results do not depend on it anyway.
+    cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.CRITICAL)
+    with contextlib.closing(cluster), contextlib.closing(Client(cluster, set_as_default=False)) as client:
+        yield client
