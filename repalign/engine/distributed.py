@@ -374,13 +374,35 @@ def _gather(client: Any, futures: list, options: Options, what: str) -> list:
 
 
 def _cancelled() -> type[BaseException]:
-    from distributed.client import FutureCancelledError
+    """What a future raises when the scheduler cancelled it (its own class since distributed 2024.x)."""
+    import concurrent.futures
 
-    return FutureCancelledError
+    from distributed import client
+
+    found = getattr(client, "FutureCancelledError", concurrent.futures.CancelledError)
+    return found if isinstance(found, type) else concurrent.futures.CancelledError
 
 
 def _where(options: Options) -> str:
-    return f"the scheduler at {options.scheduler}" if options.scheduler else f"the local cluster of {options.workers}"
+    if options.scheduler is not None:
+        return f"the scheduler at {options.scheduler}"
+    return f"the local cluster of {options.workers} worker{'s' if options.workers != 1 else ''}"
+
+
+def _check_address(address: str) -> None:
+    """A scheme Dask knows and a location, before connecting (a Client that fails to parse leaves a noisy
+    half-made object behind)."""
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+    except ValueError as exc:
+        raise UsageError(f"--scheduler {address}: not a Dask scheduler address ({exc}); expected e.g. "
+                         "tcp://10.0.0.5:8786") from None
+    if not location:
+        raise UsageError(f"--scheduler {address}: the address has no host; expected e.g. tcp://10.0.0.5:8786")
 
 
 @contextlib.contextmanager
@@ -389,13 +411,14 @@ def _client(options: Options, say: Callable[[str], None]) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if options.scheduler is not None:
+        _check_address(options.scheduler)
         say(f"connecting to {options.scheduler}")
         try:
             client = Client(options.scheduler, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
-        except (OSError, TimeoutError, ValueError, TypeError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"--scheduler {options.scheduler}: no scheduler answered within "
-                               f"{CONNECT_TIMEOUT_SECONDS:g} s ({reason})") from None
+                               f"{CONNECT_TIMEOUT_SECONDS:g} s ({type(exc).__name__}); check the address and that "
+                               "the scheduler runs and is reachable from here") from None
         with contextlib.closing(client):
             yield client
         return
