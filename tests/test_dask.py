@@ -39,17 +39,30 @@ def scheduler():
 
 @pytest.fixture(scope="module")
 def layered(tmp_path_factory):
-    """Three inputs of n = 300 items × 2 layers (16, 24 and 32 dimensions) sharing a rank-6 signal."""
+    """Three inputs of n = 300 items × 2 layers (16, 24 and 32 dimensions) sharing a rank-6 signal; the second
+    is float16, so its layers' reads add a note (which must come back from the workers)."""
     rng = np.random.default_rng(20261203)
     root = tmp_path_factory.mktemp("layered")
     n, z = 300, rng.standard_normal((300, 6))
     paths = []
-    for number, d in enumerate((16, 24, 32)):
+    for number, (d, dtype) in enumerate(((16, np.float32), (24, np.float16), (32, np.float32))):
         stack = np.stack([z @ rng.standard_normal((6, d)) + (0.5 + layer) * rng.standard_normal((n, d))
                           for layer in range(2)], axis=1)
         path = root / f"model{number}.npy"
-        np.save(path, stack.astype(np.float32))
+        np.save(path, stack.astype(dtype))
         paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def single(layered, tmp_path_factory):
+    """Each input's last layer as a plain n×d file."""
+    root = tmp_path_factory.mktemp("single")
+    paths = []
+    for path in layered:
+        target = root / os.path.basename(path)
+        np.save(target, np.load(path)[:, -1])
+        paths.append(str(target))
     return paths
 
 
@@ -74,6 +87,7 @@ def test_matrix_with_two_workers_gives_the_single_process_report(layered):
     expected = _report(local)
     assert json.dumps(_report(cluster)) == json.dumps(expected)
     # The run did score best layer pairs with intervals and p-values (not an empty report that trivially agrees).
+    assert any("float16 values widened" in note for note in expected["notes"])
     cells = [m for cell in expected["cells"] for m in cell["metrics"]]
     assert {m["name"] for m in cells} == {"mknn", "cka", "cknna"}
     assert all(m["ci_low"] is not None and m["p_value"] is not None for m in cells if m["name"] != "cknna")
@@ -88,6 +102,18 @@ def test_compare_sweep_on_a_scheduler_gives_the_single_process_result(layered, s
     assert set(cluster.timing) == set(local.timing)  # the same stages were timed
 
 
+def test_single_arrays_on_a_scheduler(single, scheduler):
+    """A plain comparison (one pair, one layer each) and a matrix of single arrays with its diagonal."""
+    local = repalign.compare(single[0], single[1], **LIBRARY)
+    cluster = repalign.compare(single[0], single[1], scheduler=scheduler, **LIBRARY)
+    assert local.sweep is None and any("float16" in note for note in local.notes)
+    assert _bare(cluster) == _bare(local)
+    local = repalign.matrix(single, **LIBRARY)
+    cluster = repalign.matrix(single, scheduler=scheduler, **LIBRARY)
+    assert len(local.diagonal) == 3
+    assert _bare(cluster) == _bare(local)
+
+
 def test_matrix_against_a_reference_on_a_scheduler(layered, scheduler):
     local = repalign.matrix(layered[1:], reference=layered[0], **LIBRARY)
     cluster = repalign.matrix(layered[1:], reference=layered[0], scheduler=scheduler, **LIBRARY)
@@ -99,9 +125,12 @@ def test_relative_paths_are_opened_where_the_driver_sees_them(layered, scheduler
     paths for them, and the report still names the inputs as given."""
     monkeypatch.chdir(os.path.dirname(layered[0]))
     names = [os.path.basename(p) for p in layered]
-    local = repalign.matrix(names, **LIBRARY)
-    cluster = repalign.matrix(names, scheduler=scheduler, **LIBRARY)
+    filled = repalign.matrix(names, cache="relative-cache", **LIBRARY)  # the cache directory is relative too
+    local = repalign.matrix(names, cache="relative-cache", **LIBRARY)
+    cluster = repalign.matrix(names, scheduler=scheduler, cache="relative-cache", **LIBRARY)
     assert [i.path for i in cluster.inputs] == names
+    assert not any("cache" in note for note in filled.notes)
+    assert sum(note.endswith("read from the cache relative-cache") for note in cluster.notes) == 3
     assert _bare(cluster) == _bare(local)
 
 

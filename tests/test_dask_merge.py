@@ -1,6 +1,8 @@
 """What a distributed run's driver merges from its workers: their caches' notes and their search records, against
 one process doing the same work (no cluster needed)."""
 
+import os
+
 import numpy as np
 
 from repalign.engine import cache as cache_module
@@ -80,3 +82,27 @@ def test_search_records_merge_in_layer_order(monkeypatch):
         got = driver.records[label]
         assert (got.nprobe, got.nlist) == (rec.nprobe, rec.nlist)
         assert np.array_equal(got.approx, rec.approx) and np.array_equal(got.exact, rec.exact)
+
+
+def test_notes_name_the_directory_as_given(tmp_path, monkeypatch):
+    """A worker got the absolute path of a relative --cache: the merged notes say what the user typed."""
+    monkeypatch.chdir(tmp_path)
+    xs = _layers(2)
+    warm = ListCache("given")
+    for x in xs:
+        _fill(warm, "m", x)
+    victim = sorted(os.listdir("given"))[0]
+    with open(os.path.join("given", victim), "wb") as f:
+        f.write(b"not an entry")  # a corrupt entry is noted with its path
+    one = ListCache("given")
+    for x in xs:
+        _fill(one, "m", x)
+    with open(os.path.join("given", victim), "wb") as f:
+        f.write(b"not an entry")
+    merged = ListCache("given")
+    for x in xs:
+        worker = ListCache(str(tmp_path / "given"))
+        _fill(worker, "m", x)
+        merged.merge(worker)
+    assert any("given/" in note and "unreadable" in note for note in one.notes())
+    assert merged.notes() == one.notes()

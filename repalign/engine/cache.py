@@ -122,14 +122,18 @@ class ListCache:
 
     def merge(self, other: ListCache) -> None:
         """Add what another process's cache of the same directory served and noted (a distributed run's
-        workers each keep their own), as if this one had done it: hits add up, a failed write is noted once."""
+        workers each keep their own), as if this one had done it: hits add up, a failed write is noted once,
+        and notes name the directory as this cache does (a worker may have been given its absolute path)."""
+        def renamed(note: str) -> str:
+            return note.replace(shown(other.directory), shown(self.directory))
+
         for who, count in other._hits.items():
             self._hits[who] = self._hits.get(who, 0) + count
         for note in other._problems:
             if not (note == other._write_failure and self._write_failure is not None):
-                self._note(note)
-        if self._write_failure is None:
-            self._write_failure = other._write_failure
+                self._note(renamed(note))
+        if self._write_failure is None and other._write_failure is not None:
+            self._write_failure = renamed(other._write_failure)
         self._writable = self._writable and other._writable
 
     def _note(self, note: str) -> None:

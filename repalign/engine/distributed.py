@@ -290,6 +290,8 @@ def score(run: Any, xs: list, options: Options, todo: list[tuple[int, int]], *, 
     layers = options.layers if compare else (options.layers[0],) * len(xs)
     specs = [_spec(sel, r, layer, options, only_layered=not compare)
              for sel, r, layer in zip(sels, run.reps, layers)]
+    if options.cache is not None:  # workers of an existing cluster have their own working directory
+        options = dataclasses.replace(options, cache=os.path.abspath(options.cache))
     plan = LayerPlan(list_depth(n, options.k, u.resamples), options.k, options.distance, options.works("ordered"),
                      options.works("lists"), options.works("cross"))
     with _client(options, say) as client:
@@ -309,15 +311,18 @@ def score(run: Any, xs: list, options: Options, todo: list[tuple[int, int]], *, 
         say(f"cluster: {count} layer tasks done; scoring {len(todo)} pairs")
         pairs = _gather(client, pair_futures, options, "a pair task")
         selves = _gather(client, self_futures, options, "a self task") if diagonal else []
-    reps = [_merged(r, w, [(o.notes[0] if p == a else o.notes[1]) for (a, b), o in zip(todo, pairs) if p in (a, b)])
-            for p, (r, w) in enumerate(zip(run.reps, works))]
+    reps = [_merged(r, w, _pair_notes(p, todo, pairs)) for p, (r, w) in enumerate(zip(run.reps, works))]
     cache = run.cache
-    if cache is not None:
-        for w_list in works:
-            for w in w_list:
-                if w.cache is not None:
-                    cache.merge(w.cache)
+    if cache is not None:  # in input and layer order, as a local run's searches fill it
+        for w in (w for input_works in works for w in input_works):
+            if w.cache is not None:
+                cache.merge(w.cache)
     return Scored(reps, cache, pairs, selves)
+
+
+def _pair_notes(p: int, todo: list[tuple[int, int]], pairs: list[PairOutcome]) -> list[tuple[str, ...]]:
+    """Input p's notes after each pair it is in, in the order the pairs are scored."""
+    return [outcome.notes[0 if p == a else 1] for (a, b), outcome in zip(todo, pairs) if p in (a, b)]
 
 
 def _width(side: Any) -> int:
@@ -326,9 +331,8 @@ def _width(side: Any) -> int:
 
 
 def _spec(sel: Any, r: Representation, layers: str | None, options: Options, only_layered: bool) -> InputSpec:
-    path = sel.path
-    return InputSpec(path if os.path.isabs(path) else os.path.abspath(path), path, sel.key, r.label, r.shown_name,
-                     layers, only_layered, options.allow_external, r.rows, r.pre, r.keep)
+    return InputSpec(os.path.abspath(sel.path), sel.path, sel.key, r.label, r.shown_name, layers, only_layered,
+                     options.allow_external, r.rows, r.pre, r.keep)
 
 
 def _merged(r: Representation, works: list[LayerWork], pair_notes: list[tuple[str, ...]]) -> Representation:
