@@ -170,3 +170,22 @@ def test_bad_values(data, args, message):
     for command in (["compare", data[2], data[3]], ["matrix", data[2], data[3]]):
         r = run(*command, *args)
         assert r.exit_code == 2 and r.stderr.strip() == message
+
+
+def test_csv_carries_the_search_report(data, approx_doc):
+    """The CSV rows repeat the JSON's search method, recall and each metric's shift (same run, same seed)."""
+    import csv
+    import io
+
+    r = run("compare", data[2], data[3], *FAST, "--search", "approx", "--recall", TARGET, "-f", "csv")
+    assert r.exit_code == 0, r.stderr
+    rows = {row["metric"]: row for row in csv.DictReader(io.StringIO(r.stdout))}
+    s = approx_doc["search"]
+    for sh in s["shifts"]:
+        row = rows[sh["metric"]]
+        assert row["search"] == s["method"] == "approx"
+        assert float(row["recall_at_k"]) == s["recall_at_k"]
+        assert (float(row["search_shift"]), float(row["search_shift_low"]), float(row["search_shift_high"])) == (
+            sh["shift"], sh["ci_low"], sh["ci_high"])
+    exact = run("compare", data[2], data[3], *FAST, "--search", "exact", "-f", "csv")
+    assert {row["search"] for row in csv.DictReader(io.StringIO(exact.stdout))} == {"exact"}
