@@ -115,8 +115,10 @@ def test_single_arrays_on_a_scheduler(single, scheduler):
 
 
 def test_matrix_against_a_reference_on_a_scheduler(layered, scheduler):
-    local = repalign.matrix(layered[1:], reference=layered[0], **LIBRARY)
-    cluster = repalign.matrix(layered[1:], reference=layered[0], scheduler=scheduler, **LIBRARY)
+    kwargs = {**LIBRARY, "layers": "-1,0"}  # the layer selection is shipped and applied by the workers
+    local = repalign.matrix(layered[1:], reference=layered[0], **kwargs)
+    cluster = repalign.matrix(layered[1:], reference=layered[0], scheduler=scheduler, **kwargs)
+    assert local.inputs[0].layers == ("1", "0")
     assert _bare(cluster) == _bare(local)
 
 

@@ -127,6 +127,8 @@ class LayerWork:
 
 @dataclass(frozen=True)
 class PairOutcome:
+    """What a pair task sends back: what ``score_pair`` returned and timed, and the notes it added."""
+
     results: tuple[MetricResult, ...]
     sweep: Sweep | None
     notes: tuple[tuple[str, ...], tuple[str, ...]]
