@@ -141,6 +141,8 @@ def _check_cluster(workers: int | None, scheduler: str | None) -> None:
         raise UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     if workers is not None:
         cpus = usable_cpus()
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise UsageError(f"workers= must be a whole number of processes (got {workers!r})")
         if workers < 1:
             raise UsageError(f"--workers must be at least 1 (got {workers})")
         if workers > cpus:

@@ -58,6 +58,11 @@ def test_a_bad_worker_count_is_refused(inputs, tmp_path, workers, said):
     assert said in _fails(["matrix", *inputs, *FAST, "--workers", workers], tmp_path / "out.json")
 
 
+def test_a_worker_count_that_is_no_number_is_refused():
+    with pytest.raises(UsageError, match=r"workers= must be a whole number of processes \(got '2'\)"):
+        repalign.matrix(["a.npy", "b.npy"], workers="2")
+
+
 def test_workers_and_scheduler_together_are_refused(inputs, tmp_path):
     line = _fails(["compare", *inputs, *FAST, "--workers", "1", "--scheduler", "tcp://127.0.0.1:8786"],
                   tmp_path / "out.json")
