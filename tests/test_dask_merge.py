@@ -4,6 +4,7 @@ one process doing the same work (no cluster needed)."""
 import os
 
 import numpy as np
+import pytest
 
 from repalign.engine import cache as cache_module
 from repalign.engine.cache import ListCache, ListKey
@@ -106,3 +107,13 @@ def test_notes_name_the_directory_as_given(tmp_path, monkeypatch):
         merged.merge(worker)
     assert any("given/" in note and "unreadable" in note for note in one.notes())
     assert merged.notes() == one.notes()
+
+
+def test_a_worker_with_another_version_refuses_the_task():
+    from repalign import __version__
+    from repalign.engine.distributed import _check_version
+    from repalign.errors import ClusterError
+
+    _check_version(__version__)
+    with pytest.raises(ClusterError, match=f"runs repalign {__version__}, this run needs 0.0.1: install the same"):
+        _check_version("0.0.1")
