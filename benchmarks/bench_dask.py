@@ -8,7 +8,10 @@ the layer) are written to a temporary directory; then
 
 runs as a whole process without and with ``--workers 2`` (cluster start-up included), alternating, ``--repeat``
 times each. The reports must be identical apart from ``timing``; the speed-up is single / workers (best of the
-repeats). The load average before and after each run is printed: other jobs on the machine skew the ratio.
+repeats). Each run's CPU time (the whole process tree) is printed too: unlike the wall time it barely depends on
+other jobs, so it shows what the cluster costs in extra work. The load average before and after each run is
+printed: other jobs on the machine skew the ratio. ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` in the
+environment makes the single process run one thread, as each worker does.
 
 Usage::
 
@@ -48,16 +51,25 @@ def _generate(folder: str, inputs: int, layers: int, n: int, d: int, seed: int) 
     return paths
 
 
-def _matrix(paths: list[str], extra: list[str]) -> tuple[float, dict]:
-    """Wall time of one whole process, and its JSON report."""
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process and the descendants it waited for (the
+    local cluster's nanny and worker processes included)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _matrix(paths: list[str], extra: list[str]) -> tuple[float, float, dict]:
+    """Wall time and CPU time of one whole process, and its JSON report."""
     cmd = [sys.executable, "-m", "repalign", "matrix", *paths, "-f", "json", "--seed", "0", "--quiet", *extra]
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    t0 = time.perf_counter()
+    cpu0, t0 = _children_cpu(), time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if out.returncode != 0:
         sys.exit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stderr}")
-    return seconds, json.loads(out.stdout)
+    return seconds, cpu, json.loads(out.stdout)
 
 
 def _load() -> str:
@@ -89,8 +101,9 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, more in (("single", []), ("workers", ["--workers", str(args.workers)])):
                 before = _load()
-                seconds, report = _matrix(paths, extra + more)
-                print(f"  {name:8s} {seconds:8.2f} s   load before {before}, after {_load()}", flush=True)
+                seconds, cpu, report = _matrix(paths, extra + more)
+                print(f"  {name:8s} {seconds:8.2f} s wall, {cpu:8.2f} s CPU   load before {before}, after {_load()}",
+                      flush=True)
                 times[name].append(seconds)
                 report.pop("timing")
                 if name in reports and reports[name] != report:
