@@ -21,7 +21,7 @@ peaks. Measurements:
 * ``searches (depth D)``: read each layer of both inputs from HDF5 and run
   ``repalign.neighbors.knn(layer, D, "cosine")``, 26 searches in all; the
   neighbour lists are kept, as the sweep keeps them. D = 10 (= k) is what a
-  sweep searches with ``resamples=0``, D = 30 (= max(3k, k + 10)) what it
+  sweep searches with ``resamples=0``, D = 41 (list_depth with resampling, k = 10) what it
   searches with intervals on. The wall time counted is the searches only; the
   layer reads are timed separately (JSON ``read_s``).
 * ``sweep-scores``: ``repalign.compare(a, b, metrics="mknn,cka", resamples=0,
