@@ -194,3 +194,13 @@ def test_csv_carries_the_search_report(data, approx_doc):
             sh["shift"], sh["ci_low"], sh["ci_high"])
     exact = run("compare", data[2], data[3], *FAST, "--search", "exact", "-f", "csv")
     assert {row["search"] for row in csv.DictReader(io.StringIO(exact.stdout))} == {"exact"}
+
+
+def test_tuning_clears_the_target_by_its_sampling_error():
+    from repalign.search.approx import _surely_reached
+
+    assert _surely_reached(np.full(500, 0.96), 0.95)
+    # mean 0.955, SD 0.1 over 500 rows: standard error 0.00447, so the bound 0.955 − 1.96·0.00447 = 0.9462 < 0.95
+    rows = np.where(np.arange(500) % 2 == 0, 0.855, 1.055)
+    assert rows.mean() == pytest.approx(0.955) and rows.std(ddof=1) == pytest.approx(0.1, rel=1e-2)
+    assert not _surely_reached(rows, 0.95) and _surely_reached(rows, 0.946)
