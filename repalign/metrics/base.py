@@ -17,7 +17,6 @@ from repalign.metrics.spec import MetricSpec, Params
 from repalign.results import MetricResult, UncertaintySettings
 from repalign.seeds import Streams
 
-
 # A bootstrap resample keeps each item with probability 1 − (1 − 1/n)^n ≥ 1 − 1/e. A row whose stored list
 # keeps fewer than k items needs a deeper list, found by a search of its own (stats.resampling), which costs a
 # pass over the layer. The stored depth makes that rare: at K = 30 for k = 10 it happened with probability
