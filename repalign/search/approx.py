@@ -93,7 +93,7 @@ class ApproxSearch:
         import faiss
 
         from repalign.errors import UsageError
-        from repalign.neighbors import _check_distance, _float32_copy, exact_knn
+        from repalign.neighbors import _check_distance, _normalised_in_float32, exact_knn, float32_block, float32_rows
         from repalign.validation import check_nonzero_rows, row_norms
 
         _check_distance(distance)
@@ -104,7 +104,13 @@ class ApproxSearch:
         norms = row_norms(X)
         if distance == "cosine":
             check_nonzero_rows(norms, label, "cosine similarity")
-        Xf = _float32_copy(X, norms, distance)
+        cosine = distance == "cosine"
+        single = cosine and _normalised_in_float32(norms)
+
+        def rows_f32(rows: np.ndarray) -> np.ndarray:
+            """Some rows as FAISS searches them (made as neighbors.float32_block makes a block)."""
+            return float32_rows(X[rows], norms[rows] if cosine else None, single)
+
         nlist = nlist_for(n)
         sample, tune, rng = sample_rows(n, self.seed)
         train = np.sort(rng.choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False))
@@ -113,13 +119,18 @@ class ApproxSearch:
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = int(self.seed % (2**31 - 1))
         index.cp.niter = KMEANS_ITER
-        index.train(np.ascontiguousarray(Xf[train]))
-        index.add(Xf)
+        index.train(rows_f32(train))
+        # Added and queried in fixed blocks whether the layer is in memory or streamed, so both build the same
+        # index (FAISS assigns a batch through one product whose rounding may depend on the batch) and never
+        # hold a float32 copy of the layer next to it.
+        for s0 in range(0, n, _QUERY_BLOCK):
+            index.add(float32_block(X, norms, distance, s0, min(n, s0 + _QUERY_BLOCK)))
         exact_tune = exact_knn(X, depth, distance, rows=tune, norms=norms)
+        tune_f32 = rows_f32(tune)
         nprobe = 1
         while True:
             index.nprobe = nprobe
-            got, _ = _search(index, Xf, tune, depth, l2)
+            got, _ = _search(index, tune_f32, tune, depth, l2)
             got_recall = float(row_recall(got, exact_tune).mean())
             if got_recall >= self.recall or nprobe >= nlist:
                 break
@@ -128,9 +139,9 @@ class ApproxSearch:
         short_rows = []
         for s0 in range(0, n, _QUERY_BLOCK):
             rows = np.arange(s0, min(n, s0 + _QUERY_BLOCK))
-            out[rows], short = _search(index, Xf, rows, depth, l2)
+            out[rows], short = _search(index, float32_block(X, norms, distance, s0, int(rows[-1]) + 1), rows, depth, l2)
             short_rows.append(rows[short])
-        del index, Xf
+        del index  # one index at a time: the next layer's is built after this one is gone
         short_all = np.concatenate(short_rows)
         if short_all.size:
             out[short_all] = exact_knn(X, depth, distance, rows=short_all, norms=norms)
@@ -144,10 +155,11 @@ class ApproxSearch:
         return {"method": "approx", "certified": False, "recall_target": self.recall, "seed": self.seed}
 
 
-def _search(index, Xf: np.ndarray, rows: np.ndarray, depth: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The index's ``depth`` best other rows of each query row, self removed by index, ordered by FAISS's
-    float32 score (ties by the smaller index); also which rows the probed lists could not fill."""
-    D, Ilab = index.search(np.ascontiguousarray(Xf[rows]), depth + 1)
+def _search(index, queries: np.ndarray, rows: np.ndarray, depth: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The index's ``depth`` best other rows of each query row (``queries``: rows ``rows`` in float32), self
+    removed by index, ordered by FAISS's float32 score (ties by the smaller index); also which rows the probed
+    lists could not fill."""
+    D, Ilab = index.search(np.ascontiguousarray(queries), depth + 1)
     score = (-D if l2 else D).astype(np.float64)
     bad = (Ilab < 0) | (Ilab == rows[:, None])
     score[bad] = -np.inf
