@@ -87,27 +87,68 @@ def exact_knn(X: np.ndarray, k: int, distance: str = "cosine", rows: np.ndarray 
     if single:
         slack += 4.0 * d * np.finfo(np.float32).tiny
     sq = norms**2
+
+    def scores(q: np.ndarray, r: np.ndarray, c0: int, cols: np.ndarray) -> np.ndarray:
+        """Scores of rows r (values q) against rows c0.. (values cols), in float64, self at −inf."""
+        s = (q @ cols.T).astype(np.float64)
+        c = slice(c0, c0 + cols.shape[0])
+        if distance == "cosine":
+            s /= norms[r][:, None] * norms[None, c]
+        elif distance == "l2":
+            s = 2 * s - sq[r][:, None] - sq[None, c]
+        own = (r >= c0) & (r < c0 + cols.shape[0])
+        s[np.flatnonzero(own), r[own] - c0] = -np.inf
+        return s
+
+    def finish(start: int, r: np.ndarray, pools: list[np.ndarray]) -> None:
+        for b, i in enumerate(r):
+            pool = pools[b]
+            pool = pool[pool != i]
+            sc = _pair_scores(X, norms, np.array([i]), pool[None, :], distance)[0]
+            order = np.lexsort((pool, -sc))[:k]
+            out[start + b] = pool[order]
+
     block = max(1, (1 << 24) // max(n, 1))  # b×n float64 scores, about 128 MB
+    if rows.size > block:
+        # Many rows: two passes over X per block of rows (the k-th best score, then the pool within the
+        # rounding bound of it) instead of one pass per ``block`` rows, so a large or streamed X is read a few
+        # times rather than |rows|/block times. The same pool criterion, so the same exact lists.
+        many = max(1, (1 << 24) // _EXACT_COLUMNS)
+        for start in range(0, rows.size, many):
+            r = rows[start : start + many]
+            q = np.asarray(X[r])
+            best = np.full((r.size, k), -np.inf)
+            for c0 in range(0, n, _EXACT_COLUMNS):
+                s = scores(q, r, c0, np.asarray(X[c0 : c0 + _EXACT_COLUMNS]))
+                both = np.concatenate([best, s], axis=1)
+                best = -np.partition(-both, k - 1, axis=1)[:, :k]
+            floor = best.min(axis=1) - 2 * slack[r]
+            found: list[list[np.ndarray]] = [[] for _ in range(r.size)]
+            for c0 in range(0, n, _EXACT_COLUMNS):
+                s = scores(q, r, c0, np.asarray(X[c0 : c0 + _EXACT_COLUMNS]))
+                bs, cs = np.nonzero(s >= floor[:, None])
+                for b, cols_b in zip(*_split_by(bs, cs + c0)):
+                    found[b].append(cols_b)
+            finish(start, r, [np.concatenate(f) if f else np.empty(0, np.int64) for f in found])
+        return out
     for start in range(0, rows.size, block):
         r = rows[start : start + block]
         q = np.asarray(X[r])
         s = np.empty((r.size, n))
         for c0 in range(0, n, _EXACT_COLUMNS):
             cols = np.asarray(X[c0 : c0 + _EXACT_COLUMNS])
-            s[:, c0 : c0 + cols.shape[0]] = q @ cols.T
-        if distance == "cosine":
-            s /= norms[r][:, None] * norms[None, :]
-        elif distance == "l2":
-            s = 2 * s - sq[r][:, None] - sq[None, :]
-        s[np.arange(r.size), r] = -np.inf
+            s[:, c0 : c0 + cols.shape[0]] = scores(q, r, c0, cols)
         kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
-        for b, i in enumerate(r):
-            pool = np.flatnonzero(s[b] >= kth[b] - 2 * slack[i])
-            pool = pool[pool != i]
-            sc = _pair_scores(X, norms, np.array([i]), pool[None, :], distance)[0]
-            order = np.lexsort((pool, -sc))[:k]
-            out[start + b] = pool[order]
+        finish(start, r, [np.flatnonzero(s[b] >= kth[b] - 2 * slack[i]) for b, i in enumerate(r)])
     return out
+
+
+def _split_by(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct ``keys`` (sorted) and, for each, its ``values`` (keys come sorted from np.nonzero)."""
+    if keys.size == 0:
+        return keys, []
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[starts], np.split(values, starts[1:])
 
 
 def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | None = None,
