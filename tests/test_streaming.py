@@ -205,3 +205,30 @@ def test_streamed_quantile_is_the_partitioned_one(rng, dtype, q):
         return (X[s : s + 100] for s in range(0, 777, 100))
 
     assert clip_threshold_streamed(blocks, q) == clip_threshold(X, q)
+
+
+def test_million_row_plan_fits_the_inputs_plus_two_gigabytes():
+    """The issue's target run (n = 10⁶, d = 768, mknn with resamples and cka, approximate search): the streamed
+    plan holds one IVF index and per-row work, within the 6.1 GB of inputs plus 2 GB."""
+    n, d = 1_000_000, 768
+    parts = memory.estimate_streamed(n, (d, d), resident=(0, 0), neighbors=True, depth=30, k=10, cka=True,
+                                     resamples=1000, layers=(1, 1), approx_index=True, normalize=False,
+                                     unit_bytes=2 * d * 8)
+    assert n * d * 4 < parts["working"] and parts["total"] <= 2 * n * d * 4 + 2 * 2**30
+
+
+def test_layered_hdf5_streams_one_layer_per_pass(tmp_path, rng):
+    """An n×L×d HDF5 dataset, chunked across layers: each layer's blocks equal that layer of the array."""
+    import h5py
+
+    from repalign.io import open_layers
+
+    stack = rng.standard_normal((1000, 3, 5)).astype(np.float32)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_dataset("emb", data=stack, chunks=(128, 3, 5))
+    layers = open_layers(f"{tmp_path / 's.h5'}:emb")
+    for i in range(3):
+        src = layers.rows(i)
+        assert src is not None and src.unit_rows == 128
+        assert np.array_equal(src.block(100, 900), stack[100:900, i])
+        assert np.array_equal(src.take(np.array([999, 3, 500])), stack[[999, 3, 500], i])

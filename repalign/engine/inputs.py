@@ -249,7 +249,7 @@ def _plan_streamed(sa: Side, sb: Side, options: Options, u: UncertaintySettings,
         approx_index=approx, normalize=options.preprocessing.normalize, unit_bytes=unit_bytes)
     if avail is not None and parts["total"] > avail:
         if must:
-            memory.check(parts, avail, what + ", streamed")
+            memory.check(parts, avail, what + ", even read in row blocks,")
         return None
     room = None if avail is None else avail - parts["total"]
     budget = memory.search_budget(n, max(dims), room)
