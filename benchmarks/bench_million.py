@@ -14,7 +14,8 @@ Usage::
 
     python benchmarks/bench_million.py DIR                         # n = 1,000,000, d = 768
     python benchmarks/bench_million.py DIR --n 200000 --json out.json
-    python benchmarks/bench_million.py DIR --n 200000 --env REPALIGN_MEMORY_LIMIT=3G   # force streaming
+    python benchmarks/bench_million.py DIR --n 200000 --env REPALIGN_MEMORY_LIMIT=3G   # a tighter plan
+    python benchmarks/bench_million.py DIR --n 200000 --extra=--resamples=0             # no intervals
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def run_compare(paths: tuple[str, str], args: argparse.Namespace, env_extra: dic
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
         cmd = [sys.executable, "-c", "from repalign.cli import main; main()", "compare", *paths, "-m", args.metrics,
-               "--search", args.search, "--seed", str(args.seed), "-o", report, "-f", "json"]
+               "--search", args.search, "--seed", str(args.seed), "-o", report, "-f", "json", *args.extra]
         timer = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
         if timer:
             cmd = [timer, "-v", *cmd]
@@ -98,6 +99,7 @@ def main() -> None:
     ap.add_argument("--metrics", default="mknn,cka")
     ap.add_argument("--search", default="auto")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the compare's environment")
+    ap.add_argument("--extra", nargs="*", default=[], help="more compare options, e.g. --extra=--resamples=0")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -112,6 +114,7 @@ def main() -> None:
     search = doc.get("search") or {}
     out = {
         "n": args.n, "d": args.d, "metrics": args.metrics, "search": args.search, "env": env_extra,
+        "extra": args.extra,
         "machine": platform.machine(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "write_seconds": round(written, 1),
         "input_bytes": inputs, **got,

@@ -11,7 +11,7 @@ from repalign.io.base import FileReader, is_float
 from repalign.io.protocol import ArrayInfo
 from repalign.io.rows import ChunkedRows, RowSource, unit_bounds
 
-# Rows per read of a contiguous (unchunked) dataset, in bytes.
+# Bytes per read of a dataset (whole chunk rows, at least one).
 _CONTIGUOUS_BYTES = 1 << 24
 _HINT = "refused, since it would read another file (pass --allow-external to permit it)"
 
@@ -64,7 +64,7 @@ class HDF5Reader(FileReader):
             return obj[()], info.name
 
     def _rows(self, key: str | None, layer: int | None, allow_external: bool) -> RowSource | None:
-        """Chunk-aligned row slices of the dataset (one chunk row at a time; ~16 MB slices if contiguous)."""
+        """Chunk-aligned row slices of the dataset: whole chunk rows making ~16 MB (or ~16 MB if contiguous)."""
         import h5py
 
         info = self.choose(key)
@@ -78,7 +78,9 @@ class HDF5Reader(FileReader):
                 _refuse_external_storage(obj, where)
             shape, dtype = tuple(int(s) for s in obj.shape), obj.dtype
             per_row = max(1, int(np.prod(shape[1:])) * dtype.itemsize)
-            unit = obj.chunks[0] if obj.chunks else max(1, _CONTIGUOUS_BYTES // per_row)
+            # Whole chunk rows, as many as make ~16 MB (a dataset of one-row chunks is not read row by row).
+            chunk = obj.chunks[0] if obj.chunks else 1
+            unit = chunk * max(1, _CONTIGUOUS_BYTES // per_row // chunk)
         path, name = self.path, info.name
 
         def read(unit: int, start: int, stop: int) -> np.ndarray:
