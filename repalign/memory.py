@@ -122,8 +122,9 @@ def estimate_streamed(n: int, dims: tuple[int, int], *, resident: tuple[int, int
         search = n * fd * 36 + exact_rows
         if approx_index:
             query = min(n, _QUERY_ROWS)
-            search = max(search, n * dmax * 4 + n * 8 + n * depth * 8 + query * (dmax * 12 + 2 * depth * 16)
-                         + exact_rows)
+            # its float32 copy (what it scans, the size of an IVF-Flat index), the lists it probes and the
+            # running best (depth + 1) per row, merged with one list's candidates at a time
+            search = max(search, n * dmax * 4 + n * 8 * 8 + n * (depth + 1) * 36 + query * dmax * 12 + exact_rows)
         peaks.append(search)
         if resamples:
             peaks.append(64 * n * 12 + 8 * n * depth * 8)

@@ -235,8 +235,9 @@ def float32_block(X: np.ndarray, norms: np.ndarray, distance: str, start: int, s
 
 
 def _float32_copy(X: np.ndarray, norms: np.ndarray, distance: str) -> np.ndarray:
-    """What FAISS searches: X in float32, rows L2-normalised for cosine, made block by block."""
-    if distance != "cosine":
+    """What FAISS searches: X in float32, rows L2-normalised for cosine, made block by block (so a streamed
+    layer is read a block at a time, and both paths make the same numbers)."""
+    if distance != "cosine" and isinstance(X, np.ndarray):
         return np.ascontiguousarray(X, dtype=np.float32)
     n, d = X.shape
     Xf = np.empty((n, d), dtype=np.float32)
@@ -261,8 +262,7 @@ def _faiss_candidates(X: np.ndarray, norms: np.ndarray, depth: int, distance: st
     if budget is not None and n * d * 4 > budget:
         D, cand = _blocked_knn(X, norms, depth, distance, max(1024, budget // (2 * d * 4)))
     else:
-        Xf = _float32_copy(X, norms, distance) if isinstance(X, np.ndarray) else np.concatenate(
-            [float32_block(X, norms, distance, s0, min(n, s0 + F32_BLOCK)) for s0 in range(0, n, F32_BLOCK)])
+        Xf = _float32_copy(X, norms, distance)
         D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
         del Xf
     s32 = (-D if distance == "l2" else D).astype(np.float64)
