@@ -76,8 +76,75 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
     return parts
 
 
-def _gb(x: int) -> str:
+def gb(x: int) -> str:
+    """Bytes as '1.2 GB', for messages and notes."""
     return f"{x / 2**30:.1f} GB"
+
+
+_gb = gb
+
+# A run whose in-memory plan holds more working memory than this beyond its inputs reads its .npy, HDF5 and
+# parquet inputs as row blocks instead, so that a large run stays within the inputs' size plus 2 GB (issue 11:
+# n = 10⁶, d = 768 at most 2 GB beyond the 6.1 GB of inputs). Smaller runs keep their layers in memory.
+STREAM_WORKING_BYTES = 2 * 2**30
+# The float32 blocks of a streamed exact search: never more than this (the rest of the plan leaves room).
+SEARCH_BLOCK_BYTES = 2**30
+# Rows the blocked kernels read at once: CKA and validation passes (metrics/cka.py, engine/streamed.py), the
+# column chunks of exact_knn and the query blocks of the approximate index (neighbors.py, search/approx.py).
+_PASS_ROWS, _EXACT_COLUMNS, _QUERY_ROWS = 8192, 1 << 13, 1 << 14
+# Rows of the CKA jackknife's delete-2 sample and its blocks (metrics/cka_jackknife.py).
+_PAIR_ROWS, _PAIR_BLOCK = 1448, 256
+
+
+def estimate_streamed(n: int, dims: tuple[int, int], *, resident: tuple[int, int], neighbors: bool, depth: int,
+                      k: int, cka: bool, resamples: int, layers: tuple[int, int], approx_index: bool,
+                      normalize: bool, unit_bytes: int) -> dict[str, int]:
+    """Bytes a comparison needs when its inputs are read as row blocks (engine/streamed.py), by part.
+
+    Only blocks of the inputs are in memory: a storage unit per side (``unit_bytes``: an HDF5 chunk row, a
+    parquet row group) and one pass block with its float64 temporaries. What stays is per row: the neighbour
+    lists of every layer, each layer's row norms when normalising, the CKA sums' per-row terms. An approximate
+    search holds its IVF-Flat index (the rows once more in float32) — one at a time; an exact search holds
+    float32 blocks of :func:`search_budget`, which the caller adds to this plan.
+    """
+    parts = {"base": BASE_BYTES, "inputs": sum(resident)}
+    dmax = max(dims)
+    pass_rows = min(n, _PASS_ROWS)
+    persistent = unit_bytes + 3 * pass_rows * dmax * 8
+    if normalize:
+        persistent += sum(layers) * n * 8
+    peaks = [0]
+    if neighbors:
+        fd = min(n, depth + 1 + max(8, depth // 2))
+        persistent += sum(layers) * n * depth * 8
+        # exact_knn's scores of a block of queried rows and its column chunk, with float64 temporaries
+        exact_rows = min(1 << 24, n * n) * 8 + min(n, _EXACT_COLUMNS) * dmax * 12
+        search = n * fd * 36 + exact_rows
+        if approx_index:
+            query = min(n, _QUERY_ROWS)
+            # its float32 copy (what it scans, the size of an IVF-Flat index), the lists it probes and the
+            # running best (depth + 1) per row, merged with one list's candidates at a time
+            search = max(search, n * dmax * 4 + n * 8 * 8 + n * (depth + 1) * 36 + query * dmax * 12 + exact_rows)
+        peaks.append(search)
+        if resamples:
+            peaks.append(64 * n * 12 + 8 * n * depth * 8)
+    if cka:
+        d1, d2 = dims
+        pair_rows = min(n, _PAIR_ROWS)
+        cka_bytes = (d1 * d1 + d2 * d2 + d1 * d2) * 8 * 2 + 4 * pass_rows * (d1 + d2) * 8 + 12 * n * 8
+        cka_bytes += pair_rows * (d1 + d2) * 8 + 6 * min(pair_rows, _PAIR_BLOCK) * pair_rows * 8
+        peaks.append(cka_bytes)
+    parts["working"] = persistent + max(peaks)
+    parts["total"] = parts["base"] + parts["inputs"] + parts["working"]
+    return parts
+
+
+def search_budget(n: int, d: int, room: int | None) -> int:
+    """Bytes of float32 rows a streamed exact search may hold: the whole copy when it fits a third of the room
+    left and :data:`SEARCH_BLOCK_BYTES`, else blocks of that size (at least 1024 rows)."""
+    whole = n * d * 4
+    cap = SEARCH_BLOCK_BYTES if room is None else min(SEARCH_BLOCK_BYTES, room // 3)
+    return max(min(whole, cap), 1024 * d * 4)
 
 
 def check(parts: dict[str, int], available: int | None, what: str) -> None:

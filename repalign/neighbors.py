@@ -11,6 +11,8 @@ DISTANCES = ("cosine", "ip", "l2")
 
 _U32 = 2.0**-24  # unit roundoff of float32
 _U64 = 2.0**-53
+# Rows of X per product in exact_knn (a streamed layer makes each such block in float64 while preprocessing it).
+_EXACT_COLUMNS = 1 << 13
 # Rows per block when gathering candidate rows in float64 (keeps each block near 32 MB).
 _GATHER_BYTES = 1 << 25
 
@@ -85,27 +87,68 @@ def exact_knn(X: np.ndarray, k: int, distance: str = "cosine", rows: np.ndarray 
     if single:
         slack += 4.0 * d * np.finfo(np.float32).tiny
     sq = norms**2
-    block = max(1, (1 << 24) // max(n, 1))  # b×n float64 scores, about 128 MB
-    for start in range(0, rows.size, block):
-        r = rows[start : start + block]
-        q = np.asarray(X[r])
-        s = np.empty((r.size, n))
-        for c0 in range(0, n, 1 << 16):
-            cols = np.asarray(X[c0 : c0 + (1 << 16)])
-            s[:, c0 : c0 + cols.shape[0]] = q @ cols.T
+
+    def scores(q: np.ndarray, r: np.ndarray, c0: int, cols: np.ndarray) -> np.ndarray:
+        """Scores of rows r (values q) against rows c0.. (values cols), in float64, self at −inf."""
+        s = (q @ cols.T).astype(np.float64)
+        c = slice(c0, c0 + cols.shape[0])
         if distance == "cosine":
-            s /= norms[r][:, None] * norms[None, :]
+            s /= norms[r][:, None] * norms[None, c]
         elif distance == "l2":
-            s = 2 * s - sq[r][:, None] - sq[None, :]
-        s[np.arange(r.size), r] = -np.inf
-        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
+            s = 2 * s - sq[r][:, None] - sq[None, c]
+        own = (r >= c0) & (r < c0 + cols.shape[0])
+        s[np.flatnonzero(own), r[own] - c0] = -np.inf
+        return s
+
+    def finish(start: int, r: np.ndarray, pools: list[np.ndarray]) -> None:
         for b, i in enumerate(r):
-            pool = np.flatnonzero(s[b] >= kth[b] - 2 * slack[i])
+            pool = pools[b]
             pool = pool[pool != i]
             sc = _pair_scores(X, norms, np.array([i]), pool[None, :], distance)[0]
             order = np.lexsort((pool, -sc))[:k]
             out[start + b] = pool[order]
+
+    block = max(1, (1 << 24) // max(n, 1))  # b×n float64 scores, about 128 MB
+    if rows.size > block:
+        # Many rows: two passes over X per block of rows (the k-th best score, then the pool within the
+        # rounding bound of it) instead of one pass per ``block`` rows, so a large or streamed X is read a few
+        # times rather than |rows|/block times. The same pool criterion, so the same exact lists.
+        many = max(1, (1 << 24) // _EXACT_COLUMNS)
+        for start in range(0, rows.size, many):
+            r = rows[start : start + many]
+            q = np.asarray(X[r])
+            best = np.full((r.size, k), -np.inf)
+            for c0 in range(0, n, _EXACT_COLUMNS):
+                s = scores(q, r, c0, np.asarray(X[c0 : c0 + _EXACT_COLUMNS]))
+                both = np.concatenate([best, s], axis=1)
+                best = -np.partition(-both, k - 1, axis=1)[:, :k]
+            floor = best.min(axis=1) - 2 * slack[r]
+            found: list[list[np.ndarray]] = [[] for _ in range(r.size)]
+            for c0 in range(0, n, _EXACT_COLUMNS):
+                s = scores(q, r, c0, np.asarray(X[c0 : c0 + _EXACT_COLUMNS]))
+                bs, cs = np.nonzero(s >= floor[:, None])
+                for b, cols_b in zip(*_split_by(bs, cs + c0)):
+                    found[b].append(cols_b)
+            finish(start, r, [np.concatenate(f) if f else np.empty(0, np.int64) for f in found])
+        return out
+    for start in range(0, rows.size, block):
+        r = rows[start : start + block]
+        q = np.asarray(X[r])
+        s = np.empty((r.size, n))
+        for c0 in range(0, n, _EXACT_COLUMNS):
+            cols = np.asarray(X[c0 : c0 + _EXACT_COLUMNS])
+            s[:, c0 : c0 + cols.shape[0]] = scores(q, r, c0, cols)
+        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
+        finish(start, r, [np.flatnonzero(s[b] >= kth[b] - 2 * slack[i]) for b, i in enumerate(r)])
     return out
+
+
+def _split_by(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct ``keys`` (sorted) and, for each, its ``values`` (keys come sorted from np.nonzero)."""
+    if keys.size == 0:
+        return keys, []
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[starts], np.split(values, starts[1:])
 
 
 def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | None = None,
@@ -162,23 +205,44 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     return out
 
 
+# Rows per float32 block of the copy FAISS searches (each block normalised alone: rows do not interact).
+F32_BLOCK = 1 << 14
+
+
+def _normalised_in_float32(norms: np.ndarray) -> bool:
+    """Whether rows are normalised in float32 (every row norm far from float32's limits), or in float64 first.
+
+    Normalised in float32, each entry carries at most ~3 roundings instead of 1, which adds ≤ 6u to a score,
+    far inside the 2(d+2)u bound the certification uses. A row near underflow is divided in float64, then
+    rounded once. Decided from all rows, so that every block of one layer is made the same way.
+    """
+    return 2.0**-60 <= float(norms.min()) and float(norms.max()) <= 2.0**60
+
+
+def float32_rows(block: np.ndarray, norms: np.ndarray | None, single: bool) -> np.ndarray:
+    """What FAISS searches for these rows: float32, L2-normalised (by ``norms``, their float64 norms) for cosine."""
+    if norms is None:
+        return np.ascontiguousarray(block, dtype=np.float32)
+    if single:
+        return np.multiply(np.asarray(block, dtype=np.float32), (1.0 / norms).astype(np.float32)[:, None])
+    return (np.asarray(block, dtype=np.float64) / norms[:, None]).astype(np.float32)
+
+
+def float32_block(X: np.ndarray, norms: np.ndarray, distance: str, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop−1 of :func:`_float32_copy`, made the same way."""
+    cosine = distance == "cosine"
+    return float32_rows(X[start:stop], norms[start:stop] if cosine else None, cosine and _normalised_in_float32(norms))
+
+
 def _float32_copy(X: np.ndarray, norms: np.ndarray, distance: str) -> np.ndarray:
-    """What FAISS searches: X in float32, rows L2-normalised for cosine."""
-    if distance != "cosine":
+    """What FAISS searches: X in float32, rows L2-normalised for cosine, made block by block (so a streamed
+    layer is read a block at a time, and both paths make the same numbers)."""
+    if distance != "cosine" and isinstance(X, np.ndarray):
         return np.ascontiguousarray(X, dtype=np.float32)
     n, d = X.shape
     Xf = np.empty((n, d), dtype=np.float32)
-    # Normalised in float32 when every row norm is far from float32's limits: each entry then carries
-    # at most ~3 roundings instead of 1, which adds ≤ 6u to a score, far inside the 2(d+2)u bound the
-    # certification uses. Otherwise (a row near underflow) in float64 first, then rounded once.
-    single = 2.0**-60 <= float(norms.min()) and float(norms.max()) <= 2.0**60
-    inv = (1.0 / norms).astype(np.float32)[:, None] if single else np.empty((0, 1), np.float32)
-    for s0 in range(0, n, 1 << 14):
-        rows = slice(s0, s0 + (1 << 14))
-        if single:
-            np.multiply(np.asarray(X[rows], dtype=np.float32), inv[rows], out=Xf[rows])
-        else:
-            Xf[rows] = np.asarray(X[rows], dtype=np.float64) / norms[rows, None]
+    for s0 in range(0, n, F32_BLOCK):
+        Xf[s0 : s0 + F32_BLOCK] = float32_block(X, norms, distance, s0, min(n, s0 + F32_BLOCK))
     return Xf
 
 
@@ -186,15 +250,21 @@ def _faiss_candidates(X: np.ndarray, norms: np.ndarray, depth: int, distance: st
     """FAISS's float32 lists of ``depth`` candidates, self removed and sorted by float32 score.
 
     Returns (candidates, their float32 scores as float64, each row's worst score FAISS returned, rows FAISS
-    could not fill). The float64 rescoring after this makes the result independent of float32 rounding.
+    could not fill). The float64 rescoring after this makes the result independent of float32 rounding, so
+    a layer searched in database blocks (a streamed layer whose float32 copy is over its budget) gets the
+    same final lists.
     """
     import faiss
 
-    n = X.shape[0]
+    n, d = X.shape
     metric = faiss.METRIC_L2 if distance == "l2" else faiss.METRIC_INNER_PRODUCT
-    Xf = _float32_copy(X, norms, distance)
-    D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
-    del Xf
+    budget = getattr(X, "budget", None)
+    if budget is not None and n * d * 4 > budget:
+        D, cand = _blocked_knn(X, norms, depth, distance, max(1024, budget // (2 * d * 4)))
+    else:
+        Xf = _float32_copy(X, norms, distance)
+        D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
+        del Xf
     s32 = (-D if distance == "l2" else D).astype(np.float64)
     del D
     # FAISS marks a slot it could not fill (float32 overflow) with label −1; such rows take the exact path.
@@ -206,6 +276,35 @@ def _faiss_candidates(X: np.ndarray, norms: np.ndarray, depth: int, distance: st
     s32[cand == rows_all[:, None]] = -np.inf  # self, by index
     order = np.argsort(-s32, axis=1, kind="stable")
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(s32, order, axis=1), worst32, broken
+
+
+def _blocked_knn(X: np.ndarray, norms: np.ndarray, depth: int, distance: str, rows: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """faiss.knn(Xf, Xf, depth) with Xf held ``rows`` rows at a time: for each database block, every query
+    block is searched and the running top lists merged (FAISS's D and labels, −1 where unfilled)."""
+    import faiss
+
+    n = X.shape[0]
+    l2 = distance == "l2"
+    metric = faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT
+    worst = np.float32(np.inf if l2 else -np.inf)
+    D = np.full((n, depth), worst, dtype=np.float32)
+    labels = np.full((n, depth), -1, dtype=np.int64)
+    for b0 in range(0, n, rows):
+        base = float32_block(X, norms, distance, b0, min(n, b0 + rows))
+        for q0 in range(0, n, rows):
+            query = base if q0 == b0 else float32_block(X, norms, distance, q0, min(n, q0 + rows))
+            got_d, got = faiss.knn(query, base, min(depth, base.shape[0]), metric=metric)
+            got = np.where(got < 0, -1, got + b0)
+            sl = slice(q0, q0 + query.shape[0])
+            both_d = np.concatenate([D[sl], got_d], axis=1)
+            both = np.concatenate([labels[sl], got], axis=1)
+            key = np.where(both < 0, np.inf, both_d if l2 else -both_d)  # unfilled slots last
+            order = np.lexsort((np.where(both < 0, n, both), key), axis=-1)[:, :depth]
+            D[sl] = np.take_along_axis(both_d, order, axis=1)
+            labels[sl] = np.take_along_axis(both, order, axis=1)
+        del base
+    return D, labels
 
 
 def _settled(s32: np.ndarray, worst32: np.ndarray, eps: np.ndarray, k: int, ordered: bool) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from repalign.errors import InputError, UsageError
@@ -27,7 +30,6 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
     report. A memory-mapped array stays memory-mapped unless it must be
     converted.
     """
-    notes: list[str] = []
     array = np.asanyarray(array)
     if array.ndim != 2:
         hint = ""
@@ -35,6 +37,19 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
             hint = " (a stack of layers is read layer by layer from a file or through repalign.compare)"
         raise InputError(f"{label}: expected a 2-D array (n items × d dimensions), got shape {array.shape}{hint}")
     dtype = array.dtype
+    check_dtype(dtype, label)
+    n, d = array.shape
+    if n == 0:
+        raise InputError(f"{label}: has no rows (shape {array.shape})")
+    if d == 0:
+        raise InputError(f"{label}: has zero dimensions (shape {array.shape})")
+    top = check_finite(array, label)
+    conform = Conform.of(dtype, top, label)
+    return conform.apply(array), list(conform.notes)
+
+
+def check_dtype(dtype: np.dtype, label: str) -> None:
+    """Floating point of at most 8 bytes: what every kernel computes in (after float16 is widened)."""
     if dtype.hasobject:
         raise InputError(f"{label}: object array; expected floating-point numbers")
     if dtype.kind != "f":
@@ -43,25 +58,50 @@ def as_embedding(array: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
                          "expected float16, float32 or float64")
     if dtype.itemsize > 8:
         raise InputError(f"{label}: {dtype} is not supported; expected float16, float32 or float64")
-    n, d = array.shape
-    if n == 0:
-        raise InputError(f"{label}: has no rows (shape {array.shape})")
-    if d == 0:
-        raise InputError(f"{label}: has zero dimensions (shape {array.shape})")
-    if dtype == np.float16:
-        array = array.astype(np.float32)
-        notes.append(f"{label}: float16 values widened to float32")
-    elif dtype.byteorder not in ("=", "|") and not dtype.isnative:
-        array = array.astype(dtype.newbyteorder("="))
-    top = check_finite(array, label)
-    if top > 0 and not SAFE_LOW <= top <= SAFE_HIGH:
-        # Every metric is invariant to scaling one input, and a power of two scales exactly; without
-        # it, squared distances overflow (or FAISS's float32 copy underflows) and numbers go wrong.
-        exponent = int(np.frexp(top)[1])
-        array = np.ldexp(np.asarray(array), -exponent).astype(array.dtype, copy=False)
-        notes.append(f"{label}: values up to {top:.3g} scaled by 2^{-exponent} to avoid overflow and underflow "
-                     "(every metric is scale-invariant)")
-    return array, notes
+
+
+@dataclass(frozen=True)
+class Conform:
+    """What validation does to every value of one checked input: the same to a whole array or a row block.
+
+    Every step is exact and element by element (a widening, a byte swap, a power-of-two scale), so a block
+    conformed alone holds the same numbers as the same rows of the whole array conformed at once.
+    """
+
+    stored: np.dtype
+    exponent: int | None
+    """Values are scaled by 2^−exponent (None: left alone)."""
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, dtype: np.dtype, top: float, label: str) -> Conform:
+        """The conformation of an input of this dtype whose largest |value| is ``top``."""
+        notes = []
+        if dtype == np.float16:
+            notes.append(f"{label}: float16 values widened to float32")
+        exponent = None
+        if top > 0 and not SAFE_LOW <= top <= SAFE_HIGH:
+            # Every metric is invariant to scaling one input, and a power of two scales exactly; without
+            # it, squared distances overflow (or FAISS's float32 copy underflows) and numbers go wrong.
+            exponent = int(np.frexp(top)[1])
+            notes.append(f"{label}: values up to {top:.3g} scaled by 2^{-exponent} to avoid overflow and "
+                         "underflow (every metric is scale-invariant)")
+        return cls(np.dtype(dtype), exponent, tuple(notes))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of conformed values."""
+        if self.stored == np.float16:
+            return np.dtype(np.float32)
+        return self.stored.newbyteorder("=") if not self.stored.isnative else self.stored
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        """The conformed array (the input itself, memory-mapped or not, when nothing changes)."""
+        if array.dtype != self.dtype:
+            array = array.astype(self.dtype)
+        if self.exponent is not None:
+            array = np.ldexp(np.asarray(array), -self.exponent).astype(array.dtype, copy=False)
+        return array
 
 
 # Magnitudes that float32 squared distances and float64 sums of fourth powers handle without
@@ -71,18 +111,23 @@ SAFE_LOW, SAFE_HIGH = 2.0**-20, 2.0**20
 
 def check_finite(array: np.ndarray, label: str) -> float:
     """Raise naming the rows that hold NaN or Inf; return the largest |value|."""
+    return finite_top(lambda start, stop: np.asarray(array[start:stop]), array.shape[0], label)
+
+
+def finite_top(read: Callable[[int, int], np.ndarray], n: int, label: str, rows: int = _BLOCK_ROWS) -> float:
+    """:func:`check_finite` over rows read ``rows`` at a time by ``read(start, stop)`` (a row source)."""
     bad = []
     top = 0.0
-    for start in range(0, array.shape[0], _BLOCK_ROWS):
-        block = np.asarray(array[start : start + _BLOCK_ROWS])
+    for start in range(0, n, rows):
+        block = read(start, min(n, start + rows))
         ok = np.isfinite(block).all(axis=1)
         if not ok.all():
             bad.append(np.flatnonzero(~ok) + start)
         elif not bad and block.size:
             top = max(top, float(np.max(np.abs(block))))
     if bad:
-        rows = np.concatenate(bad)
-        raise InputError(f"{label}: NaN or Inf in {rows_text(rows)}")
+        found = np.concatenate(bad)
+        raise InputError(f"{label}: NaN or Inf in {rows_text(found)}")
     return top
 
 

@@ -14,6 +14,7 @@ from repalign import pairing as _pairing
 from repalign.errors import InputError, UsageError
 from repalign.io import ArrayLayers, Checked, LayerSource
 from repalign.io.coerce import as_array
+from repalign.io.rows import RowSource
 from repalign.metrics import list_depth
 from repalign.options import Options
 from repalign.results import InputInfo, UncertaintySettings
@@ -36,6 +37,8 @@ class Side:
     notes: list[str]
     plan: Plan | None = None
     """From headers only; None if it cannot be told cheaply."""
+    stream: Streaming | None = None
+    """Set by :func:`plan_memory` when this input is read block by block instead of whole."""
 
     @property
     def n(self) -> int:
@@ -80,9 +83,41 @@ def open_side(x, label: str, allow_external: bool = False, layers: str | None = 
     return Side(info, arr_src, coerced, array_plan)
 
 
+class Streaming:
+    """A file's layers, planned to be read as row blocks (:class:`~repalign.engine.streamed.StreamedLayer`).
+
+    The same interface as the source it wraps; ``budget`` is what the run planned for the neighbour search's
+    float32 blocks, ``spare`` what a step may still materialise.
+    """
+
+    def __init__(self, source: LayerSource, budget: int, spare: int | None):
+        self.source, self.budget, self.spare = source, budget, spare
+        self.labels, self.layered, self.where, self.shape = source.labels, source.layered, source.where, source.shape
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def layer_name(self, i: int) -> str:
+        return self.source.layer_name(i)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.source.read(i)
+
+    def rows(self, i: int) -> RowSource | None:
+        return self.source.rows(i)
+
+    def select(self, spec: str | None) -> LayerSource:
+        return self if spec is None else Streaming(self.source.select(spec), self.budget, self.spare)
+
+
 def read_side(side: Side) -> Side:
     """Read and check a single array now, so that a bad file is reported before any pairing; layers are read
-    later, one at a time."""
+    later, one at a time. A streamed input is read later too, a block at a time."""
+    if side.stream is not None:
+        blocks = side.stream.rows(0) if side.info.layers is None else None
+        info = side.info if blocks is None else dataclasses.replace(side.info, shape=blocks.shape,
+                                                                   dtype=str(blocks.dtype))
+        return dataclasses.replace(side, info=info, source=side.stream)
     if side.info.layers is not None:
         return side
     raw = side.source.read(0)
@@ -104,17 +139,54 @@ def memory_limit() -> int | None:
 
 
 def plan_memory(sides: list[Side], options: Options, u: UncertaintySettings) -> bool:
-    """Refuse, before any full read, a run that needs more memory than the machine has.
+    """Refuse, before any full read, a run that needs more memory than the machine has, or plan it streamed.
 
-    Every pair with the first input is planned (the largest of them bounds the run). Returns whether every
-    selected layer of every input can stay in memory (else layers are read again for each pair they are in).
+    Every pair with the first input is planned (the largest of them bounds the run). A run whose in-memory
+    plan does not fit, or would hold more than :data:`memory.STREAM_WORKING_BYTES` of working memory, reads
+    its .npy, HDF5 and parquet inputs as row blocks instead (each such :class:`Side` gets ``stream``), when
+    its metrics can work that way and the streamed plan fits. Returns whether every selected layer of every
+    input can stay in memory (else layers are read again for each pair they are in).
     """
-    keep = all(_plan_pair(sides[0], s, options, u) for s in sides[1:])
-    return keep and _fits_all(sides)
+    verdicts = [_plan_pair(sides[0], s, options, u) for s in sides[1:]]
+    streamed = [v for v in verdicts if isinstance(v, _Streamed)]
+    if streamed:
+        budget = min(v.budget for v in streamed)
+        spare = min((v.spare for v in streamed if v.spare is not None), default=None)
+        for side in sides:
+            if _streams(side):
+                side.stream = Streaming(side.source, budget, spare)
+                side.notes.append(f"{side.info.name}: streamed from the file in row blocks "
+                                  f"({streamed[0].why}; planned {memory.gb(streamed[0].total)})")
+        # A streamed layer is a view kept for the whole run (its blocks are read when used), so the run takes
+        # the same route as when every layer is in memory (e.g. the CKA Gram route), hence the same numbers.
+        return all(_streams(side) for side in sides)
+    return all(v is True for v in verdicts) and _fits_all(sides)
 
 
-def _plan_pair(sa: Side, sb: Side, options: Options, u: UncertaintySettings) -> bool:
-    """Works from headers and metadata only (the sides' plans); True if both inputs' layers fit at once."""
+@dataclass(frozen=True)
+class _Streamed:
+    """A pair planned to stream: the search's block budget, what is left to spare, the plan and why."""
+
+    budget: int
+    spare: int | None
+    total: int
+    why: str
+
+
+def _streams(side: Side) -> bool:
+    """Whether the side's file can be read as row blocks (.npy, HDF5, parquet), from its format alone."""
+    return side.info.path is not None and side.info.format in STREAMED_FORMATS
+
+
+# The formats whose readers give row blocks (Reader.rows); every other one is read whole.
+STREAMED_FORMATS = ("npy", "hdf5", "parquet")
+# Metrics that read the arrays only through blocked kernels (CKA sums, jackknife rows), so they can stream.
+STREAMED_ARRAY_METRICS = ("cka", "cka-unbiased")
+
+
+def _plan_pair(sa: Side, sb: Side, options: Options, u: UncertaintySettings) -> bool | _Streamed:
+    """Works from headers and metadata only (the sides' plans); True if both inputs' layers fit at once, a
+    :class:`_Streamed` when the pair is read as row blocks."""
     avail = memory_limit()
     if sa.plan is None or sb.plan is None:
         _check_reads(sa, sb, avail)
@@ -123,23 +195,67 @@ def _plan_pair(sa: Side, sb: Side, options: Options, u: UncertaintySettings) -> 
     # Row counts may differ when ids pair the rows: at most the smaller count is compared.
     n = min(plans[0][0][0], plans[1][0][0])
     layers = (len(sa.source), len(sb.source))
-    depth = list_depth(n, options.k, u.resamples)
+    dims = (plans[0][0][1], plans[1][0][1])
+    depth = max(list_depth(n, options.k, u.resamples), 1)
     work = (8 if plans[0][1] == 8 else 4, 8 if plans[1][1] == 8 else 4)
+    approx = options.works("lists") and _may_approximate(options.search, n, max(dims))
     parts = memory.estimate(
-        n, (plans[0][0][1], plans[1][0][1]), resident=(plans[0][2], plans[1][2]),
+        n, dims, resident=(plans[0][2], plans[1][2]),
         work_itemsize=work, preprocess=bool(options.preprocessing.steps()),
-        neighbors=options.works("lists"), depth=max(depth, 1), k=options.k, cka=options.works("cross"),
+        neighbors=options.works("lists"), depth=depth, k=options.k, cka=options.works("cross"),
         cka_permutations=u.permutations_explicit and u.permutations > 0, resamples=u.resamples, layers=layers,
-        metric_bytes=max(c.spec.memory(n, plans[0][0][1], plans[1][0][1], {**c.values, "k": options.k})
+        metric_bytes=max(c.spec.memory(n, dims[0], dims[1], {**c.values, "k": options.k})
                          for c in options.metrics),
-        approx_index=options.works("lists") and _may_approximate(options.search, n,
-                                                                 max(plans[0][0][1], plans[1][0][1])))
-    what = f"comparing {n} items ({plans[0][0][1]} and {plans[1][0][1]} dimensions"
+        approx_index=approx)
+    what = f"comparing {n} items ({dims[0]} and {dims[1]} dimensions"
     what += f", {layers[0]}×{layers[1]} layers)" if layers != (1, 1) else ")"
+    fits = avail is None or parts["total"] <= avail
+    large = parts["working"] > memory.STREAM_WORKING_BYTES
+    if not fits or large:
+        streamed = _plan_streamed(sa, sb, options, u, n, dims, depth, approx, avail, what, must=not fits)
+        if streamed is not None:
+            return streamed
     memory.check(parts, avail, what)
     all_layers = sum(count * n * p[0][1] * w for count, p, w in zip(layers, plans, work))
     room = (avail - parts["total"]) if avail is not None else LAYER_CACHE_BYTES
     return all_layers <= min(room // 2, LAYER_CACHE_BYTES)
+
+
+def _plan_streamed(sa: Side, sb: Side, options: Options, u: UncertaintySettings, n: int, dims: tuple[int, int],
+                   depth: int, approx: bool, avail: int | None, what: str, must: bool) -> _Streamed | None:
+    """The streamed plan of a pair, or None when the in-memory plan should be used (it fits, and streaming
+    is not possible or gains nothing). ``must``: the in-memory plan does not fit, so a reason not to stream
+    is an error (exit 2) naming it."""
+    sides = (sa, sb)
+    blockers = [f"{s.info.name} is {s.info.format}, which is read whole (stream .npy, HDF5 or parquet)"
+                for s in sides if not _streams(s)]
+    whole = [c.name for c in options.metrics if c.spec.work.arrays and c.name not in STREAMED_ARRAY_METRICS]
+    if whole:
+        blockers.append(f"{', '.join(dict.fromkeys(whole))} need{'s' if len(set(whole)) == 1 else ''} both "
+                        "whole arrays in memory")
+    if blockers:
+        if must and whole:
+            nbytes = n * (dims[0] + dims[1]) * 8
+            raise InputError(f"{what}: {blockers[-1]} (about {memory.gb(nbytes)} in float64) but only "
+                             f"{memory.gb(avail or 0)} is available; drop {', '.join(dict.fromkeys(whole))}, "
+                             "compare fewer items (--max-rows) or raise REPALIGN_MEMORY_LIMIT")
+        return None
+    resident = tuple(0 if _streams(s) else (s.plan[2] if s.plan else 0) for s in sides)
+    units = [s.source.rows(0) for s in sides]
+    unit_bytes = sum((r.unit_rows if r is not None else 1) * d * 8 for r, d in zip(units, dims))
+    parts = memory.estimate_streamed(
+        n, dims, resident=(resident[0], resident[1]), neighbors=options.works("lists"), depth=depth,
+        k=options.k, cka=options.works("cross"), resamples=u.resamples, layers=(len(sa.source), len(sb.source)),
+        approx_index=approx, normalize=options.preprocessing.normalize, unit_bytes=unit_bytes)
+    if avail is not None and parts["total"] > avail:
+        if must:
+            memory.check(parts, avail, what + ", even read in row blocks,")
+        return None
+    room = None if avail is None else avail - parts["total"]
+    budget = memory.search_budget(n, max(dims), room)
+    why = "the in-memory plan needs more than is available" if must else (
+        f"in memory it would hold more than {memory.gb(memory.STREAM_WORKING_BYTES)} beyond the inputs")
+    return _Streamed(budget, room, parts["total"], why)
 
 
 def _may_approximate(method: str, n: int, d: int) -> bool:

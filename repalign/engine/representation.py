@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
 from repalign import preprocess as _pre
 from repalign.engine.cache import ListCache, ListKey
+from repalign.engine.inputs import Streaming
+from repalign.engine.streamed import StreamedLayer
 from repalign.errors import InputError
 from repalign.io import Checked, LayerSource
 from repalign.metrics import cka as _cka
@@ -55,31 +57,60 @@ class Representation:
         return self.source.layer_name(i)
 
     def layer(self, i: int) -> np.ndarray:
-        """Layer i, validated, with the paired rows and preprocessed."""
+        """Layer i, validated, with the paired rows and preprocessed.
+
+        A streamed input's layer is a :class:`~repalign.engine.streamed.StreamedLayer`: the blocked kernels
+        read it a block of rows at a time, like an array (typed as one, which is how the metrics use it).
+        """
         if i in self._layers:
             return self._layers[i]
         name = self.name(i)
+        if isinstance(self.source, Streaming):
+            return self._streamed(i, name)
         if isinstance(self.source, Checked):  # validated when it was opened
             array, notes = self.source.read(i), list[str]()
         else:
             array, notes = as_embedding(self.source.read(i), name)
-        for note in notes:
-            # One note per input, not one per layer.
-            note = note.replace(name, self.source.where, 1) if len(self) > 1 else note
-            if note not in self.notes:
-                self.notes.append(note)
-        if self._shape is None:
-            self._shape = (array.shape, name)
-        elif array.shape != self._shape[0]:
-            shape, first = self._shape
-            raise InputError(f"{self.source.where}: layers differ in shape: {first} is "
-                             f"{'×'.join(map(str, shape))} but {name} is {'×'.join(map(str, array.shape))}")
+        self._note(notes, name)
+        self._check_shape(array.shape, name)
         if self.rows is not None:
             array = array[self.rows]
         array = _pre.apply(array, self.pre, name)
         if self.keep:
             self._layers[i] = array
         return array
+
+    def _streamed(self, i: int, name: str) -> np.ndarray:
+        """Layer i of a streamed input, validated and planned by whole passes (nothing of it kept but row norms)."""
+        assert isinstance(self.source, Streaming)
+        raw = self.source.rows(i)
+        if raw is None:
+            raise InputError(f"{name}: cannot be read in row blocks")
+        self._check_shape(raw.shape, name)
+        layer = StreamedLayer(raw, self.rows, self.pre, name, self.source.budget, self.source.spare)
+        self._note(layer.notes, name)
+        self._layers[i] = layer  # holds no rows, only what each block needs (e.g. row norms)
+        return cast(np.ndarray, layer)
+
+    def _note(self, notes: list[str], name: str) -> None:
+        for note in notes:
+            # One note per input, not one per layer.
+            note = note.replace(name, self.source.where, 1) if len(self) > 1 else note
+            if note not in self.notes:
+                self.notes.append(note)
+
+    def _check_shape(self, shape: tuple[int, ...], name: str) -> None:
+        if self._shape is None:
+            self._shape = (tuple(shape), name)
+        elif tuple(shape) != self._shape[0]:
+            first_shape, first = self._shape
+            raise InputError(f"{self.source.where}: layers differ in shape: {first} is "
+                             f"{'×'.join(map(str, first_shape))} but {name} is {'×'.join(map(str, shape))}")
+
+    @property
+    def streamed(self) -> bool:
+        """Whether this input is read from its file in row blocks."""
+        return isinstance(self.source, Streaming)
 
     def lists(self, i: int, depth: int, distance: str, k: int, ordered: bool = False) -> np.ndarray:
         """Neighbour lists of layer i; in exact order when deeper than k (resamples read the order) or when
@@ -100,8 +131,8 @@ class Representation:
         def run() -> np.ndarray:
             return self.search.lists(x, key.depth, key.distance, key.ordered, self.name(i))
 
-        if self.cache is None or not exact_for(self.search, x.shape):
-            return run()
+        if self.cache is None or not exact_for(self.search, x.shape) or self.streamed:
+            return run()  # a streamed layer is not hashed (the cache's key reads the whole layer)
         return self.cache.lists(x, self.shown_name, key, run)
 
     def counts(self, i: int, k: int, depth: int, distance: str, ordered: bool = False) -> dict:
@@ -144,10 +175,11 @@ def gram_route_pays(ra: Representation, rb: Representation, n: int) -> bool:
     """Whether all-pairs CKA numerators are cheaper through n×n Grams than through La·Lb cross-products.
 
     Cross-products cost La·Lb·2n·d1·d2 flops; the Grams n²·(La·d1 + Lb·d2) (half of each, by symmetry),
-    after which every pair is one inner product. The Gram route needs every layer in memory.
+    after which every pair is one inner product. The Gram route needs every layer in memory (or streamed: its
+    blocks are then read from the files, block pair by block pair).
     """
     La, Lb = len(ra), len(rb)
-    if La * Lb == 1 or not (ra.keep and rb.keep):
+    if La * Lb == 1 or not ((ra.keep or ra.streamed) and (rb.keep or rb.streamed)):
         return False
     d1, d2 = ra.layer(0).shape[1], rb.layer(0).shape[1]
     if d1 > n and d2 > n:

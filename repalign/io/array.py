@@ -9,6 +9,7 @@ import numpy as np
 from repalign.errors import InputError
 from repalign.io.layers import parse_layers
 from repalign.io.protocol import LayerSource
+from repalign.io.rows import ArrayRows, RowSource
 
 
 class ArrayLayers:
@@ -35,6 +36,9 @@ class ArrayLayers:
 
     def read(self, i: int) -> np.ndarray:
         return self.array[:, self.indices[i], :] if self.layered else self.array
+
+    def rows(self, i: int) -> RowSource:
+        return ArrayRows(self.read(i))
 
     def select(self, spec: str | None) -> ArrayLayers:
         if spec is None:
@@ -64,6 +68,9 @@ class Checked:
 
     def read(self, i: int) -> np.ndarray:
         return self.array
+
+    def rows(self, i: int) -> RowSource:
+        return ArrayRows(self.array)
 
     def select(self, spec: str | None) -> LayerSource:
         """Itself; a single array has no layers to select (its source says so)."""

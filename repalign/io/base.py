@@ -9,6 +9,7 @@ import numpy as np
 
 from repalign.errors import InputError
 from repalign.io.protocol import ArrayInfo, Plan
+from repalign.io.rows import RowSource
 
 T = TypeVar("T")
 
@@ -136,6 +137,13 @@ class FileReader(ABC):
 
     def read_ids(self, key: str) -> np.ndarray:
         return guard(self.path, self.format, lambda: self._read_ids(key))
+
+    def rows(self, key: str | None, layer: int | None = None, allow_external: bool = False) -> RowSource | None:
+        """The array ``key`` (or its layer ``layer``) as a source of row blocks; None: this format is read whole."""
+        return guard(self.path, self.format, lambda: self._rows(key, layer, allow_external))
+
+    def _rows(self, key: str | None, layer: int | None, allow_external: bool) -> RowSource | None:
+        return None
 
     def describe(self, key: str | None) -> Plan | None:
         info = self._planned(key)

@@ -9,7 +9,10 @@ import numpy as np
 from repalign.errors import InputError
 from repalign.io.base import FileReader, is_float
 from repalign.io.protocol import ArrayInfo
+from repalign.io.rows import ChunkedRows, RowSource, unit_bounds
 
+# Bytes per read of a dataset (whole chunk rows, at least one).
+_CONTIGUOUS_BYTES = 1 << 24
 _HINT = "refused, since it would read another file (pass --allow-external to permit it)"
 
 
@@ -59,6 +62,33 @@ class HDF5Reader(FileReader):
             if layer is not None:
                 return obj[:, layer, :], info.name  # reads only this layer from disk
             return obj[()], info.name
+
+    def _rows(self, key: str | None, layer: int | None, allow_external: bool) -> RowSource | None:
+        """Chunk-aligned row slices of the dataset: whole chunk rows making ~16 MB (or ~16 MB if contiguous)."""
+        import h5py
+
+        info = self.choose(key)
+        where = f"{self.path}:{info.name}"
+        with h5py.File(self.path, "r") as f:
+            _check_links(f, info.name, where, allow_external)
+            obj = f[info.name]
+            if not isinstance(obj, h5py.Dataset) or obj.shape is None or len(obj.shape) not in (2, 3):
+                return None  # the whole read gives the precise error
+            if not allow_external:
+                _refuse_external_storage(obj, where)
+            shape, dtype = tuple(int(s) for s in obj.shape), obj.dtype
+            per_row = max(1, int(np.prod(shape[1:])) * dtype.itemsize)
+            # Whole chunk rows, as many as make ~16 MB (a dataset of one-row chunks is not read row by row).
+            chunk = obj.chunks[0] if obj.chunks else 1
+            unit = chunk * max(1, _CONTIGUOUS_BYTES // per_row // chunk)
+        path, name = self.path, info.name
+
+        def read(unit: int, start: int, stop: int) -> np.ndarray:
+            with h5py.File(path, "r") as f:
+                ds = f[name]
+                return ds[start:stop] if layer is None else ds[start:stop, layer, :]
+
+        return ChunkedRows((shape[0], shape[-1]), dtype, unit_bounds(shape[0], unit), read)
 
     def _read_ids(self, key: str) -> np.ndarray:
         import h5py

@@ -13,6 +13,7 @@ from repalign.errors import InputError
 from repalign.io.base import FileReader, listing, literal
 from repalign.io.protocol import ArrayInfo
 from repalign.io.readers import check_not_empty, reader_for
+from repalign.io.rows import RowSource
 from repalign.io.selector import Selector, as_selector
 
 _GLOB_CHARS = "*?["
@@ -71,6 +72,10 @@ class LayerSet:
         """Layer i as stored (before validation); only that layer is read where the format allows it."""
         array, _ = self.reader.read(self.keys[i], self.indices[i], self.allow_external)
         return array
+
+    def rows(self, i: int) -> RowSource | None:
+        """Layer i as a source of row blocks (None: its format is read whole)."""
+        return self.reader.rows(self.keys[i], self.indices[i], self.allow_external)
 
     def select(self, spec: str | None) -> LayerSet:
         """The layers a --layer-a/--layer-b specification picks (None or 'all': every layer)."""

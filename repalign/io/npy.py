@@ -12,6 +12,7 @@ import numpy as np
 from repalign.errors import InputError
 from repalign.io.base import FileReader, Stamp, is_float, layer_of, product, size_text
 from repalign.io.protocol import ArrayInfo
+from repalign.io.rows import NpyRows, RowSource
 
 
 def npy_header(f: IO[bytes], where: str, stored: int) -> tuple[tuple[int, ...], np.dtype]:
@@ -86,6 +87,24 @@ class NpyReader(FileReader):
         # Memory-mapped: a large file costs no memory until the rows are used.
         array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         return layer_of(array, layer), None
+
+    def _rows(self, key: str | None, layer: int | None, allow_external: bool) -> RowSource | None:
+        """Rows by offset from a private mapping whose pages are released after each read (C order only)."""
+        self.choose(key)
+        assert self._dtype is not None  # set by the listing
+        refuse_objects(self.path, self._dtype)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                return None  # format 3.0 (rare) is read whole
+            offset = f.tell()
+        if fortran or len(shape) not in (2, 3):
+            return None  # a column-major file's rows are not contiguous: read whole
+        return NpyRows(self.path, offset, tuple(shape), np.dtype(dtype), layer)
 
     def _read_ids(self, key: str) -> np.ndarray:
         raise InputError(f"{self.path}: a .npy file holds one array and no ids; use .npz, HDF5 or parquet")

@@ -9,6 +9,7 @@ import numpy as np
 from repalign.errors import InputError
 from repalign.io.base import FileReader, Stamp
 from repalign.io.protocol import ArrayInfo
+from repalign.io.rows import ChunkedRows, RowSource
 from repalign.validation import rows_text
 
 
@@ -63,6 +64,32 @@ class ParquetReader(FileReader):
         where = f"{self.path}:{info.name}"
         col = pq.read_table(self.path, columns=[info.name]).column(0)
         return column_matrix(col, where), info.name
+
+    def _rows(self, key: str | None, layer: int | None, allow_external: bool) -> RowSource | None:
+        """One row group at a time (its column converted to an n×d block); a ragged column is read whole."""
+        import pyarrow.parquet as pq
+
+        info = self.choose(key)
+        if info.shape[-1] is None or len(info.shape) != 2:
+            return None
+        where = f"{self.path}:{info.name}"
+        pf = pq.ParquetFile(self.path)
+        meta = pf.metadata
+        lt = list_type(pf.schema_arrow.field(info.name).type)
+        if lt is None or not _arrow_float(lt[0]) or meta.num_rows == 0:
+            return None
+        groups = [g for g in range(meta.num_row_groups) if meta.row_group(g).num_rows > 0]
+        bounds = [0]
+        for g in groups:
+            bounds.append(bounds[-1] + meta.row_group(g).num_rows)
+        path, name = self.path, info.name
+
+        def read(unit: int, start: int, stop: int) -> np.ndarray:
+            table = pq.ParquetFile(path).read_row_group(groups[unit], columns=[name])
+            return column_matrix(table.column(0), f"{where} (row group {groups[unit]}, counting rows from {start})")
+
+        dtype = np.dtype(lt[0].to_pandas_dtype())
+        return ChunkedRows((int(meta.num_rows), int(info.shape[-1])), dtype, bounds, read)
 
     def _read_ids(self, key: str) -> np.ndarray:
         import pyarrow as pa

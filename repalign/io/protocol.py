@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from repalign.io.rows import RowSource
 from repalign.io.selector import Selector
 
 Plan = tuple[tuple[int, int], int, int]
@@ -89,6 +90,10 @@ class Reader(Protocol):
         """The memory plan of one layer of the array ``key``, from the listing alone (None: cannot be told)."""
         ...
 
+    def rows(self, key: str | None, layer: int | None = None, allow_external: bool = False) -> RowSource | None:
+        """The array ``key`` (or its layer ``layer``) as a source of row blocks (None: read whole only)."""
+        ...
+
     def stored_bytes(self, key: str | None) -> int | None:
         """Bytes a whole read of the array ``key`` would hold, from the listing alone (None: unknown)."""
         ...
@@ -126,6 +131,10 @@ class LayerSource(Protocol):
 
     def read(self, i: int) -> np.ndarray:
         """Layer i as stored, before validation."""
+        ...
+
+    def rows(self, i: int) -> RowSource | None:
+        """Layer i as stored, as a source of row blocks (None: its format can only be read whole)."""
         ...
 
     def select(self, spec: str | None) -> LayerSource:

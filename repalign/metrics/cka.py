@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -149,8 +150,25 @@ def layer_stats(X: np.ndarray, mean: np.ndarray | None = None, keep_gram: bool =
 
 
 def centred(X: np.ndarray, mx: np.ndarray) -> np.ndarray:
-    """X − mx in float64 (n×d), for a layer that :func:`cross_product` meets many times in a sweep."""
+    """X − mx in float64 (n×d), for a layer that :func:`cross_product` meets many times in a sweep.
+
+    An input read in row blocks (not an ndarray) stays unread: its blocks are centred as they are read, the
+    same numbers :func:`cross_product` would compute from X and mx.
+    """
+    if not isinstance(X, np.ndarray):
+        return cast(np.ndarray, _CentredRows(X, mx))
     return np.asarray(X, dtype=np.float64) - mx
+
+
+class _CentredRows:
+    """Row blocks of X − mx in float64, for a streamed layer (see :func:`centred`)."""
+
+    def __init__(self, X: Any, mx: np.ndarray):
+        self.X, self.mx = X, mx
+        self.shape = X.shape
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.asarray(self.X[rows], dtype=np.float64) - self.mx
 
 
 def cross_product(X: np.ndarray, mx: np.ndarray | None, Y: np.ndarray, my: np.ndarray) -> np.ndarray:
