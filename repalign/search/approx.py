@@ -83,8 +83,8 @@ class ApproxSearch:
     """IVF-Flat search with nprobe raised until a seeded tuning sample reaches ``recall``.
 
     Deterministic for a seed on one machine: training rows, the k-means seed (``cp.seed``) and the samples
-    come from the seed; the scan is deterministic (thread-stable products). FAISS's k-means may round
-    differently with another thread count or build, so lists can differ slightly across machines.
+    come from the seed. FAISS's k-means and its matrix products may round differently with another thread
+    count or build, so lists can differ slightly across machines.
     """
 
     method = "approx"

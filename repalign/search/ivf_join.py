@@ -3,16 +3,14 @@
 An IVF-Flat index answers a query by scoring it exactly against the rows of its ``nprobe`` nearest inverted
 lists. When the queries are the indexed rows themselves (a k-NN graph, which is all repalign asks), the
 scan can be turned around: for each list, every query that probes it is scored against the list's rows in
-one matrix product. The candidates and their float32 scores are those of ``faiss.IndexIVFFlat`` with the
-same centroids and ``nprobe`` (a test checks this); the arithmetic runs at GEMM speed instead of one
-query at a time.
+one matrix product (FAISS's brute-force ``knn``). The candidates and their float32 scores are those of
+``faiss.IndexIVFFlat`` with the same centroids and ``nprobe`` (a test checks this); the arithmetic runs at
+GEMM speed instead of one query at a time.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from repalign.linalg import matmul
 
 # Scores formed at once (queries × rows of one list), so a huge list cannot allocate a huge block.
 _SCORE_BLOCK = 1 << 23
@@ -66,30 +64,32 @@ def ivf_lists(Xf: np.ndarray, assign: np.ndarray, queries: np.ndarray, probe: np
     pairs, qstart = _groups(probe.ravel(), nlist)
     best_s = np.full((q, m), -np.inf, dtype=np.float32)
     best_i = np.full((q, m), _NO_ROW, dtype=np.int64)
-    sq = np.einsum("ij,ij->i", Xf, Xf) if l2 else None
     for c in range(nlist):
         rows = members[mstart[c] : mstart[c + 1]]
         slots = pairs[qstart[c] : qstart[c + 1]] // nprobe  # positions in ``queries``
         if rows.size == 0 or slots.size == 0:
             continue
-        base = np.ascontiguousarray(Xf[rows].T)
+        base = np.ascontiguousarray(Xf[rows])
         step = max(1, _SCORE_BLOCK // rows.size)
         for q0 in range(0, slots.size, step):
             qs = slots[q0 : q0 + step]
-            s = matmul(np.ascontiguousarray(Xf[queries[qs]]), base)
-            if l2:  # −‖x−y‖² up to the query's own ‖x‖², which does not change its order
-                s = 2 * s - sq[rows]  # type: ignore[index]
-            _merge(best_s, best_i, qs, s, rows, m)
+            s, found = _block_best(np.ascontiguousarray(Xf[queries[qs]]), base, min(m, rows.size), l2)
+            _merge(best_s, best_i, qs, s, rows[found])
     return _finish(best_s, best_i, queries, depth)
 
 
-def _merge(best_s: np.ndarray, best_i: np.ndarray, qs: np.ndarray, s: np.ndarray, rows: np.ndarray, m: int) -> None:
-    """Fold one block of candidate scores into the queries' running best ``m``."""
-    if rows.size > m:
-        keep = np.argpartition(-s, m - 1, axis=1)[:, :m]
-        s, cand = np.take_along_axis(s, keep, axis=1), rows[keep]
-    else:
-        cand = np.broadcast_to(rows, s.shape)
+def _block_best(q: np.ndarray, base: np.ndarray, m: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best ``m`` rows of ``base`` with their float32 scores (larger = closer), by FAISS's brute
+    force (one matrix product and a selection in C++, as inside its flat index)."""
+    import faiss
+
+    D, found = faiss.knn(q, base, m, metric=faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
+    return (-D if l2 else D), found
+
+
+def _merge(best_s: np.ndarray, best_i: np.ndarray, qs: np.ndarray, s: np.ndarray, cand: np.ndarray) -> None:
+    """Fold one block's best candidates into the queries' running best (as many as ``best_s`` has columns)."""
+    m = best_s.shape[1]
     all_s = np.concatenate([best_s[qs], s], axis=1)
     all_i = np.concatenate([best_i[qs], cand], axis=1)
     # A partition, not a sort (the merge runs once per probed list): exact float32 ties at the cut are kept
