@@ -75,6 +75,6 @@ def prepare(xs: list, options: Options, *, compare: bool,
 
     cache = ListCache(options.cache) if options.cache is not None else None
     reps = [Representation(s.source, s.info.label, r, options.preprocessing, keep=keep or single, cache=cache,
-                           name=s.info.name, search=_search.make(options.search, options.recall, u.seed))
+                           name=s.info.name, search=_search.make(options.search, options.recall, u.seed, options.k))
             for s, r in zip(sides, rows)]
     return Prepared(sides, reps, pairing, u, keep, notes, cache)

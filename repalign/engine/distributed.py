@@ -93,7 +93,7 @@ class InputSpec:
         """The input as a local run's Representation, with the run's search backend and cache."""
         cache = ListCache(options.cache) if options.cache is not None else None
         return Representation(self.source(), self.label, self.rows, self.pre, keep=self.keep, cache=cache,
-                              name=self.name, search=_search.make(options.search, options.recall, seed))
+                              name=self.name, search=_search.make(options.search, options.recall, seed, options.k))
 
     def seeded(self, work: list[LayerWork]) -> Seeded:
         return Seeded(self.source(), self.label, self.rows, self.pre, keep=self.keep, name=self.name, work=work)

@@ -21,10 +21,11 @@ def exact_for(search: Search, shape: tuple[int, ...]) -> bool:
     return isinstance(search, AutoSearch) and predicted_exact_seconds(shape[0], shape[1]) <= AUTO_EXACT_SECONDS
 
 
-def make(method: str, recall: float, seed: int) -> Search:
-    """A fresh backend for one input (each keeps its own records of what it searched)."""
+def make(method: str, recall: float, seed: int, k: int | None = None) -> Search:
+    """A fresh backend for one input (each keeps its own records of what it searched); ``k``: the recall@k that
+    nprobe is tuned to (None: recall at the whole depth searched)."""
     if method == "exact":
         return ExactSearch()
     if method == "approx":
-        return ApproxSearch(recall=recall, seed=seed)
-    return AutoSearch(recall=recall, seed=seed)
+        return ApproxSearch(recall=recall, seed=seed, k=k)
+    return AutoSearch(recall=recall, seed=seed, k=k)

@@ -89,9 +89,11 @@ class ApproxSearch:
 
     method = "approx"
 
-    def __init__(self, recall: float = 0.95, seed: int = 0):
+    def __init__(self, recall: float = 0.95, seed: int = 0, k: int | None = None):
         self.recall = recall
         self.seed = seed
+        self.k = k
+        """nprobe is tuned to recall@k, the recall the report measures (None: recall at the depth searched)."""
         self.notes: list[str] = []
         self.records: dict[str, Record] = {}
 
@@ -116,10 +118,11 @@ class ApproxSearch:
         l2 = distance == "l2"
         centroids = _train(Xf[train], nlist, l2, self.seed)
         assign = probes(Xf, centroids, 1, l2)[:, 0]
-        exact_tune = exact_knn(X, depth, distance, rows=tune, norms=norms)
+        tune_depth = depth if self.k is None else min(depth, self.k)
+        exact_tune = exact_knn(X, tune_depth, distance, rows=tune, norms=norms)
         nprobe = 1
         while True:
-            got, _ = ivf_lists(Xf, assign, tune, probes(Xf[tune], centroids, nprobe, l2), nlist, depth, l2)
+            got, _ = ivf_lists(Xf, assign, tune, probes(Xf[tune], centroids, nprobe, l2), nlist, tune_depth, l2)
             per_row = row_recall(got, exact_tune)
             got_recall = float(per_row.mean())
             if _surely_reached(per_row, self.recall) or nprobe >= nlist:

@@ -24,9 +24,9 @@ class AutoSearch:
 
     method = "auto"
 
-    def __init__(self, recall: float = 0.95, seed: int = 0):
+    def __init__(self, recall: float = 0.95, seed: int = 0, k: int | None = None):
         self.exact = ExactSearch()
-        self.approx = ApproxSearch(recall=recall, seed=seed)
+        self.approx = ApproxSearch(recall=recall, seed=seed, k=k)
         self.notes: list[str] = []
         self.chosen: dict[str, str] = {}
 
