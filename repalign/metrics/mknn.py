@@ -85,4 +85,6 @@ SPEC = MetricSpec(
     "mknn", "mutual k-NN", _RANGE,
     "mean share of each item's k nearest neighbours that are the same in both spaces (Huh et al. 2024)",
     mknn_result, work=Work(lists=True), chance="exact: k/(n−1), with the exact null SD from the two k-NN graphs",
-    permutation_null=_permutation_null, cheap_null=True, max_null=_max_null, covers=_COVERS, ci_methods=_METHODS)
+    permutation_null=_permutation_null, cheap_null=True, max_null=_max_null, covers=_COVERS, ci_methods=_METHODS,
+    # chance and null_sd are the exact permutation mean and SD (stats.mknn_null), so Cantelli's bound applies.
+    moment_bound=True)
