@@ -81,7 +81,9 @@ class KnnResampler:
         self._flat_b = self.m_rows * K + self.m_pb
         # The block path reads the lists position-major, (K, n), so that its running sums add contiguous rows, and
         # takes the matches one position of list a at a time: within one position each row appears at most once.
-        self._lists_t = (np.ascontiguousarray(self.lists_a.T), np.ascontiguousarray(self.lists_b.T))
+        index = np.int32 if n < 2**31 else np.int64
+        self._lists_t = (np.ascontiguousarray(self.lists_a.T, dtype=index),
+                         np.ascontiguousarray(self.lists_b.T, dtype=index))
         self._by_position = [(int(q), self.m_rows[self.m_pa == q], self.m_pb[self.m_pa == q])
                              for q in np.unique(self.m_pa)]
         self._full: dict[tuple[str, int], np.ndarray] = {}
@@ -200,11 +202,19 @@ class KnnResampler:
         is subtracted (its variance is estimated per item from the replicates),
         and the coefficients are centred because Σ_i w_i = n.
         """
-        n, k = self.n, self.k
-        src = np.repeat(np.arange(n, dtype=np.int64), 2 * self.K)
-        # (held item, holder) pairs, sorted by the held item so that each item's holders are contiguous.
-        code = np.unique(np.concatenate([self.lists_a, self.lists_b], axis=1).ravel() * n + src)
-        held, holder = code // n, code % n
+        n, k, K = self.n, self.k, self.K
+        # (held item, holder) pairs, each once: every entry of both lists except list b's copy of an item both
+        # lists hold (the matches), sorted by the held item so that each item's holders are contiguous. An
+        # O(n·K) stable sort of small integers; np.unique over the pairs' codes cost minutes at n = 10⁶.
+        index = np.int32 if n < 2**31 else np.int64
+        in_b = np.ones((n, K), dtype=bool)
+        in_b[self.m_rows, self.m_pb] = False
+        rows = np.broadcast_to(np.arange(n, dtype=index)[:, None], (n, K))
+        held = np.concatenate([self.lists_a.astype(index).ravel(), self.lists_b.astype(index)[in_b]])
+        holder = np.concatenate([rows.ravel(), rows[in_b]])
+        order = np.argsort(held, kind="stable")
+        held, holder = held[order], holder[order]
+        del order, in_b
         starts = np.flatnonzero(np.r_[True, held[1:] != held[:-1]])
         items = held[starts]
 
@@ -278,21 +288,22 @@ IJ_NULL_PERMUTATIONS = 4
 # Replicate budgets of the IJ (item-replicates, n·B). The IJ's Monte Carlo error relative to the variance it
 # estimates falls like 1/√(n·B) (each item's covariance carries O(1) noise per replicate, and the variance is a
 # sum over n items), so a fixed n·B keeps it constant as n grows. These values reproduce the budgets validated at
-# n ≤ 2,560 (B = 1000 observed, 4 × 250 calibration) and lower B above, never below the floors: at n = 10,000
-# the seed-to-seed SD of the observed IJ at B = 256 was 2 % of the variance with strong signal
-# (benchmarks/README.md, "Cheaper defaults"), and one pairing's calibration error is dominated by the
-# pairing itself, not by its replicates.
+# n ≤ 2,560 (B = 1000 observed, 4 × 250 calibration) and lower B above, never below the floors. Measured
+# (benchmarks/README.md, "Cheaper defaults"): the seed-to-seed SD of the observed IJ relative to itself was
+# 3.2 % at n = 1,024, B = 1000 and 3.4 % at n = 10,000, B = 256 without signal; and one calibration pairing's
+# error is dominated by the pairing drawn, not by its replicates.
 IJ_ITEM_REPLICATES = 2_560_000
-IJ_MIN_REPLICATES = 256
+IJ_MIN_REPLICATES = 128
 IJ_NULL_ITEM_REPLICATES = 640_000
-IJ_NULL_MIN_REPLICATES = 64
+IJ_NULL_MIN_REPLICATES = 32
 
 
 def ij_budgets(n: int, resamples: int, pairings: int = IJ_NULL_PERMUTATIONS) -> tuple[int, int]:
     """(replicates of the observed pairing, replicates per calibration pairing) for n items, at most ``resamples``.
 
-    B = min(resamples, max(256, ⌈2.56e6/n⌉)) and, per pairing, min(resamples/pairings, max(64, ⌈6.4e5/n⌉)):
-    the n·B that was validated at small n, so the cost grows linearly in n above n ≈ 10⁴.
+    B = min(resamples, max(128, ⌈2.56e6/n⌉)) and, per pairing, min(resamples/pairings, max(32, ⌈6.4e5/n⌉)):
+    the n·B validated at small n, so the cost stops growing like n·1000 and grows like n·(128 + 4·32) above
+    n = 20,000.
     """
     observed = min(resamples, max(IJ_MIN_REPLICATES, -(-IJ_ITEM_REPLICATES // n)))
     per = min(resamples // pairings, max(IJ_NULL_MIN_REPLICATES, -(-IJ_NULL_ITEM_REPLICATES // n)))
