@@ -134,14 +134,16 @@ def synthetic_lists(n: int, K: int = 30, k: int = 10, shared: float = 0.5, seed:
     t2 = time.perf_counter()
     ij = stats.knn_ij_variance(rs, np.random.SeedSequence(1), 1000, np.random.SeedSequence(2), sd)
     t3 = time.perf_counter()
+    peak_interval = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the default path's peak
     rs.jackknife()
     t4 = time.perf_counter()
     null = stats.knn_permutation_null(la[:, :k], lb[:, :k], stats.permutations(np.random.SeedSequence(3), n, 10))
     t5 = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"resampler setup {t1 - t:.1f} s; exact null {t2 - t1:.1f} s; IJ + calibration {t3 - t2:.1f} s "
-          f"({ij.replicates.size} + 4 pairings); jackknife {t4 - t3:.1f} s; one permutation "
-          f"{(t5 - t4) / null.size:.2f} s; peak RSS {peak:.0f} MB; load {os.getloadavg()[0]:.2f}")
+          f"({ij.replicates.size} + 4 pairings; peak RSS so far {peak_interval:.0f} MB); jackknife (bca only) "
+          f"{t4 - t3:.1f} s; one permutation {(t5 - t4) / null.size:.2f} s; peak RSS {peak:.0f} MB; "
+          f"load {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:

@@ -286,7 +286,7 @@ def test_ij_budgets_keep_n_times_b_and_never_exceed_the_resamples():
     assert stats.ij_budgets(2560, 1000) == (1000, 250)
     assert stats.ij_budgets(10_000, 1000) == (256, 64)
     assert stats.ij_budgets(10**6, 1000) == (rsm.IJ_MIN_REPLICATES, rsm.IJ_NULL_MIN_REPLICATES)
-    assert stats.ij_budgets(10**6, 50) == (50, 12)
+    assert stats.ij_budgets(10**6, 20) == (20, 5)
     for n in (300, 4096, 16_384, 50_000):
         observed, per = stats.ij_budgets(n, 1000)
         assert observed * n >= min(rsm.IJ_ITEM_REPLICATES, 1000 * n)

@@ -218,17 +218,22 @@ class KnnResampler:
         starts = np.flatnonzero(np.r_[True, held[1:] != held[:-1]])
         items = held[starts]
 
+        most_holders = int(np.diff(np.r_[starts, held.size]).max(initial=0))
+
         def held_sums(v: np.ndarray) -> np.ndarray:  # S_i = v_i + Σ_{a holds i} v_a, one resample per row of v
+            # v holds integers; int32 halves the memory traffic of the gather when no sum can overflow it.
+            exact32 = int(v.max(initial=0)) * (1 + most_holders) < 2**31
+            v = v.astype(np.int32 if exact32 else np.float64)
             S = v.copy()
             for row, s in zip(v, S):  # a 1-d reduceat per resample is several times faster than one along an axis
                 s[items] += np.add.reduceat(row[holder], starts)
-            return S
+            return S.astype(np.float64)
 
         full = overlaps(self.lists_a[:, :k], self.lists_b[:, :k]).astype(np.float64)
         # Any constant centring of S_i leaves E[(w_i − 1)(S_i − c_i)] = cov*(w_i, S_i); this one is close to E*[S_i].
         centre = held_sums(full[None, :])[0]
-        # Every quantity below is an integer held in float64 (far below 2⁵³), so all sums are exact and do not
-        # depend on the block size.
+        # Every quantity below is an integer held exactly (in float64 far below 2⁵³), so all sums are exact and
+        # do not depend on the block size.
         acc, acc2 = np.zeros(n), np.zeros(n)
         out = []
         for W, o in self._blocks(weight_blocks):
@@ -288,22 +293,23 @@ IJ_NULL_PERMUTATIONS = 4
 # Replicate budgets of the IJ (item-replicates, n·B). The IJ's Monte Carlo error relative to the variance it
 # estimates falls like 1/√(n·B) (each item's covariance carries O(1) noise per replicate, and the variance is a
 # sum over n items), so a fixed n·B keeps it constant as n grows. These values reproduce the budgets validated at
-# n ≤ 2,560 (B = 1000 observed, 4 × 250 calibration) and lower B above, never below the floors. Measured
-# (benchmarks/README.md, "Cheaper defaults"): the seed-to-seed SD of the observed IJ relative to itself was
-# 3.2 % at n = 1,024, B = 1000 and 3.4 % at n = 10,000, B = 256 without signal; and one calibration pairing's
-# error is dominated by the pairing drawn, not by its replicates.
+# n ≤ 2,560 (B = 1000 observed, 4 × 250 calibration) and lower B above. Measured (benchmarks/README.md,
+# "Cheaper defaults"): the seed-to-seed SD of the observed IJ relative to itself was 3.2 % at n = 1,024,
+# B = 1000 and 3.4 % at n = 10,000, B = 256 without signal; one calibration pairing's error is dominated by
+# the pairing drawn, not by its replicates. The floors bind above n = 80,000, where by the same law the error
+# is smaller still (about 1 % at n = 10⁶), and keep the interval's cost linear in n there (64 replicates).
 IJ_ITEM_REPLICATES = 2_560_000
-IJ_MIN_REPLICATES = 128
+IJ_MIN_REPLICATES = 32
 IJ_NULL_ITEM_REPLICATES = 640_000
-IJ_NULL_MIN_REPLICATES = 32
+IJ_NULL_MIN_REPLICATES = 8
 
 
 def ij_budgets(n: int, resamples: int, pairings: int = IJ_NULL_PERMUTATIONS) -> tuple[int, int]:
     """(replicates of the observed pairing, replicates per calibration pairing) for n items, at most ``resamples``.
 
-    B = min(resamples, max(128, ⌈2.56e6/n⌉)) and, per pairing, min(resamples/pairings, max(32, ⌈6.4e5/n⌉)):
-    the n·B validated at small n, so the cost stops growing like n·1000 and grows like n·(128 + 4·32) above
-    n = 20,000.
+    B = min(resamples, max(32, ⌈2.56e6/n⌉)) and, per pairing, min(resamples/pairings, max(8, ⌈6.4e5/n⌉)):
+    the n·B validated at small n up to n = 80,000, so the cost stays that of n = 2,560 (n·B fixed); above,
+    the floors, 64 replicates in all, whose relative error keeps falling like 1/√n.
     """
     observed = min(resamples, max(IJ_MIN_REPLICATES, -(-IJ_ITEM_REPLICATES // n)))
     per = min(resamples // pairings, max(IJ_NULL_MIN_REPLICATES, -(-IJ_NULL_ITEM_REPLICATES // n)))
