@@ -199,7 +199,8 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
     res = {"value": value, "boot_mean": float(reps.mean()), "boot_sd": float(reps.std(ddof=1)),
            "ij_var": ijv.ij, "ij_null_excess": ijv.null_excess, "ij_cal_var": ijv.calibrated,
            "null_var": ijv.null_variance, "ij_used_var": ijv.variance,
-           "ij_replicates": list(stats.ij_budgets(p.n, resamples)),
+           "ij_replicates": [int(reps.size),
+                             stats.calibration_replicates(stats.ij_budgets(p.n, resamples)[1], ijv.ij, ijv.null_variance)],
            "jack_se": stats.jackknife_se(jack), "jack_mean": float(jack.mean()),
            "boot_median": float(np.median(reps)), "depth": p.depth, "fallback_rows": len(fallbacks)}
     A, B = la[:, :K], lb[:, :K]
@@ -691,7 +692,9 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                     m[label] = float(vals.mean() / tv) if tv > 0 else None
                     if field == "ij_used_var":
                         m["ij_var_ratio_se"] = float(vals.std(ddof=1) / np.sqrt(vals.size) / tv) if tv > 0 else None
-                m["ij_replicates"] = ci[0]["mknn"].get("ij_replicates")
+                if "ij_replicates" in ci[0]["mknn"]:  # observed B; calibration replicates per pairing, mean
+                    m["ij_replicates"] = [ci[0]["mknn"]["ij_replicates"][0],
+                                          round(float(np.mean([r["mknn"]["ij_replicates"][1] for r in ci])), 1)]
                 # Coverage with an oracle SE: the truth SD itself (what the centre and the sample of datasets
                 # allow), and the SD of these datasets' estimates (also removes the truth SD's own error).
                 m["oracle_coverage"] = float(np.mean(np.abs(est - truth) <= z * sd))
@@ -820,8 +823,8 @@ def _ij_table(rows, cell) -> list[str]:
              "(± its SE over datasets); raw IJ, null excess and null variance likewise; all over the true "
              "variance (SD² of the truth datasets, whose own relative SE is in the last table). SD of estimates "
              "= SD of the interval datasets' estimates / true SD. Replicates: IJ of the observed pairing, per "
-             "calibration pairing (4 pairings). Oracle: coverage of estimate ± z·(true SD), and ± z·(SD of "
-             "these datasets' estimates): what any interval of the right width would cover here.\n",
+             "calibration pairing (4 pairings; mean over datasets). Oracle: coverage of estimate ± z·(true SD), "
+             "and ± z·(SD of these datasets' estimates): what any interval of the right width would cover here.\n",
              "| n | d | signal | datasets | ij | oracle: true SD / SD of estimates | centre bias | SD of estimates | "
              "var | raw IJ | null excess | null var | replicates |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in rows:

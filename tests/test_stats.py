@@ -1,5 +1,7 @@
 """Resampling machinery against explicit materialisation and brute force."""
 
+import math
+
 import numpy as np
 import pytest
 import reference as ref
@@ -291,3 +293,16 @@ def test_ij_budgets_keep_n_times_b_and_never_exceed_the_resamples():
         observed, per = stats.ij_budgets(n, 1000)
         assert observed * n >= min(rsm.IJ_ITEM_REPLICATES, 1000 * n)
         assert per * n >= min(rsm.IJ_NULL_ITEM_REPLICATES, 250 * n)
+
+
+def test_calibration_replicates_shrink_only_when_the_ij_dwarfs_the_null_variance():
+    """Without signal (IJ a little above the null variance) the nominal budget; with the IJ at V null variances above
+    it, nominal/V² (the calibration's error relative to the variance unchanged), down to the floor."""
+    from repalign.stats import resampling as rsm
+
+    assert stats.calibration_replicates(64, 1.5, 1.0) == 64
+    assert stats.calibration_replicates(64, 0.8, 1.0) == 64  # IJ below the null variance: nothing to gain
+    assert stats.calibration_replicates(250, 3.0, 1.0) == math.ceil(250 / 4)
+    assert stats.calibration_replicates(250, 201.0, 1.0) == rsm.IJ_NULL_MIN_REPLICATES
+    assert stats.calibration_replicates(5, 201.0, 1.0) == 5  # below the floor already: as asked
+    assert stats.calibration_replicates(64, float("nan"), 1.0) == 64

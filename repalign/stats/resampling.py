@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -316,6 +317,27 @@ def ij_budgets(n: int, resamples: int, pairings: int = IJ_NULL_PERMUTATIONS) -> 
     return observed, max(2, per)
 
 
+def calibration_replicates(nominal: int, ij: float, null_variance: float) -> int:
+    """Replicates per calibration pairing: ``nominal`` scaled by (null variance / V)², never below the floor.
+
+    V = max(IJ − null variance, null variance) stands for the variance the interval will use before the
+    calibration is known (the excess it removes was 0.1–0.9 null variances in every setting measured), so
+    without signal, where the IJ is 1.2–1.5 null variances, the nominal budget is kept.
+
+    The calibration measures the IJ's excess on randomly re-paired data, so its Monte Carlo error is a
+    multiple of the null variance (SD about 0.15–0.2 null variances per pairing at the nominal budget,
+    n = 10,000), and it enters the interval's variance V additively. Its error relative to V then
+    scales like (null variance / V)·√(nominal/replicates): keeping it at its size without signal, where
+    V ≈ null variance and the budgets were validated, needs nominal·(null variance/V)² replicates. With
+    signal V is tens to hundreds of null variances (200 at n = 10,000 in benchmarks/README.md), so the
+    calibration drops to the floor.
+    """
+    if not (ij > null_variance > 0) or nominal <= IJ_NULL_MIN_REPLICATES:
+        return nominal
+    ratio = null_variance / max(ij - null_variance, null_variance)
+    return max(IJ_NULL_MIN_REPLICATES, min(nominal, math.ceil(nominal * ratio**2)))
+
+
 @dataclass
 class IjVariance:
     """The infinitesimal-jackknife variance of mknn and its calibration on randomly re-paired data."""
@@ -355,7 +377,9 @@ def knn_ij_variance(rs: KnnResampler, boot_seed: np.random.SeedSequence, resampl
     the IJ's excess there is measured: the mean over ``pairings`` random
     pairings of IJ − null variance. The replicate counts are :func:`ij_budgets`
     (``resamples`` at most; fewer above n ≈ 2,560, where fewer give the same
-    Monte Carlo error), so ``replicates`` may hold fewer than ``resamples``.
+    Monte Carlo error), so ``replicates`` may hold fewer than ``resamples``, and
+    each pairing's are cut further by :func:`calibration_replicates` when the IJ
+    is many null variances (the calibration then barely moves the variance).
     The calibrated variance is IJ − that excess: exact in expectation when the
     spaces are unrelated, and with signal a correction of the part the data
     share with the null. The interval uses max(calibrated, null variance):
@@ -369,6 +393,7 @@ def knn_ij_variance(rs: KnnResampler, boot_seed: np.random.SeedSequence, resampl
     n = rs.n
     observed, per = ij_budgets(n, resamples, pairings)
     reps, ij = rs.bootstrap_ij(resample_weights(boot_seed, n, observed))
+    per = calibration_replicates(per, ij, null_sd**2)
     excess = []
     for j, perm in enumerate(permutations(_child(null_seed, 0), n, pairings)):
         _, v = rs.relabelled(perm).bootstrap_ij(resample_weights(_child(null_seed, j + 1), n, per))
