@@ -72,11 +72,12 @@ def test_json_round_trip():
 
 def test_csv():
     assert report.to_csv(RESULT) == (
-        "metric,value,ci_low,ci_high,ci_method,chance,null_sd,z,p_value,calibrated,permutations,k,distance,"
-        "estimator,n,a,b,preprocessing,confidence,resamples,seed,check,baseline,diff,reason\n"
-        "mknn,0.25,0.24,0.26,bootstrap-percentile,0.01001001001001001,0.002,120.0,0.000999000999000999,0.2,1000,"
-        f"10,cosine,,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,,,,\n"
-        f"cka,,,,,,,,,,0,,,biased,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,,,,{UNDEFINED}\n"
+        "metric,value,ci_low,ci_high,ci_method,chance,null_sd,z,p_value,p_method,calibrated,permutations,k,distance,"
+        "estimator,n,a,b,preprocessing,confidence,resamples,seed,check,baseline,diff,reason,search,recall_at_k,"
+        "search_shift,search_shift_low,search_shift_high\n"
+        "mknn,0.25,0.24,0.26,bootstrap-percentile,0.01001001001001001,0.002,120.0,0.000999000999000999,,0.2,1000,"
+        f"10,cosine,,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,,,,,exact,,,,\n"
+        f"cka,,,,,,,,,,,0,,,biased,1000,a.npy,b.h5:emb/final,\"{PREP}\",0.9,1000,7,,,,{UNDEFINED},exact,,,,\n"
     )
 
 

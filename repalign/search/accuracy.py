@@ -42,7 +42,7 @@ def mean_interval(values: np.ndarray, population: int, confidence: float) -> tup
     if m < 2:
         return mean, mean, mean
     fpc = (population - m) / (population - 1) if population > 1 else 0.0
-    se = float(values.std(ddof=1)) / np.sqrt(m) * np.sqrt(max(fpc, 0.0))
+    se = float(values.std(ddof=1) / np.sqrt(m) * np.sqrt(max(fpc, 0.0)))  # a plain float for the report
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     return mean, mean - z * se, mean + z * se
 
