@@ -205,30 +205,26 @@ class KnnResampler:
         """
         n, k, K = self.n, self.k, self.K
         # (held item, holder) pairs, each once: every entry of both lists except list b's copy of an item both
-        # lists hold (the matches), sorted by the held item so that each item's holders are contiguous. An
-        # O(n·K) stable sort of small integers; np.unique over the pairs' codes cost minutes at n = 10⁶.
+        # lists hold (the matches), sorted by the held item so that each item's holders are contiguous. Any
+        # order within an item will do (the sums below are of integers, exact in any order), so numpy's fast
+        # unstable sort; np.unique over the pairs' codes had cost minutes at n = 10⁶.
         index = np.int32 if n < 2**31 else np.int64
         in_b = np.ones((n, K), dtype=bool)
         in_b[self.m_rows, self.m_pb] = False
         rows = np.broadcast_to(np.arange(n, dtype=index)[:, None], (n, K))
         held = np.concatenate([self.lists_a.astype(index).ravel(), self.lists_b.astype(index)[in_b]])
         holder = np.concatenate([rows.ravel(), rows[in_b]])
-        order = np.argsort(held, kind="stable")
+        order = np.argsort(held)
         held, holder = held[order], holder[order]
         del order, in_b
         starts = np.flatnonzero(np.r_[True, held[1:] != held[:-1]])
         items = held[starts]
 
-        most_holders = int(np.diff(np.r_[starts, held.size]).max(initial=0))
-
         def held_sums(v: np.ndarray) -> np.ndarray:  # S_i = v_i + Σ_{a holds i} v_a, one resample per row of v
-            # v holds integers; int32 halves the memory traffic of the gather when no sum can overflow it.
-            exact32 = int(v.max(initial=0)) * (1 + most_holders) < 2**31
-            v = v.astype(np.int32 if exact32 else np.float64)
             S = v.copy()
             for row, s in zip(v, S):  # a 1-d reduceat per resample is several times faster than one along an axis
                 s[items] += np.add.reduceat(row[holder], starts)
-            return S.astype(np.float64)
+            return S
 
         full = overlaps(self.lists_a[:, :k], self.lists_b[:, :k]).astype(np.float64)
         # Any constant centring of S_i leaves E[(w_i − 1)(S_i − c_i)] = cov*(w_i, S_i); this one is close to E*[S_i].
