@@ -58,7 +58,9 @@ def _interval(p: PairData, value: float, null_sd: float) -> ResultFields:
         method = _BOOTSTRAP
     se, label = None, f"bootstrap-{method}"
     if method == "ij":
-        p.progress(f"mknn: {u.resamples} bootstrap resamples, IJ variance and its null calibration")
+        observed, per = stats.ij_budgets(p.n, u.resamples)
+        p.progress(f"mknn: IJ variance from {observed} bootstrap resamples, calibrated on "
+                   f"{stats.IJ_NULL_PERMUTATIONS} random pairings (at most {per} resamples each)")
         ij = stats.knn_ij_variance(rs, p.streams.boot, u.resamples, p.streams.null, null_sd)
         reps, label = ij.replicates, "ij-calibrated-normal"
         if ij.variance > 0:
