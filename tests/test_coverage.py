@@ -28,9 +28,9 @@ FRESH = 200
 RESAMPLES = 300
 SIGNALS = {"null": 0.0, "moderate": 1.0}
 METRICS = ("mknn", "cka", "cka-unbiased")
-# mknn's default with the fewest replicates its budgets allow (resampling.ij_budgets' floors, reached above
-# n ≈ 20,000): at this n the same floors carry more Monte Carlo error than they do at large n, so this is
-# the harder case for the cheaper defaults.
+# mknn's default with the fewest replicates its budgets allow (resampling.ij_budgets' floors, 32 and 4 × 8,
+# reached above n = 80,000): at this n the same floors carry far more Monte Carlo error than they do at large
+# n, so this is the harder case for the cheaper defaults.
 FLOOR = "mknn at the floor budgets"
 CKA = ("cka", "cka-unbiased")
 
