@@ -198,7 +198,9 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
     jack = rs.jackknife()
     res = {"value": value, "boot_mean": float(reps.mean()), "boot_sd": float(reps.std(ddof=1)),
            "ij_var": ijv.ij, "ij_null_excess": ijv.null_excess, "ij_cal_var": ijv.calibrated,
-           "null_var": ijv.null_variance,
+           "null_var": ijv.null_variance, "ij_used_var": ijv.variance,
+           "ij_replicates": [int(reps.size),
+                             stats.calibration_replicates(stats.ij_budgets(p.n, resamples)[1], ijv.ij, ijv.null_variance)],
            "jack_se": stats.jackknife_se(jack), "jack_mean": float(jack.mean()),
            "boot_median": float(np.median(reps)), "depth": p.depth, "fallback_rows": len(fallbacks)}
     A, B = la[:, :K], lb[:, :K]
@@ -279,7 +281,7 @@ def ci_task(args):
     from repalign.metrics import clamp
     from repalign.metrics.cka_jackknife import jackknife
 
-    n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn = args
+    n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn, cka_datasets = args
     A, B = population(d, signal, seed)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     out = []
@@ -291,6 +293,10 @@ def ci_task(args):
         if not skip_mknn:
             rec["mknn"] = mknn_intervals(X, Y, s, resamples, confidence, check=j < n_check)
         t1 = time.perf_counter()
+        if j >= cka_datasets:  # CKA on the first cka_datasets only (--cka-datasets)
+            rec["seconds"] = {"mknn": t1 - t0}
+            out.append(rec)
+            continue
         # The default (second-order corrected jackknife) through the public API; the plain jackknife-normal
         # interval (--ci-method jackknife) from the same leave-one-out values.
         r = repalign.compare(X, Y, metrics=",".join(CKA_METRICS), k=K, resamples=resamples, seed=s,
@@ -644,13 +650,15 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
         A, B = population(d, signal, seed)
         s = {"n": n, "d": d, "signal": signal, "s": SIGNALS[signal], "truth_datasets": len(tr), "datasets": len(ci),
              "chance_mknn": K / (n - 1), "metrics": {}}
-        for name in [x for x in ("mknn",) + CKA_METRICS if x in ci[0]]:
+        for name in [x for x in ("mknn",) + CKA_METRICS if any(x in r for r in ci)]:
+            ci_all, ci = ci, [r for r in ci if name in r]  # --cka-datasets: CKA on the first datasets only
             fresh = np.array([r[name] for r in tr])
             sd = float(fresh.std(ddof=1))
             truth = population_cka(A, B) if name == "cka-unbiased" else float(fresh.mean())
             truth_se = 0.0 if name == "cka-unbiased" else sd / np.sqrt(fresh.size)
             est = np.array([r[name]["value"] for r in ci])
-            m = {"truth": truth, "truth_se": truth_se, "fresh_mean": float(fresh.mean()), "true_sd": sd,
+            m = {"datasets": len(ci), "truth": truth, "truth_se": truth_se, "fresh_mean": float(fresh.mean()),
+                 "true_sd": sd,
                  "mean_estimate": float(est.mean()), "sd_estimate": float(est.std(ddof=1)),
                  "centre_bias": float((est.mean() - truth) / sd) if sd > 0 else None, "methods": {}}
             for meth in ci[0][name]["intervals"]:
@@ -676,6 +684,21 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                 m["iid_se_ratio"] = float(np.mean([r["mknn"]["se_iid"] for r in ci]) / sd)
                 m["infl_se_ratio"] = float(np.mean([r["mknn"]["se_infl"] for r in ci]) / sd)
                 m["fallback_rows"] = int(sum(r["mknn"]["fallback_rows"] for r in ci))
+                # The default's variance, its parts and its Monte Carlo budget, in true variances.
+                tv = sd * sd
+                for field, label in (("ij_used_var", "ij_var_ratio"), ("ij_var", "ij_raw_var_ratio"),
+                                     ("ij_null_excess", "ij_excess_ratio"), ("null_var", "null_var_ratio")):
+                    vals = np.array([r["mknn"][field] for r in ci])
+                    m[label] = float(vals.mean() / tv) if tv > 0 else None
+                    if field == "ij_used_var":
+                        m["ij_var_ratio_se"] = float(vals.std(ddof=1) / np.sqrt(vals.size) / tv) if tv > 0 else None
+                if "ij_replicates" in ci[0]["mknn"]:  # observed B; calibration replicates per pairing, mean
+                    m["ij_replicates"] = [ci[0]["mknn"]["ij_replicates"][0],
+                                          round(float(np.mean([r["mknn"]["ij_replicates"][1] for r in ci])), 1)]
+                # Coverage with an oracle SE: the truth SD itself (what the centre and the sample of datasets
+                # allow), and the SD of these datasets' estimates (also removes the truth SD's own error).
+                m["oracle_coverage"] = float(np.mean(np.abs(est - truth) <= z * sd))
+                m["oracle_coverage_sample_sd"] = float(np.mean(np.abs(est - truth) <= z * est.std(ddof=1)))
                 checks = [c for r in ci for c in r["mknn"].get("check", {}).values()]
                 m["compare_checks"] = len(checks)
                 m["compare_mismatches"] = sum(not c["match"] for c in checks)
@@ -695,7 +718,9 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                     m["boot_sd_ratio"] = float(bsd.mean() / sd) if sd > 0 else None
                     checks = [c for r in ci for c in r.get("cka_checks", [])]
                     m["compare_checks"], m["compare_mismatches"] = len(checks), sum(not c for c in checks)
+            m["sd_estimate_ratio"] = float(est.std(ddof=1) / sd) if sd > 0 else None
             s["metrics"][name] = m
+            ci = ci_all
         s["seconds_per_dataset"] = float(np.mean([sum(r["seconds"].values()) for r in ci]))
         out[kk] = s
     return out
@@ -749,6 +774,11 @@ def markdown(summary: dict, confidence: float) -> str:
                          f"{_f(m['iid_se_ratio'], 2)} | {_f(m['infl_se_ratio'], 2)} | "
                          f"{ml} | {m['fallback_rows']} | {m['compare_checks']} ({m['compare_mismatches']}) |")
         lines.append("")
+        lines.extend(_ij_table(rows, cell))
+    rows_all, rows = rows, [s for s in rows if "cka" in s["metrics"]]
+    if not rows:
+        lines.extend(_sizes_table(rows_all))
+        return "\n".join(lines) + "\n"
     lines.append("### CKA: jackknife-corrected-normal (default) and plain jackknife-normal (--ci-method jackknife)\n")
     lines.append("Coverage (width ratio); SE ratio = mean half-width / (z·true SD). Truth: biased CKA, the mean at n; "
                  "unbiased CKA, the population value.\n")
@@ -769,12 +799,43 @@ def markdown(summary: dict, confidence: float) -> str:
     lines.append("")
     if "bootstrap-percentile" in rows[0]["metrics"]["cka"]["methods"]:
         lines.extend(_cka_bootstrap_table(rows, cell))
-    lines.append("| n | d | signal | truth datasets | interval datasets | truth SE / true SD | s / dataset |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for s in rows:
-        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {s['truth_datasets']} | {s['datasets']} | "
-                     f"{1 / np.sqrt(s['truth_datasets']):.3f} | {s['seconds_per_dataset']:.2f} |")
+    lines.extend(_sizes_table(rows_all))
     return "\n".join(lines) + "\n"
+
+
+def _sizes_table(rows) -> list[str]:
+    """Datasets per setting and metric, the truth's Monte Carlo error, and the seconds per interval dataset."""
+    lines = ["| n | d | signal | truth datasets | mknn interval datasets | CKA interval datasets | truth SE / true SD | "
+             "rel. SE of the true SD | s / dataset |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        t = s["truth_datasets"]
+        counts = [str(s["metrics"][x]["datasets"]) if x in s["metrics"] else "0" for x in ("mknn", "cka")]
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {t} | {' | '.join(counts)} | {1 / np.sqrt(t):.3f} | "
+                     f"{1 / np.sqrt(2 * (t - 1)):.3f} | {s['seconds_per_dataset']:.2f} |")
+    lines.append("")
+    return lines
+
+
+def _ij_table(rows, cell) -> list[str]:
+    """The default mknn interval (ij) and its parts, in units of the true variance."""
+    lines = ["### mknn default (ij): what its width is made of\n",
+             "var = the variance the interval uses, max(IJ − null excess, null variance), mean over datasets "
+             "(± its SE over datasets); raw IJ, null excess and null variance likewise; all over the true "
+             "variance (SD² of the truth datasets, whose own relative SE is in the last table). SD of estimates "
+             "= SD of the interval datasets' estimates / true SD. Replicates: IJ of the observed pairing, per "
+             "calibration pairing (4 pairings; mean over datasets). Oracle: coverage of estimate ± z·(true SD), "
+             "and ± z·(SD of these datasets' estimates): what any interval of the right width would cover here.\n",
+             "| n | d | signal | datasets | ij | oracle: true SD / SD of estimates | centre bias | SD of estimates | "
+             "var | raw IJ | null excess | null var | replicates |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        m = s["metrics"]["mknn"]
+        reps = m.get("ij_replicates") or ["?", "?"]
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {m['datasets']} | {cell(m['methods']['ij'])} | "
+                     f"{_f(m['oracle_coverage'])} / {_f(m['oracle_coverage_sample_sd'])} | {_f(m['centre_bias'], 2)} | {_f(m['sd_estimate_ratio'], 2)} | {_f(m['ij_var_ratio'], 2)} ± "
+                     f"{_f(m['ij_var_ratio_se'], 2)} | {_f(m['ij_raw_var_ratio'], 2)} | {_f(m['ij_excess_ratio'], 2)} | "
+                     f"{_f(m['null_var_ratio'], 2)} | {reps[0]}, {reps[1]} |")
+    lines.append("")
+    return lines
 
 
 def _cka_bootstrap_table(rows, cell) -> list[str]:
@@ -833,6 +894,9 @@ def main(argv=None) -> int:
     ap.add_argument("--decompose", type=int, default=0, metavar="DATASETS",
                     help="also split the bootstrap variance of mknn (weights vs. neighbour sets) on this many "
                          "datasets per setting, in units of the true variance")
+    ap.add_argument("--cka-datasets", type=int, default=None, metavar="N",
+                    help="CKA intervals (default and bootstrap flavours) on the first N interval datasets only "
+                         "(default: all); 0 = mknn only")
     ap.add_argument("--skip-mknn", action="store_true",
                     help="CKA intervals only (mknn point values are still drawn for the truth)")
     ap.add_argument("--metrics", default=None,
@@ -845,12 +909,15 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=10, help="datasets per task")
     ap.add_argument("--partial", default=None, help="directory for per-dataset records (resumable)")
     ap.add_argument("--out", default=None, help="JSON dump of the summary and settings")
+    ap.add_argument("--summary-only", action="store_true", help="tabulate the --partial records, run nothing")
     args = ap.parse_args(argv)
     defaults = ({"n": [256], "d": [64], "datasets": 20, "truth_datasets": 100, "resamples": 500} if args.quick else
                 {"n": [256, 1024], "d": [64, 768], "datasets": 200, "truth_datasets": 500, "resamples": 1000})
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.cka_datasets is None:
+        args.cka_datasets = args.datasets
 
     settings = [(n, d, s) for n in args.n for d in args.d for s in args.signal]
     if args.metrics:
@@ -867,17 +934,19 @@ def main(argv=None) -> int:
     tasks = []
     for n, d, s in settings:
         kk = key(n, d, s)
-        for j0 in range(0, args.truth_datasets, 50):
-            j1 = min(j0 + 50, args.truth_datasets)
+        for j0 in range(0, args.truth_datasets, 25):  # small tasks: a stopped run loses little
+            j1 = min(j0 + 25, args.truth_datasets)
             if any(("truth", kk, j) not in done for j in range(j0, j1)):
                 tasks.append(("truth", (n, d, s, j0, j1, args.seed)))
         for j0 in range(0, args.datasets, args.chunk):
             j1 = min(j0 + args.chunk, args.datasets)
             if any(("ci", kk, j) not in done for j in range(j0, j1)):
                 tasks.append(("ci", (n, d, s, j0, j1, args.seed, args.resamples, args.confidence, args.check_compare,
-                                     args.skip_mknn)))
+                                     args.skip_mknn, args.cka_datasets)))
     # Largest problems first, so the two workers finish together.
     tasks.sort(key=lambda t: (t[0] != "truth", -t[1][0] * t[1][1]))
+    if args.summary_only:
+        tasks = []
 
     t0 = time.time()
     print(f"# {len(settings)} settings, {len(tasks)} tasks, jobs={args.jobs}", file=sys.stderr, flush=True)

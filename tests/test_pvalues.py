@@ -212,29 +212,57 @@ def _cli_doc(write, X, Y, *extra: str) -> dict:
     return doc
 
 
+def _knn_lists(X: np.ndarray, k: int) -> np.ndarray:
+    """Dense reference: each row's k most cosine-similar other rows, ties by index."""
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = U @ U.T
+    np.fill_diagonal(S, -np.inf)
+    return np.array([np.lexsort((np.arange(len(S)), -row))[:k] for row in S])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mknn_cantelli_bound_is_never_below_the_exact_permutation_p_value(seed):
+    """mknn at n = 8, k = 2, all 8! pairings: the bound from its exact null mean and SD is ≥ the exact p-value."""
+    n, k = 8, 2
+    rng = np.random.default_rng(300 + seed)
+    X = rng.standard_normal((n, 3))
+    Y = X + rng.standard_normal((n, 3)) * (0.2 + 0.3 * seed)  # from strong to weak shared structure
+    A, B = _knn_lists(X, k), _knn_lists(Y, k)
+    values = []
+    for perm in itertools.permutations(range(n)):  # identity first; B's row i becomes row perm[i]
+        Bp = _knn_lists(Y[list(perm)], k)
+        values.append(np.mean([len(set(A[i]) & set(Bp[i])) for i in range(n)]) / k)
+    values = np.array(values)
+    observed, exact = values[0], np.mean(values >= values[0])
+    mean, sd = stats.mknn_null(A, B)
+    assert mean == pytest.approx(values.mean(), abs=1e-12) and sd == pytest.approx(values.std(), rel=1e-9)
+    bound = stats.cantelli_bound(observed, mean, sd)
+    assert bound is None or bound >= exact
+    assert seed > 0 or bound is not None  # the strongest case is above the mean, so the bound is used
+
+
 def test_p_method_for_every_metric_in_json(write):
-    """Strong signal: the bound for both CKAs; no signal: stopped permutations; mknn: its full null."""
+    """Strong signal: the bound for mknn and both CKAs; no signal: stopped permutations."""
     rng = np.random.default_rng(4)
     z = rng.standard_normal((150, 3))
     X = z @ rng.standard_normal((3, 10)) + 0.3 * rng.standard_normal((150, 10))
     Y = z @ rng.standard_normal((3, 8)) + 0.3 * rng.standard_normal((150, 8))
     strong = {m["name"]: m for m in _cli_doc(write, X, Y, "-m", "mknn,cka,cka-unbiased", "--permutations",
                                              "200")["metrics"]}
-    assert strong["mknn"]["p_method"] == PERMUTATION and strong["mknn"]["permutations"] == 200
-    for name in ("cka", "cka-unbiased"):
+    for name in ("mknn", "cka", "cka-unbiased"):
         m = strong[name]
         assert m["p_method"] == BOUND and m["permutations"] == 0 and 0 < m["p_value"] < 1 / 201
         assert 0 <= m["calibrated"] <= 1
     none = {m["name"]: m for m in _cli_doc(write, X, rng.standard_normal((150, 8)), "-m",
                                            "mknn,cka,cka-unbiased", "--permutations", "200")["metrics"]}
-    for name in ("cka", "cka-unbiased"):
+    for name in ("mknn", "cka", "cka-unbiased"):
         m = none[name]
         assert m["p_method"] == SEQUENTIAL and m["permutations"] < 200
         assert m["p_value"] == pytest.approx(stats.STOP_AFTER / m["permutations"])
     off = _cli_doc(write, X, Y, "-m", "mknn,cka", "--permutations", "0")["metrics"]
     assert all("p_method" in m and m["p_method"] is None and m["p_value"] is None for m in off)
     default = {m["name"]: m for m in _cli_doc(write, X, Y, "-m", "mknn,cka")["metrics"]}
-    assert default["mknn"]["p_method"] == PERMUTATION and default["cka"]["p_method"] is None
+    assert default["mknn"]["p_method"] == BOUND and default["cka"]["p_method"] is None
 
 
 def test_sweep_p_method_is_a_stopped_permutation_run(write):

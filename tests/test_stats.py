@@ -1,5 +1,7 @@
 """Resampling machinery against explicit materialisation and brute force."""
 
+import math
+
 import numpy as np
 import pytest
 import reference as ref
@@ -261,3 +263,46 @@ def test_stats_package_imports_no_metric():
         names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
         names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
         assert not [n for n in names if n.startswith("repalign.metrics")], path.name
+
+
+def test_block_replicates_equal_materialised_resamples(rng):
+    """The vectorised path (a block of resamples at once), fallback rows included (K barely above k, and one
+    resample of three items, where every row runs out of stored slots), against the resample materialised."""
+    n, k, K = 48, 4, 6
+    X, Y = make_pair(rng, n=n, d1=4, d2=5)
+    rs = resampler(X, Y, k, K)
+    W = np.concatenate(list(stats.resample_weights(np.random.SeedSequence(4), n, 12)))
+    W[0] = 0
+    W[0, :3] = n // 3
+    expected = [materialised_mknn(X, Y, w, k) for w in W]
+    assert np.allclose(rs.bootstrap([W]), expected, rtol=0, atol=1e-12)
+    assert np.array_equal(rs.block_overlaps(W), np.stack([rs.overlaps(w) for w in W]))
+
+
+def test_ij_budgets_keep_n_times_b_and_never_exceed_the_resamples():
+    """Up to n = 2,560 the budgets are the ones validated (B and B/4 per pairing); above, n·B stays fixed down to the
+    floors; never more than ``resamples``."""
+    from repalign.stats import resampling as rsm
+
+    assert stats.ij_budgets(1024, 1000) == (1000, 250)
+    assert stats.ij_budgets(2560, 1000) == (1000, 250)
+    assert stats.ij_budgets(10_000, 1000) == (256, 64)
+    assert stats.ij_budgets(10**6, 1000) == (rsm.IJ_MIN_REPLICATES, rsm.IJ_NULL_MIN_REPLICATES)
+    assert stats.ij_budgets(10**6, 20) == (20, 5)
+    for n in (300, 4096, 16_384, 50_000):
+        observed, per = stats.ij_budgets(n, 1000)
+        assert observed * n >= min(rsm.IJ_ITEM_REPLICATES, 1000 * n)
+        assert per * n >= min(rsm.IJ_NULL_ITEM_REPLICATES, 250 * n)
+
+
+def test_calibration_replicates_shrink_only_when_the_ij_dwarfs_the_null_variance():
+    """Without signal (IJ a little above the null variance) the nominal budget; with the IJ at V null variances above
+    it, nominal/V² (the calibration's error relative to the variance unchanged), down to the floor."""
+    from repalign.stats import resampling as rsm
+
+    assert stats.calibration_replicates(64, 1.5, 1.0) == 64
+    assert stats.calibration_replicates(64, 0.8, 1.0) == 64  # IJ below the null variance: nothing to gain
+    assert stats.calibration_replicates(250, 3.0, 1.0) == math.ceil(250 / 4)
+    assert stats.calibration_replicates(250, 201.0, 1.0) == rsm.IJ_NULL_MIN_REPLICATES
+    assert stats.calibration_replicates(5, 201.0, 1.0) == 5  # below the floor already: as asked
+    assert stats.calibration_replicates(64, float("nan"), 1.0) == 64

@@ -58,7 +58,9 @@ def _interval(p: PairData, value: float, null_sd: float) -> ResultFields:
         method = _BOOTSTRAP
     se, label = None, f"bootstrap-{method}"
     if method == "ij":
-        p.progress(f"mknn: {u.resamples} bootstrap resamples, IJ variance and its null calibration")
+        observed, per = stats.ij_budgets(p.n, u.resamples)
+        p.progress(f"mknn: IJ variance from {observed} bootstrap resamples, calibrated on "
+                   f"{stats.IJ_NULL_PERMUTATIONS} random pairings (at most {per} resamples each)")
         ij = stats.knn_ij_variance(rs, p.streams.boot, u.resamples, p.streams.null, null_sd)
         reps, label = ij.replicates, "ij-calibrated-normal"
         if ij.variance > 0:
@@ -85,4 +87,6 @@ SPEC = MetricSpec(
     "mknn", "mutual k-NN", _RANGE,
     "mean share of each item's k nearest neighbours that are the same in both spaces (Huh et al. 2024)",
     mknn_result, work=Work(lists=True), chance="exact: k/(n−1), with the exact null SD from the two k-NN graphs",
-    permutation_null=_permutation_null, cheap_null=True, max_null=_max_null, covers=_COVERS, ci_methods=_METHODS)
+    permutation_null=_permutation_null, cheap_null=True, max_null=_max_null, covers=_COVERS, ci_methods=_METHODS,
+    # chance and null_sd are the exact permutation mean and SD (stats.mknn_null), so Cantelli's bound applies.
+    moment_bound=True)

@@ -38,6 +38,8 @@ from repalign.stats.resampling import (
     FullList,
     IjVariance,
     KnnResampler,
+    calibration_replicates,
+    ij_budgets,
     knn_ij_variance,
     resample_weights,
 )
@@ -46,7 +48,8 @@ __all__ = [
     "IJ_NULL_PERMUTATIONS", "METHOD_BOUND", "METHOD_PERMUTATION", "METHOD_SEQUENTIAL", "STOP_AFTER",
     "CkaPermuter", "SequentialNull", "calibrated_from_threshold", "cantelli_bound", "cantelli_quantile",
     "sequential_p_value", "CkaSums", "FullList", "IjVariance", "KnnResampler", "biased_cka_null",
-    "calibrated_score", "cka_permutation_null", "graph_counts", "interval", "jackknife_se", "knn_ij_variance",
+    "calibrated_score", "calibration_replicates", "cka_permutation_null", "graph_counts", "ij_budgets",
+    "interval", "jackknife_se", "knn_ij_variance",
     "GROUPS", "group_jackknife_se", "group_jackknife_values", "groups",
     "knn_max_permutation_null", "knn_permutation_null", "mknn_null", "mknn_null_from_counts", "mknn_z",
     "overlaps", "p_value", "permutations", "resample_weights", "unbiased_cka_null", "z_score",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,6 +80,13 @@ class KnnResampler:
         self.m_pb = np.maximum(p1, p2) - K
         self._flat_a = self.m_rows * K + self.m_pa
         self._flat_b = self.m_rows * K + self.m_pb
+        # The block path reads the lists position-major, (K, n), so that its running sums add contiguous rows, and
+        # takes the matches one position of list a at a time: within one position each row appears at most once.
+        index = np.int32 if n < 2**31 else np.int64
+        self._lists_t = (np.ascontiguousarray(self.lists_a.T, dtype=index),
+                         np.ascontiguousarray(self.lists_b.T, dtype=index))
+        self._by_position = [(int(q), self.m_rows[self.m_pa == q], self.m_pb[self.m_pa == q])
+                             for q in np.unique(self.m_pa)]
         self._full: dict[tuple[str, int], np.ndarray] = {}
 
     @staticmethod
@@ -126,16 +134,61 @@ class KnnResampler:
             ov[i] = self._full_overlap(int(i), w)
         return ov
 
+    def _dense_slots(self, W: np.ndarray, lists_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m, K, n) slots of every list position in the m resamples W (int8), and each row's total count."""
+        m, n, k = W.shape[0], self.n, self.k
+        held = W[:, lists_t]  # the count of the item at each list position
+        slots = np.empty_like(held)
+        before = np.zeros((m, n), dtype=np.int16)  # the slots' running sum; ≤ K·127 < 2¹⁵
+        room = np.empty((m, n), dtype=np.int16)
+        for q in range(self.K):
+            np.subtract(k, before, out=room)
+            np.maximum(room, 0, out=room)
+            np.minimum(room, held[:, q], out=room)
+            slots[:, q] = room
+            before += held[:, q]
+        return slots, before
+
+    def block_overlaps(self, W: np.ndarray) -> np.ndarray:
+        """(m, n) overlaps of the m resamples in the rows of W: :meth:`overlaps` row by row, vectorised.
+
+        Memory: about 4·m·K·n bytes; callers pass blocks of :meth:`block_rows` rows.
+        """
+        m, k = W.shape[0], self.k
+        if int(W.max(initial=0)) > 127:  # probability ~0 for multinomial counts; int8 would wrap
+            return np.stack([self.overlaps(w) for w in W])
+        W8 = W.astype(np.int8)
+        slots_a, tot_a = self._dense_slots(W8, self._lists_t[0])
+        slots_b, tot_b = self._dense_slots(W8, self._lists_t[1])
+        ov = np.zeros((m, self.n), dtype=np.int16)
+        for q, rows, pb in self._by_position:
+            ov[:, rows] += np.minimum(slots_a[:, q, rows], slots_b[:, pb, rows])
+        out = ov.astype(np.float64)
+        for r, i in zip(*np.nonzero((W > 0) & ((tot_a < k) | (tot_b < k)))):
+            out[r, i] = self._full_overlap(int(i), W[r])
+        return out
+
+    def block_rows(self) -> int:
+        """How many resamples :meth:`block_overlaps` takes at once: about 16 MB of working arrays, 1 to 16 rows."""
+        return int(min(16, max(1, 2**22 // (self.K * self.n))))
+
+    def _blocks(self, weight_blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(W, overlaps) for sub-blocks of at most :meth:`block_rows` resamples, in the order given."""
+        step = self.block_rows()
+        for block in weight_blocks:
+            for s in range(0, block.shape[0], step):
+                W = block[s:s + step]
+                yield W, self.block_overlaps(W)
+
     def replicate(self, w: np.ndarray) -> float:
         """Mutual k-NN of the resample with counts w (length n, summing to n)."""
         return float(w @ self.overlaps(w) / (w.sum() * self.k))
 
     def bootstrap(self, weight_blocks: Iterable[np.ndarray]) -> np.ndarray:
         """Mutual k-NN of every resample, from blocks of count vectors (:func:`resample_weights`)."""
-        out: list[float] = []
-        for block in weight_blocks:
-            out.extend(self.replicate(w) for w in block)
-        return np.asarray(out)
+        out = [np.einsum("bi,bi->b", W.astype(np.float64), o) / (W.sum(axis=1) * self.k)
+               for W, o in self._blocks(weight_blocks)]
+        return np.concatenate(out) if out else np.zeros(0)
 
     def bootstrap_ij(self, weight_blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, float]:
         """Bootstrap replicates and the infinitesimal-jackknife variance Σ_i cov*(w_i, T*)².
@@ -150,40 +203,50 @@ class KnnResampler:
         is subtracted (its variance is estimated per item from the replicates),
         and the coefficients are centred because Σ_i w_i = n.
         """
-        n, k = self.n, self.k
-        src = np.repeat(np.arange(n, dtype=np.int64), 2 * self.K)
-        # (held item, holder) pairs, sorted by the held item so that each item's holders are contiguous.
-        code = np.unique(np.concatenate([self.lists_a, self.lists_b], axis=1).ravel() * n + src)
-        held, holder = code // n, code % n
+        n, k, K = self.n, self.k, self.K
+        # (held item, holder) pairs, each once: every entry of both lists except list b's copy of an item both
+        # lists hold (the matches), sorted by the held item so that each item's holders are contiguous. Any
+        # order within an item will do (the sums below are of integers, exact in any order), so numpy's fast
+        # unstable sort; np.unique over the pairs' codes had cost minutes at n = 10⁶.
+        index = np.int32 if n < 2**31 else np.int64
+        in_b = np.ones((n, K), dtype=bool)
+        in_b[self.m_rows, self.m_pb] = False
+        rows = np.broadcast_to(np.arange(n, dtype=index)[:, None], (n, K))
+        held = np.concatenate([self.lists_a.astype(index).ravel(), self.lists_b.astype(index)[in_b]])
+        holder = np.concatenate([rows.ravel(), rows[in_b]])
+        order = np.argsort(held)
+        held, holder = held[order], holder[order]
+        del order, in_b
         starts = np.flatnonzero(np.r_[True, held[1:] != held[:-1]])
         items = held[starts]
 
-        def held_sums(v: np.ndarray) -> np.ndarray:  # S_i = v_i + Σ_{a holds i} v_a
+        def held_sums(v: np.ndarray) -> np.ndarray:  # S_i = v_i + Σ_{a holds i} v_a, one resample per row of v
             S = v.copy()
-            S[items] += np.add.reduceat(v[holder], starts)
+            for row, s in zip(v, S):  # a 1-d reduceat per resample is several times faster than one along an axis
+                s[items] += np.add.reduceat(row[holder], starts)
             return S
 
         full = overlaps(self.lists_a[:, :k], self.lists_b[:, :k]).astype(np.float64)
         # Any constant centring of S_i leaves E[(w_i − 1)(S_i − c_i)] = cov*(w_i, S_i); this one is close to E*[S_i].
-        centre = held_sums(full)
-        # Every quantity below is an integer held in float64 (far below 2⁵³), so all sums are exact.
+        centre = held_sums(full[None, :])[0]
+        # Every quantity below is an integer held exactly (in float64 far below 2⁵³), so all sums are exact and
+        # do not depend on the block size.
         acc, acc2 = np.zeros(n), np.zeros(n)
         out = []
-        for block in weight_blocks:
-            for w in block:
-                o = self.overlaps(w)
-                out.append(float(w @ o / (w.sum() * k)))  # exactly as replicate() computes it
-                w = w.astype(np.float64)
-                u = (w - 1.0) * (held_sums(w * o) - centre)
-                acc += u
-                acc2 += u * u
-        B = len(out)
+        for W, o in self._blocks(weight_blocks):
+            w = W.astype(np.float64)
+            out.append(np.einsum("bi,bi->b", w, o) / (W.sum(axis=1) * k))  # as bootstrap() computes it
+            u = (w - 1.0) * (held_sums(w * o) - centre)
+            acc += u.sum(axis=0)
+            acc2 += (u * u).sum(axis=0)
+        reps = np.concatenate(out) if out else np.zeros(0)
+        B = reps.size
         if B < 2:
-            return np.asarray(out), float("nan")
+            return reps, float("nan")
         coef = acc / B
         noise = (acc2 / B - coef * coef) / (B - 1)
         var = (float(np.sum(coef * coef - noise)) - n * float(coef.mean()) ** 2) / float(n * k) ** 2
-        return np.asarray(out), var
+        return reps, var
 
     def relabelled(self, perm: np.ndarray) -> KnnResampler:
         """The resampler of the data with side b's rows permuted (row i of b becomes row perm[i])."""
@@ -222,8 +285,53 @@ class KnnResampler:
         return (base.sum() - base - delta) / ((n - 1) * k)
 
 
-# Permutations (each with resamples/IJ_NULL_PERMUTATIONS replicates) that calibrate the IJ variance of mknn.
+# Random pairings that calibrate the IJ variance of mknn.
 IJ_NULL_PERMUTATIONS = 4
+# Replicate budgets of the IJ (item-replicates, n·B). The IJ's Monte Carlo error relative to the variance it
+# estimates falls like 1/√(n·B) (each item's covariance carries O(1) noise per replicate, and the variance is a
+# sum over n items), so a fixed n·B keeps it constant as n grows. These values reproduce the budgets validated at
+# n ≤ 2,560 (B = 1000 observed, 4 × 250 calibration) and lower B above. Measured (benchmarks/README.md,
+# "Cheaper defaults"): the seed-to-seed SD of the observed IJ relative to itself was 3.2 % at n = 1,024,
+# B = 1000 and 3.4 % at n = 10,000, B = 256 without signal; one calibration pairing's error is dominated by
+# the pairing drawn, not by its replicates. The floors bind above n = 80,000, where by the same law the error
+# is smaller still (about 1 % at n = 10⁶), and keep the interval's cost linear in n there (64 replicates).
+IJ_ITEM_REPLICATES = 2_560_000
+IJ_MIN_REPLICATES = 32
+IJ_NULL_ITEM_REPLICATES = 640_000
+IJ_NULL_MIN_REPLICATES = 8
+
+
+def ij_budgets(n: int, resamples: int, pairings: int = IJ_NULL_PERMUTATIONS) -> tuple[int, int]:
+    """(replicates of the observed pairing, replicates per calibration pairing) for n items, at most ``resamples``.
+
+    B = min(resamples, max(32, ⌈2.56e6/n⌉)) and, per pairing, min(resamples/pairings, max(8, ⌈6.4e5/n⌉)):
+    the n·B validated at small n up to n = 80,000, so the cost stays that of n = 2,560 (n·B fixed); above,
+    the floors, 64 replicates in all, whose relative error keeps falling like 1/√n.
+    """
+    observed = min(resamples, max(IJ_MIN_REPLICATES, -(-IJ_ITEM_REPLICATES // n)))
+    per = min(resamples // pairings, max(IJ_NULL_MIN_REPLICATES, -(-IJ_NULL_ITEM_REPLICATES // n)))
+    return observed, max(2, per)
+
+
+def calibration_replicates(nominal: int, ij: float, null_variance: float) -> int:
+    """Replicates per calibration pairing: ``nominal`` scaled by (null variance / V)², never below the floor.
+
+    V = max(IJ − null variance, null variance) stands for the variance the interval will use before the
+    calibration is known (the excess it removes was 0.1–0.9 null variances in every setting measured), so
+    without signal, where the IJ is 1.2–1.5 null variances, the nominal budget is kept.
+
+    The calibration measures the IJ's excess on randomly re-paired data, so its Monte Carlo error is a
+    multiple of the null variance (SD about 0.15–0.2 null variances per pairing at the nominal budget,
+    n = 10,000), and it enters the interval's variance V additively. Its error relative to V then
+    scales like (null variance / V)·√(nominal/replicates): keeping it at its size without signal, where
+    V ≈ null variance and the budgets were validated, needs nominal·(null variance/V)² replicates. With
+    signal V is tens to hundreds of null variances (200 at n = 10,000 in benchmarks/README.md), so the
+    calibration drops to the floor.
+    """
+    if not (ij > null_variance > 0) or nominal <= IJ_NULL_MIN_REPLICATES:
+        return nominal
+    ratio = null_variance / max(ij - null_variance, null_variance)
+    return max(IJ_NULL_MIN_REPLICATES, min(nominal, math.ceil(nominal * ratio**2)))
 
 
 @dataclass
@@ -231,7 +339,7 @@ class IjVariance:
     """The infinitesimal-jackknife variance of mknn and its calibration on randomly re-paired data."""
 
     replicates: np.ndarray
-    """The bootstrap replicates of the observed pairing."""
+    """The bootstrap replicates of the observed pairing (:func:`ij_budgets` of them)."""
     ij: float
     """Infinitesimal-jackknife variance of the observed pairing."""
     null_excess: float
@@ -263,7 +371,11 @@ def knn_ij_variance(rs: KnnResampler, boot_seed: np.random.SeedSequence, resampl
     of it. For the data's own two graphs, randomly re-paired, the true variance
     is known exactly (the null variance, :func:`repalign.stats.nulls.mknn_null`), so
     the IJ's excess there is measured: the mean over ``pairings`` random
-    pairings (resamples/pairings replicates each) of IJ − null variance.
+    pairings of IJ − null variance. The replicate counts are :func:`ij_budgets`
+    (``resamples`` at most; fewer above n ≈ 2,560, where fewer give the same
+    Monte Carlo error), so ``replicates`` may hold fewer than ``resamples``, and
+    each pairing's are cut further by :func:`calibration_replicates` when the IJ
+    is many null variances (the calibration then barely moves the variance).
     The calibrated variance is IJ − that excess: exact in expectation when the
     spaces are unrelated, and with signal a correction of the part the data
     share with the null. The interval uses max(calibrated, null variance):
@@ -275,8 +387,9 @@ def knn_ij_variance(rs: KnnResampler, boot_seed: np.random.SeedSequence, resampl
     measures all of it.
     """
     n = rs.n
-    reps, ij = rs.bootstrap_ij(resample_weights(boot_seed, n, resamples))
-    per = max(2, resamples // pairings)
+    observed, per = ij_budgets(n, resamples, pairings)
+    reps, ij = rs.bootstrap_ij(resample_weights(boot_seed, n, observed))
+    per = calibration_replicates(per, ij, null_sd**2)
     excess = []
     for j, perm in enumerate(permutations(_child(null_seed, 0), n, pairings)):
         _, v = rs.relabelled(perm).bootstrap_ij(resample_weights(_child(null_seed, j + 1), n, per))
