@@ -194,14 +194,44 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     # Candidates past k let the certification see a gap; rows it cannot certify take the exact path.
     depth = min(n, k + 1 + max(8, k // 2))
     cand, s32, worst32, broken = _faiss_candidates(X, norms, depth, distance)
+    return _certify(X, norms, distance, k, np.arange(n), cand, s32, worst32, broken, ordered)
+
+
+def knn_of_rows(X: np.ndarray, Xf: np.ndarray, rows: np.ndarray, k: int, distance: str, norms: np.ndarray
+                ) -> np.ndarray:
+    """Exact ordered lists of ``rows`` only, certified as :func:`knn` certifies whole layers.
+
+    ``Xf`` is the layer's float32 copy (:func:`_float32_copy`), which the caller already holds: FAISS scores
+    the rows against it in float32 (one matrix product of |rows|·n·d), and the float64 rescoring, or
+    :func:`exact_knn` for a row it cannot certify, makes the result the exact list whatever the rounding.
+    """
+    import faiss
+
+    n = X.shape[0]
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.empty((0, k), dtype=np.int64)
+    depth = min(n, k + 1 + max(8, k // 2))
+    metric = faiss.METRIC_L2 if distance == "l2" else faiss.METRIC_INNER_PRODUCT
+    D, cand = faiss.knn(np.ascontiguousarray(Xf[rows]), Xf, depth, metric=metric)
+    cand, s32, worst32, broken = _sorted_candidates(D, cand, rows, distance)
+    return _certify(X, norms, distance, k, rows, cand, s32, worst32, broken, True)
+
+
+def _certify(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: np.ndarray, cand: np.ndarray,
+             s32: np.ndarray, worst32: np.ndarray, broken: np.ndarray, ordered: bool) -> np.ndarray:
+    """The exact lists of rows ``ids`` from FAISS's float32 candidates (row b of ``cand`` is row ids[b]'s):
+    kept where the float32 order is certain, rescored in float64 where not, and searched exactly where even
+    that cannot be certified."""
+    d = X.shape[1]
     # Plus an absolute term for float32 underflow of tiny products (validation keeps max |x| near 1).
-    eps = _error_bound(norms, d, distance, _U32) + 4.0 * d * np.finfo(np.float32).tiny
+    eps = (_error_bound(norms, d, distance, _U32) + 4.0 * d * np.finfo(np.float32).tiny)[ids]
     out = cand[:, :k].copy()
-    settled = _settled(s32, worst32, eps, k, ordered) & ~broken
+    settled = _settled(s32, worst32, eps, k, ordered, X.shape[0]) & ~broken
     todo = np.flatnonzero(~settled)
-    uncertain = _rescore(X, norms, distance, k, todo, cand, worst32, eps, broken, out)
+    uncertain = _rescore(X, norms, distance, k, ids, todo, cand, worst32, eps, broken, out)
     if uncertain.size:
-        out[uncertain] = exact_knn(X, k, distance, rows=uncertain, norms=norms)
+        out[uncertain] = exact_knn(X, k, distance, rows=ids[uncertain], norms=norms)
     return out
 
 
@@ -265,15 +295,20 @@ def _faiss_candidates(X: np.ndarray, norms: np.ndarray, depth: int, distance: st
         Xf = _float32_copy(X, norms, distance)
         D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
         del Xf
+    return _sorted_candidates(D, cand, np.arange(n), distance)
+
+
+def _sorted_candidates(D: np.ndarray, cand: np.ndarray, ids: np.ndarray, distance: str):
+    """FAISS's result for query rows ``ids`` as (candidates, float64 scores, worst score returned, broken
+    rows), self removed by index and each row sorted by float32 score."""
     s32 = (-D if distance == "l2" else D).astype(np.float64)
     del D
     # FAISS marks a slot it could not fill (float32 overflow) with label −1; such rows take the exact path.
     broken = (cand < 0).any(axis=1) | ~np.isfinite(s32).all(axis=1)
     cand[cand < 0] = 0
     s32[~np.isfinite(s32)] = -np.inf
-    rows_all = np.arange(n)
     worst32 = s32[:, -1].copy()  # every row FAISS left out scores at most this (in float32)
-    s32[cand == rows_all[:, None]] = -np.inf  # self, by index
+    s32[cand == ids[:, None]] = -np.inf  # self, by index
     order = np.argsort(-s32, axis=1, kind="stable")
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(s32, order, axis=1), worst32, broken
 
@@ -307,30 +342,31 @@ def _blocked_knn(X: np.ndarray, norms: np.ndarray, depth: int, distance: str, ro
     return D, labels
 
 
-def _settled(s32: np.ndarray, worst32: np.ndarray, eps: np.ndarray, k: int, ordered: bool) -> np.ndarray:
+def _settled(s32: np.ndarray, worst32: np.ndarray, eps: np.ndarray, k: int, ordered: bool, n: int) -> np.ndarray:
     """Rows whose float32 order (or set of k, when not ``ordered``) is certainly the exact one.
 
     The float32 order is the exact order when every step down the list to rank k+1, and the gap from rank k
     to anything not returned, exceeds twice the error bound: then no float64 score can swap two of them.
     Only the other rows (near-ties, exact ties, duplicates) are rescored in float64.
     """
-    n, depth = s32.shape
+    depth = s32.shape[1]
     top = min(k + 1, depth - 1)
     margin = 2 * eps[:, None]
     with np.errstate(invalid="ignore"):  # −inf − (−inf) in a broken row is NaN, which settles nothing
         if ordered:
             settled = np.all(s32[:, : top - 1] - s32[:, 1:top] > margin, axis=1)
         else:  # the set is settled when rank k is safely above rank k+1 (and, below, everything left out)
-            settled = s32[:, k - 1] - s32[:, top - 1] > margin[:, 0] if top > k else np.ones(n, dtype=bool)
+            settled = s32[:, k - 1] - s32[:, top - 1] > margin[:, 0] if top > k else np.ones(len(s32), dtype=bool)
         if depth < n:
             settled &= s32[:, k - 1] - worst32 > margin[:, 0]
     return settled
 
 
-def _rescore(X: np.ndarray, norms: np.ndarray, distance: str, k: int, todo: np.ndarray, cand: np.ndarray,
-             worst32: np.ndarray, eps: np.ndarray, broken: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Rescore the candidates of the ``todo`` rows in float64 into ``out``; returns the rows that even then
-    cannot be certified (a better row may hide among those FAISS left out)."""
+def _rescore(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: np.ndarray, todo: np.ndarray,
+             cand: np.ndarray, worst32: np.ndarray, eps: np.ndarray, broken: np.ndarray, out: np.ndarray
+             ) -> np.ndarray:
+    """Rescore the candidates of positions ``todo`` (rows ``ids[todo]``) in float64 into ``out``; returns the
+    positions that even then cannot be certified (a better row may hide among those FAISS left out)."""
     n = X.shape[0]
     depth = cand.shape[1]
     uncertain = []
@@ -338,8 +374,8 @@ def _rescore(X: np.ndarray, norms: np.ndarray, distance: str, k: int, todo: np.n
     for s0 in range(0, todo.size, block):
         r = todo[s0 : s0 + block]
         c = cand[r]
-        sc = _pair_scores(X, norms, r, c, distance)
-        sc[c == r[:, None]] = -np.inf  # self, by index
+        sc = _pair_scores(X, norms, ids[r], c, distance)
+        sc[c == ids[r][:, None]] = -np.inf  # self, by index
         c_sorted, sc_sorted = _sort_lists(c, sc)
         out[r] = c_sorted[:, :k]
         if depth < n:

@@ -133,3 +133,28 @@ def test_rows_of_wildly_different_norms(rng):
         assert [set(r) for r in got.tolist()] == [set(r) for r in want.tolist()]
         if ordered:
             assert np.array_equal(got, want)
+
+
+def _rows_knn(X, rows, k, distance):
+    norms = neighbors.row_norms(X)
+    Xf = neighbors._float32_copy(X, norms, distance)
+    return neighbors.knn_of_rows(X, Xf, rows, k, distance, norms)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "ip", "l2"])
+def test_lists_of_some_rows_match_dense_reference(rng, distance):
+    """knn_of_rows (the approximate search's measuring rows) gives each chosen row its exact full-sort list,
+    on random data and on data full of exact ties and duplicates."""
+    for X in (rng.standard_normal((400, 20)), tied_data(rng, distance)):
+        rows = np.sort(rng.choice(X.shape[0], 57, replace=False))
+        for k in (1, 9):
+            assert np.array_equal(_rows_knn(X, rows, k, distance), ref.dense_knn(X, k, distance)[rows])
+
+
+def test_lists_of_some_rows_fallback_is_exact(rng, monkeypatch):
+    """With a huge error bound nothing is certified in float32: every row goes to the float64 paths."""
+    X = rng.standard_normal((150, 6))
+    rows = np.array([3, 0, 149, 77])  # unsorted on purpose: the result follows the order asked
+    monkeypatch.setattr(neighbors, "_error_bound", lambda norms, d, distance, unit: np.full(norms.shape, 1e9))
+    for distance in ("cosine", "ip", "l2"):
+        assert np.array_equal(_rows_knn(X, rows, 5, distance), ref.dense_knn(X, 5, distance)[rows])

@@ -73,7 +73,7 @@ class Record:
     """Rows the probed lists could not fill (fewer than depth other rows): searched exactly."""
     sample: np.ndarray
     exact: np.ndarray
-    """(m, depth) exact lists of the sample rows (neighbors.exact_knn)."""
+    """(m, depth) exact lists of the sample rows (neighbors.knn_of_rows)."""
     approx: np.ndarray
     """(m, depth) approximate lists of the same rows."""
     seconds: float
@@ -99,7 +99,7 @@ class ApproxSearch:
 
     def lists(self, X: np.ndarray, depth: int, distance: str, ordered: bool, label: str) -> np.ndarray:
         from repalign.errors import UsageError
-        from repalign.neighbors import _check_distance, _float32_copy, exact_knn
+        from repalign.neighbors import _check_distance, _float32_copy, knn_of_rows
         from repalign.search.ivf_join import ivf_lists, probes
         from repalign.validation import check_nonzero_rows, row_norms
 
@@ -119,7 +119,10 @@ class ApproxSearch:
         centroids = _train(Xf[train], nlist, l2, self.seed)
         assign = probes(Xf, centroids, 1, l2)[:, 0]
         tune_depth = depth if self.k is None else min(depth, self.k)
-        exact_tune = exact_knn(X, tune_depth, distance, rows=tune, norms=norms)
+        # Exact lists of the tuning and measuring rows in one certified float32 product against the copy.
+        both = np.concatenate([tune, sample])
+        exact_both = knn_of_rows(X, Xf, both, depth, distance, norms)
+        exact_tune, exact_sample = exact_both[: tune.size, :tune_depth], exact_both[tune.size :]
         nprobe = 1
         while True:
             got, _ = ivf_lists(Xf, assign, tune, probes(Xf[tune], centroids, nprobe, l2), nlist, tune_depth, l2)
@@ -129,11 +132,10 @@ class ApproxSearch:
                 break
             nprobe = min(nlist, max(nprobe + 1, int(round(nprobe * 1.5))))
         out, short = ivf_lists(Xf, assign, np.arange(n), probes(Xf, centroids, nprobe, l2), nlist, depth, l2)
-        del Xf
         short_all = np.flatnonzero(short)
         if short_all.size:
-            out[short_all] = exact_knn(X, depth, distance, rows=short_all, norms=norms)
-        exact_sample = exact_knn(X, depth, distance, rows=sample, norms=norms)
+            out[short_all] = knn_of_rows(X, Xf, short_all, depth, distance, norms)
+        del Xf
         self.records[label] = Record(label, n, d, nlist, nprobe, int(train.size), int(tune.size), got_recall,
                                      int(short_all.size), sample, exact_sample, out[sample].copy(),
                                      time.perf_counter() - t0)
