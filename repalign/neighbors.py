@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 
 from repalign.errors import UsageError
@@ -183,27 +186,39 @@ def knn(X: np.ndarray, k: int, distance: str = "cosine", norms: np.ndarray | Non
     error bound) is recomputed exactly by :func:`exact_knn`. The result is
     therefore the exact float64 neighbour list, whatever FAISS's rounding.
     """
-    _check_distance(distance)
-    n, d = X.shape
-    if not 1 <= k <= n - 1:
-        raise UsageError(f"k must be between 1 and n−1 = {n - 1} (got {k})")
-    if norms is None:
-        norms = row_norms(X)
-    if distance == "cosine":
-        check_nonzero_rows(norms, label, "cosine similarity")
+    norms = checked_norms(X, k, distance, label, norms)
+    n = X.shape[0]
     # Candidates past k let the certification see a gap; rows it cannot certify take the exact path.
     depth = min(n, k + 1 + max(8, k // 2))
     cand, s32, worst32, broken = _faiss_candidates(X, norms, depth, distance)
     return _certify(X, norms, distance, k, np.arange(n), cand, s32, worst32, broken, ordered)
 
 
-def knn_of_rows(X: np.ndarray, Xf: np.ndarray, rows: np.ndarray, k: int, distance: str, norms: np.ndarray
-                ) -> np.ndarray:
-    """Exact ordered lists of ``rows`` only, certified as :func:`knn` certifies whole layers.
+def checked_norms(X: np.ndarray, k: int, distance: str, label: str, norms: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """The row norms of a layer about to be searched for ``k`` neighbours, after the checks every search makes
+    (a known distance, 1 ≤ k ≤ n−1, no zero row under cosine), so that all backends refuse the same inputs."""
+    _check_distance(distance)
+    n = X.shape[0]
+    if not 1 <= k <= n - 1:
+        raise UsageError(f"k must be between 1 and n−1 = {n - 1} (got {k})")
+    if norms is None:
+        norms = row_norms(X)
+    if distance == "cosine":
+        check_nonzero_rows(norms, label, "cosine similarity")
+    return norms
+
+
+def knn_of_rows(X: np.ndarray, Xf: np.ndarray, rows: np.ndarray, k: int, distance: str, norms: np.ndarray,
+                ordered: bool = True) -> np.ndarray:
+    """The lists of ``rows`` only, certified as :func:`knn` certifies whole layers (``ordered`` as there).
 
     ``Xf`` is the layer's float32 copy (:func:`_float32_copy`), which the caller already holds: FAISS scores
     the rows against it in float32 (one matrix product of |rows|·n·d), and the float64 rescoring, or
     :func:`exact_knn` for a row it cannot certify, makes the result the exact list whatever the rounding.
+    The rows of ``knn(X, k, ordered=ordered)`` are these lists: FAISS scores each (query, row) pair by the
+    same product whichever other queries share its call (:func:`faiss_path`), so even the unordered lists'
+    float32 order within the set of k is the same (tests compare the two, directly and on a cluster).
     """
     import faiss
 
@@ -213,9 +228,10 @@ def knn_of_rows(X: np.ndarray, Xf: np.ndarray, rows: np.ndarray, k: int, distanc
         return np.empty((0, k), dtype=np.int64)
     depth = min(n, k + 1 + max(8, k // 2))
     metric = faiss.METRIC_L2 if distance == "l2" else faiss.METRIC_INNER_PRODUCT
-    D, cand = faiss.knn(np.ascontiguousarray(Xf[rows]), Xf, depth, metric=metric)
+    with faiss_path(blas=True):  # one call; as the whole layer's (below), whatever the number of rows
+        D, cand = faiss.knn(np.ascontiguousarray(Xf[rows]), Xf, depth, metric=metric)
     cand, s32, worst32, broken = _sorted_candidates(D, cand, rows, distance)
-    return _certify(X, norms, distance, k, rows, cand, s32, worst32, broken, True)
+    return _certify(X, norms, distance, k, rows, cand, s32, worst32, broken, ordered)
 
 
 def _certify(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: np.ndarray, cand: np.ndarray,
@@ -233,6 +249,39 @@ def _certify(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: np.nd
     if uncertain.size:
         out[uncertain] = exact_knn(X, k, distance, rows=ids[uncertain], norms=norms)
     return out
+
+
+# FAISS 1.15 scores a call of q queries in d dimensions pair by pair with its own SIMD loop when q·d is below
+# ``faiss.cvar.distance_compute_blas_threshold`` (128,000), else with BLAS products; the two round differently.
+_FAISS_BLAS_WORK = 128_000
+_SIMD_ONLY = 2**31 - 1
+
+
+@contextlib.contextmanager
+def faiss_path(blas: bool) -> Iterator[None]:
+    """FAISS's brute force and flat index on one fixed code path inside: BLAS products when ``blas``, else its
+    per-pair SIMD loop, however many queries a call has.
+
+    FAISS picks the path from the number of queries in a call, so a (query, row) score, hence a list's
+    float32 order, would depend on which other queries share the call: a shard of the query rows
+    (:mod:`repalign.search.sharded`) would not get the whole layer's scores. On one path the score of a pair
+    is the same in any call (the SIMD loop scores each pair alone; a BLAS product sums each entry over d in
+    an order set by d, not by the number of queries, which the tests check). Certified lists would be the
+    same anyway; float32 orders (an unordered set of k, approximate lists) would not.
+    """
+    import faiss
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 0 if blas else _SIMD_ONLY
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+
+
+def blas_pays(queries: int, d: int) -> bool:
+    """Whether FAISS would use BLAS for this many queries of d dimensions (its own threshold)."""
+    return queries * d >= _FAISS_BLAS_WORK
 
 
 # Rows per float32 block of the copy FAISS searches (each block normalised alone: rows do not interact).
@@ -293,7 +342,8 @@ def _faiss_candidates(X: np.ndarray, norms: np.ndarray, depth: int, distance: st
         D, cand = _blocked_knn(X, norms, depth, distance, max(1024, budget // (2 * d * 4)))
     else:
         Xf = _float32_copy(X, norms, distance)
-        D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
+        with faiss_path(blas=True):
+            D, cand = faiss.knn(Xf, Xf, depth, metric=metric)
         del Xf
     return _sorted_candidates(D, cand, np.arange(n), distance)
 

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from repalign.neighbors import blas_pays, faiss_path
+
 # Scores formed at once (queries × rows of one list), so a huge list cannot allocate a huge block.
 _SCORE_BLOCK = 1 << 23
 _NO_ROW = np.iinfo(np.int64).max
 
 
-def probes(Xf: np.ndarray, centroids: np.ndarray, nprobe: int, l2: bool) -> np.ndarray:
-    """(n, nprobe) the lists each row probes, nearest first; column 0 is the list a stored row belongs to.
+# Query rows per coarse-quantizer search.
+_PROBE_BLOCK = 1 << 16
+
+
+def probes(Xf: np.ndarray, centroids: np.ndarray, nprobe: int, l2: bool, rows: np.ndarray | None = None
+           ) -> np.ndarray:
+    """(q, nprobe) the lists each of ``rows`` (default all) probes, nearest first; column 0 is the list a
+    stored row belongs to.
 
     The coarse quantizer is FAISS's flat index, as inside IndexIVFFlat.
     """
@@ -26,9 +34,12 @@ def probes(Xf: np.ndarray, centroids: np.ndarray, nprobe: int, l2: bool) -> np.n
 
     q = faiss.IndexFlatL2(centroids.shape[1]) if l2 else faiss.IndexFlatIP(centroids.shape[1])
     q.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    out = np.empty((Xf.shape[0], nprobe), dtype=np.int64)
-    for s in range(0, Xf.shape[0], 1 << 16):
-        out[s : s + (1 << 16)] = q.search(np.ascontiguousarray(Xf[s : s + (1 << 16)]), nprobe)[1]
+    count = Xf.shape[0] if rows is None else rows.size
+    out = np.empty((count, nprobe), dtype=np.int64)
+    with faiss_path(blas=True):  # large calls: a shard's rows get the whole layer's probes
+        for s in range(0, count, _PROBE_BLOCK):
+            block = Xf[s : s + _PROBE_BLOCK] if rows is None else Xf[rows[s : s + _PROBE_BLOCK]]
+            out[s : s + _PROBE_BLOCK] = q.search(np.ascontiguousarray(block), nprobe)[1]
     return out
 
 
@@ -64,18 +75,32 @@ def ivf_lists(Xf: np.ndarray, assign: np.ndarray, queries: np.ndarray, probe: np
     pairs, qstart = _groups(probe.ravel(), nlist)
     best_s = np.full((q, m), -np.inf, dtype=np.float32)
     best_i = np.full((q, m), _NO_ROW, dtype=np.int64)
-    for c in range(nlist):
+    _scan(Xf, queries, members, mstart, pairs, qstart, nprobe, m, l2, best_s, best_i)
+    return _finish(best_s, best_i, queries, depth)
+
+
+def _scan(Xf: np.ndarray, queries: np.ndarray, members: np.ndarray, mstart: np.ndarray, pairs: np.ndarray,
+          qstart: np.ndarray, nprobe: int, m: int, l2: bool, best_s: np.ndarray, best_i: np.ndarray) -> None:
+    """Score every query against the rows of each list it probes, one list at a time, into the running best.
+
+    A list's scores come from one FAISS code path, chosen from the list alone (about nprobe × its size rows
+    probe it over the whole layer): BLAS for large lists, per-pair SIMD for small ones, as FAISS itself would
+    choose for the whole layer's calls. Chosen from the queries of this call instead, a shard of the query
+    rows would score some pairs on the other path than the whole layer, and round them otherwise.
+    """
+    d = Xf.shape[1]
+    for c in range(mstart.size - 1):
         rows = members[mstart[c] : mstart[c + 1]]
         slots = pairs[qstart[c] : qstart[c + 1]] // nprobe  # positions in ``queries``
         if rows.size == 0 or slots.size == 0:
             continue
         base = np.ascontiguousarray(Xf[rows])
         step = max(1, _SCORE_BLOCK // rows.size)
-        for q0 in range(0, slots.size, step):
-            qs = slots[q0 : q0 + step]
-            s, found = _block_best(np.ascontiguousarray(Xf[queries[qs]]), base, min(m, rows.size), l2)
-            _merge(best_s, best_i, qs, s, rows[found])
-    return _finish(best_s, best_i, queries, depth)
+        with faiss_path(blas=blas_pays(nprobe * rows.size, d)):
+            for q0 in range(0, slots.size, step):
+                qs = slots[q0 : q0 + step]
+                s, found = _block_best(np.ascontiguousarray(Xf[queries[qs]]), base, min(m, rows.size), l2)
+                _merge(best_s, best_i, qs, s, rows[found])
 
 
 def _block_best(q: np.ndarray, base: np.ndarray, m: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
