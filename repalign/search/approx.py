@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from repalign.search.base import RowRunner
+
 # k-means training rows per list: FAISS warns below 39 and gains little above ~40.
 TRAIN_PER_LIST = 40
 MIN_TRAIN_PER_LIST = 39
@@ -97,20 +99,16 @@ class ApproxSearch:
         self.notes: list[str] = []
         self.records: dict[str, Record] = {}
 
-    def lists(self, X: np.ndarray, depth: int, distance: str, ordered: bool, label: str) -> np.ndarray:
-        from repalign.errors import UsageError
-        from repalign.neighbors import _check_distance, _float32_copy, knn_of_rows
+    def lists(self, X: np.ndarray, depth: int, distance: str, ordered: bool, label: str,
+              runner: RowRunner | None = None) -> np.ndarray:
+        """``runner``: how the final pass over all rows runs (None: here; :mod:`.sharded`: in shards). Training,
+        nprobe tuning and the measuring sample run here either way."""
+        from repalign.neighbors import _float32_copy, checked_norms, knn_of_rows
         from repalign.search.ivf_join import ivf_lists, probes
-        from repalign.validation import check_nonzero_rows, row_norms
 
-        _check_distance(distance)
         t0 = time.perf_counter()
         n, d = X.shape
-        if not 1 <= depth <= n - 1:
-            raise UsageError(f"k must be between 1 and n−1 = {n - 1} (got {depth})")
-        norms = row_norms(X)
-        if distance == "cosine":
-            check_nonzero_rows(norms, label, "cosine similarity")
+        norms = checked_norms(X, depth, distance, label)
         Xf = _float32_copy(X, norms, distance)
         nlist = nlist_for(n)
         sample, tune, rng = sample_rows(n, self.seed)
@@ -131,18 +129,47 @@ class ApproxSearch:
             if _surely_reached(per_row, self.recall) or nprobe >= nlist:
                 break
             nprobe = min(nlist, max(nprobe + 1, int(round(nprobe * 1.5))))
-        out, short = ivf_lists(Xf, assign, np.arange(n), probes(Xf, centroids, nprobe, l2), nlist, depth, l2)
-        short_all = np.flatnonzero(short)
-        if short_all.size:
-            out[short_all] = knn_of_rows(X, Xf, short_all, depth, distance, norms)
-        del Xf
+        index = IvfIndex(centroids, assign, nlist, nprobe, depth, distance)
+        if runner is None:
+            out, fallback = index(X, Xf, norms, np.arange(n))
+            del Xf
+        else:
+            del Xf  # each shard makes its own copy
+            out, fallback = runner.run(index, n, label)
         self.records[label] = Record(label, n, d, nlist, nprobe, int(train.size), int(tune.size), got_recall,
-                                     int(short_all.size), sample, exact_sample, out[sample].copy(),
-                                     time.perf_counter() - t0)
+                                     fallback, sample, exact_sample, out[sample].copy(), time.perf_counter() - t0)
         return out
 
     def describe(self) -> dict:
         return {"method": "approx", "certified": False, "recall_target": self.recall, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class IvfIndex:
+    """A trained index and its tuned nprobe: what the pass over all rows needs besides the layer itself (a
+    :class:`~.base.RowJob`, so a shard of rows can run it on a worker)."""
+
+    centroids: np.ndarray
+    assign: np.ndarray
+    """(n,) the list each row is stored in."""
+    nlist: int
+    nprobe: int
+    depth: int
+    distance: str
+
+    def __call__(self, X: np.ndarray, Xf: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """The approximate lists of ``rows``; rows their probed lists cannot fill are searched exactly (their
+        count is returned second)."""
+        from repalign.neighbors import knn_of_rows
+        from repalign.search.ivf_join import ivf_lists, probes
+
+        l2 = self.distance == "l2"
+        probe = probes(Xf, self.centroids, self.nprobe, l2, rows)
+        out, short = ivf_lists(Xf, self.assign, rows, probe, self.nlist, self.depth, l2)
+        fill = np.flatnonzero(short)
+        if fill.size:
+            out[fill] = knn_of_rows(X, Xf, rows[fill], self.depth, self.distance, norms)
+        return out, int(fill.size)
 
 
 # One-sided 97.5 % normal bound: the tuning sample's recall must clear the target by its sampling error, so

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from repalign.search.approx import ApproxSearch
+from repalign.search.base import RowRunner
 from repalign.search.exact import ExactSearch
 
 # Float32 GEMM rate of the 2-core development machine, measured once (numpy sgemm and faiss.knn both
@@ -34,18 +35,19 @@ class AutoSearch:
     def records(self) -> dict:
         return self.approx.records
 
-    def lists(self, X: np.ndarray, depth: int, distance: str, ordered: bool, label: str) -> np.ndarray:
+    def lists(self, X: np.ndarray, depth: int, distance: str, ordered: bool, label: str,
+              runner: RowRunner | None = None) -> np.ndarray:
         n, d = X.shape
         seconds = predicted_exact_seconds(n, d)
         if seconds <= AUTO_EXACT_SECONDS:
             self.chosen[label] = "exact"
-            return self.exact.lists(X, depth, distance, ordered, label)
+            return self.exact.lists(X, depth, distance, ordered, label, runner)
         if label not in self.chosen:
             self.notes.append(f"--search auto chose approximate search for {label}: exact search of {n}×{d} "
                               f"would take about {seconds:.0f} s here (> {AUTO_EXACT_SECONDS:g} s); "
                               "--search exact forces it")
         self.chosen[label] = "approx"
-        return self.approx.lists(X, depth, distance, ordered, label)
+        return self.approx.lists(X, depth, distance, ordered, label, runner)
 
     def describe(self) -> dict:
         methods = set(self.chosen.values())

@@ -1,4 +1,4 @@
-"""The interface every neighbour-search backend implements."""
+"""The interface every neighbour-search backend implements, and how a backend's pass over all rows is run."""
 
 from __future__ import annotations
 
@@ -20,3 +20,25 @@ class Search(Protocol):
     def lists(self, X: np.ndarray, depth: int, distance: str, ordered: bool, label: str) -> np.ndarray: ...
 
     def describe(self) -> dict: ...
+
+
+class RowJob(Protocol):
+    """The query-row-parallel part of a search: the lists of some rows against the whole layer.
+
+    Called with the layer ``X``, its float32 copy ``Xf`` and float64 row norms (made from ``X`` by
+    ``neighbors._float32_copy`` and ``validation.row_norms``) and the query rows; returns their lists and how
+    many rows needed a fallback search. A job holds only small parameters (no layer), so it can be shipped.
+    """
+
+    @property
+    def distance(self) -> str: ...
+
+    def __call__(self, X: np.ndarray, Xf: np.ndarray, norms: np.ndarray, rows: np.ndarray
+                 ) -> tuple[np.ndarray, int]: ...
+
+
+class RowRunner(Protocol):
+    """Runs a :class:`RowJob` over all n query rows (e.g. in shards on a cluster): the lists in row order and the
+    fallback count summed."""
+
+    def run(self, job: RowJob, n: int, label: str) -> tuple[np.ndarray, int]: ...
