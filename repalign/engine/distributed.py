@@ -7,6 +7,9 @@ Data flow (see docs/architecture.md, "On a cluster"):
 2. one *layer task* per (input, layer) opens the input on its worker from the path given, reads that layer,
    pairs and preprocesses its rows and does the layer's own work (neighbour lists through the run's search
    backend and ``--cache``, CKA statistics) exactly as :class:`~.representation.Representation` does locally;
+   a layer of at least ``REPALIGN_SHARD_MIN_ROWS`` rows (100,000) has its search's query rows split into
+   *shard tasks*, two per worker thread, which the layer task submits and waits for (seceded): each re-reads
+   the layer from the path and searches its rows against the whole layer (:mod:`repalign.search.sharded`);
 3. one *pair task* per pair of inputs reads its two inputs' layers and scores them with
    :func:`~.scoring.score_pair`, the layer tasks' lists and statistics passed in (it never searches); one
    *self task* per input gives a matrix's diagonal;
@@ -40,13 +43,18 @@ from repalign.metrics import list_depth
 from repalign.options import Options
 from repalign.preprocess import Preprocessing
 from repalign.results import MetricResult, Sweep, UncertaintySettings
+from repalign.search.sharded import SHARD_MIN_ROWS, Shards, shard_count
 
 EXTRA_HINT = "pip install 'repalign[dask]'"
 # How long to wait for --scheduler to answer: long enough for a busy scheduler on a cluster's network, short
 # enough that a wrong address fails while the user is still looking.
 CONNECT_TIMEOUT_SECONDS = 10.0
-# Tests only: kill the worker process running a layer task (see _maybe_die).
+# Tests only: kill the worker process running a layer task, or a search shard (see _maybe_die).
 KILL_HOOK = "REPALIGN_TEST_KILL_WORKER"
+SHARD_KILL_HOOK = "REPALIGN_TEST_KILL_SHARD"
+# Read by the driver only (the value is shipped in LayerPlan): layers of at least this many rows are searched
+# in shards when the cluster has two or more worker threads (default search.sharded.SHARD_MIN_ROWS).
+SHARD_ROWS_ENV = "REPALIGN_SHARD_MIN_ROWS"
 
 
 # ---------------------------------------------------------------- what is shipped
@@ -89,11 +97,20 @@ class InputSpec:
         array, _ = as_embedding(src.read(0), self.name)  # its notes are the driver's already
         return Checked(src, array)
 
-    def representation(self, options: Options, seed: int) -> Representation:
-        """The input as a local run's Representation, with the run's search backend and cache."""
+    def representation(self, options: Options, seed: int, shards: Shards | None = None
+                       ) -> Representation:
+        """The input as a local run's Representation, with the run's search backend and cache; its query rows
+        searched by ``shards`` when given."""
         cache = ListCache(options.cache) if options.cache is not None else None
+        search: Any = _search.make(options.search, options.recall, seed, options.k)
+        if shards is not None:
+            search = _search.ShardedSearch(search, shards)
         return Representation(self.source(), self.label, self.rows, self.pre, keep=self.keep, cache=cache,
-                              name=self.name, search=_search.make(options.search, options.recall, seed, options.k))
+                              name=self.name, search=search)
+
+    def layer(self, i: int) -> np.ndarray:
+        """Layer i read, paired and preprocessed as its layer task reads it (the same code, so the same array)."""
+        return Representation(self.source(), self.label, self.rows, self.pre, keep=False, name=self.name).layer(i)
 
     def seeded(self, work: list[LayerWork]) -> Seeded:
         return Seeded(self.source(), self.label, self.rows, self.pre, keep=self.keep, name=self.name, work=work)
@@ -109,6 +126,9 @@ class LayerPlan:
     ordered: bool
     lists: bool
     cka: bool
+    shards: int = 1
+    """Query-row shards of each layer's search (1: searched whole in its layer task); chosen by the driver
+    (:func:`_shards`) from n and the cluster's worker threads."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,8 @@ class LayerWork:
     search: Any
     """The worker's search backend after this layer (its records and notes are merged on the driver)."""
     cache: ListCache | None
+    shards: int = 1
+    """How many shard tasks searched this layer (1: its layer task alone)."""
 
 
 @dataclass(frozen=True)
@@ -191,15 +213,61 @@ class Seeded(Representation):
 def _layer_task(spec: InputSpec, i: int, plan: LayerPlan, options: Options, u: UncertaintySettings,
                 version: str) -> LayerWork:
     _check_version(version)
-    _maybe_die()
-    r = spec.representation(options, u.seed)
+    _maybe_die(KILL_HOOK)
+    shards = (Shards(plan.shards, _ShardTasks(spec, i, options, version))
+              if plan.shards > 1 and plan.lists else None)
+    r = spec.representation(options, u.seed, shards)
     if i > 0:
         r.layer(0)  # a local run reads layer 0 first: a layer of another shape is reported against it
     x = r.layer(i)
     lists = r.lists(i, plan.depth, plan.distance, plan.k, plan.ordered) if plan.lists else None
     # Statistics of a layer wider than n are not used by cross(), whose Gram route then needs no per-layer work.
     stats = r.cka(i) if plan.cka and x.shape[1] <= x.shape[0] else None
-    return LayerWork(i, lists, plan.ordered or plan.depth > plan.k, stats, tuple(r.notes), r.search, r.cache)
+    return LayerWork(i, lists, plan.ordered or plan.depth > plan.k, stats, tuple(r.notes),
+                     _search.unsharded(r.search), r.cache, plan.shards if shards is not None and shards.runs else 1)
+
+
+@dataclass(frozen=True)
+class _ShardTasks:
+    """Runs a search's row job as one Dask task per row range, from inside a layer task.
+
+    ``worker_client`` secedes the layer task from its worker's thread while it waits, so that worker can run
+    shards too (a one-thread worker would otherwise wait on itself). Shards are submitted with a higher
+    priority than layer tasks still queued, so freed threads take shards first and fewer layers are held at
+    once.
+    """
+
+    spec: InputSpec
+    layer: int
+    options: Options
+    version: str
+
+    def __call__(self, job: Any, ranges: list[tuple[int, int]], label: str) -> list[tuple[np.ndarray, int]]:
+        from distributed import KilledWorker, worker_client
+
+        tag = uuid.uuid4().hex[:8]
+        with worker_client() as client:
+            futures = [client.submit(_shard_task, self.spec, self.layer, job, start, stop, self.version,
+                                     pure=False, priority=1, key=f"repalign-shard-{self.layer}-{s}-{tag}")
+                       for s, (start, stop) in enumerate(ranges)]
+            try:
+                return client.gather(futures)
+            except KilledWorker as exc:
+                raise ClusterError(f"{_where(self.options)}: a search shard of {label} killed its worker "
+                                   f"{exc.allowed_failures + 1} times (last {exc.last_worker.address}); usually out "
+                                   "of memory (each shard holds the whole layer); nothing was written") from None
+
+
+def _shard_task(spec: InputSpec, i: int, job: Any, start: int, stop: int, version: str) -> tuple[np.ndarray, int]:
+    """Rows start..stop−1 of layer i searched by ``job`` against the whole layer, re-read from the input's path."""
+    from repalign.neighbors import _float32_copy
+    from repalign.validation import row_norms
+
+    _check_version(version)
+    _maybe_die(SHARD_KILL_HOOK)
+    x = spec.layer(i)
+    norms = row_norms(x)
+    return job(x, _float32_copy(x, norms, job.distance), norms, np.arange(start, stop, dtype=np.int64))
 
 
 def _pair_task(a: InputSpec, work_a: list[LayerWork], b: InputSpec, work_b: list[LayerWork], options: Options,
@@ -237,10 +305,11 @@ def _worker_name() -> str:
         return "(local)"
 
 
-def _maybe_die() -> None:
-    """Tests only: ``REPALIGN_TEST_KILL_WORKER=always`` kills every worker that runs a layer task; a directory
-    kills only the first (it leaves a mark there), so a retried task then succeeds."""
-    hook = os.environ.get(KILL_HOOK)
+def _maybe_die(name: str) -> None:
+    """Tests only: ``REPALIGN_TEST_KILL_WORKER=always`` kills every worker that runs a layer task
+    (``REPALIGN_TEST_KILL_SHARD``: a search shard); a directory kills only the first (it leaves a mark there),
+    so a retried task then succeeds."""
+    hook = os.environ.get(name)
     if not hook:
         return
     if hook != "always":
@@ -296,7 +365,13 @@ def score(run: Any, xs: list, options: Options, todo: list[tuple[int, int]], *, 
         options = dataclasses.replace(options, cache=os.path.abspath(options.cache))
     plan = LayerPlan(list_depth(n, options.k, u.resamples), options.k, options.distance, options.works("ordered"),
                      options.works("lists"), options.works("cross"))
+    min_rows = _shard_min_rows()
+    unsplit: str | None = None
     with _client(options, say) as client:
+        if plan.lists:
+            shards, unsplit = _shards(client, options, n, min_rows, max(_width(side) for side in run.sides),
+                                      sum(len(r) for r in run.reps))
+            plan = dataclasses.replace(plan, shards=shards)
         tag = uuid.uuid4().hex[:8]
         layer_futures = [[client.submit(_layer_task, spec, i, plan, options, u, __version__, pure=False,
                                         key=f"repalign-layer-{p}-{i}-{tag}")
@@ -310,16 +385,67 @@ def score(run: Any, xs: list, options: Options, todo: list[tuple[int, int]], *, 
         count = sum(len(r) for r in run.reps)
         say(f"cluster: {count} layer tasks, {len(todo)} pair tasks")
         works = _gather(client, layer_futures, options, "a layer task")
+        split = [w for input_works in works for w in input_works if w.shards > 1]
+        if split:
+            say(f"cluster: {len(split)} layer searches split into {plan.shards} shard tasks each")
         say(f"cluster: {count} layer tasks done; scoring {len(todo)} pairs")
         pairs = _gather(client, pair_futures, options, "a pair task")
         selves = _gather(client, self_futures, options, "a self task") if diagonal else []
     reps = [_merged(r, w, _pair_notes(p, todo, pairs)) for p, (r, w) in enumerate(zip(run.reps, works))]
+    if unsplit is not None:  # how the searches ran: a search note, which every report lists
+        reps[0].search.notes.append(unsplit)
     cache = run.cache
     if cache is not None:  # in input and layer order, as a local run's searches fill it
         for w in (w for input_works in works for w in input_works):
             if w.cache is not None:
                 cache.merge(w.cache)
     return Scored(reps, cache, pairs, selves)
+
+
+def _shard_min_rows() -> int:
+    """The smallest layer searched in shards: REPALIGN_SHARD_MIN_ROWS, read here on the driver only (tests, and
+    clusters so large that smaller searches pay to split), else search.sharded.SHARD_MIN_ROWS."""
+    given = os.environ.get(SHARD_ROWS_ENV, "").strip()
+    if not given:
+        return SHARD_MIN_ROWS
+    try:
+        rows = int(given)
+    except ValueError:
+        rows = 0
+    if rows < 1:
+        raise UsageError(f"{SHARD_ROWS_ENV}={given}: expected a whole number of rows of at least 1 (layers with "
+                         f"that many rows are searched in shards; unset, {SHARD_MIN_ROWS:,})")
+    return rows
+
+
+def _shards(client: Any, options: Options, n: int, min_rows: int, width: int, layer_tasks: int
+            ) -> tuple[int, str | None]:
+    """Shards per layer search (two per worker thread the cluster has now, for layers of at least
+    ``min_rows``), and a note when a split was not made.
+
+    On a local cluster this machine's memory is known: every worker may run a shard (the whole layer and its
+    float32 copy) while as many seceded layer tasks hold their layers, so a split that cannot fit here is not
+    made. An existing cluster's workers have memory the driver cannot see: it splits, and a shard that runs its
+    worker out of memory is retried, then reported.
+    """
+    threads = sum(client.nthreads().values()) if options.scheduler is not None else int(options.workers or 1)
+    count = shard_count(n, threads, min_rows)
+    if count == 1 or options.scheduler is not None:
+        return count, None
+    from repalign import memory
+    from repalign.engine.inputs import memory_limit
+
+    need = threads * _shard_bytes(n, width) + min(threads, layer_tasks) * n * width * 8
+    avail = memory_limit()
+    if avail is not None and need > avail:
+        return 1, (f"neighbour searches not split across the {threads} workers: {threads} search shards and their "
+                   f"layer tasks would hold {memory.gb(need)} at once here, {memory.gb(avail)} is free")
+    return count, None
+
+
+def _shard_bytes(n: int, d: int) -> int:
+    """What one search shard holds: the layer (float64 at most), its float32 copy and FAISS's candidate lists."""
+    return n * d * (8 + 4) + 2**26
 
 
 def _pair_notes(p: int, todo: list[tuple[int, int]], pairs: list[PairOutcome]) -> list[tuple[str, ...]]:
