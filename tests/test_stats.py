@@ -265,10 +265,13 @@ def test_stats_package_imports_no_metric():
         assert not [n for n in names if n.startswith("repalign.metrics")], path.name
 
 
-def test_block_replicates_equal_materialised_resamples(rng):
-    """The vectorised path (a block of resamples at once), fallback rows included (K barely above k, and one
-    resample of three items, where every row runs out of stored slots), against the resample materialised."""
-    n, k, K = 48, 4, 6
+@pytest.mark.parametrize("k, K", [(4, 6), (3, 14)])
+def test_block_replicates_equal_materialised_resamples(rng, k, K):
+    """The vectorised path (a block of resamples at once), fallback rows included (one resample of three
+    items, where every row runs out of stored slots; with K = 6 barely above k = 4, others too), against the
+    resample materialised. K = 14 > 2k also takes the path that follows only the rows still open after 2k
+    positions."""
+    n = 48
     X, Y = make_pair(rng, n=n, d1=4, d2=5)
     rs = resampler(X, Y, k, K)
     W = np.concatenate(list(stats.resample_weights(np.random.SeedSequence(4), n, 12)))
