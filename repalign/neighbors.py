@@ -401,13 +401,27 @@ def _rescore_ties(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: 
     tied[:, 1:] |= tie
     tied[:, :-1] |= tie
     need = tied & (pos[None, :] <= last[:, None]) & easy[:, None]
-    rr, pp = np.nonzero(need)
     score = np.zeros(s.shape)
-    block = _block_rows(1, X.shape[1])
-    for s0 in range(0, rr.size, block):
-        r, p = rr[s0 : s0 + block], pp[s0 : s0 + block]
-        score[r, p] = _pair_scores(X, norms, ids[todo[r]], cand[todo[r], p][:, None], distance)[:, 0]
     c = cand[todo]
+    # Rows grouped by how many positions they need (rounded up to a power of two), so that each row's query
+    # vector is read once and the candidates are scored as _rescore scores them; the padding positions get
+    # their true scores too, which cannot move them (each is alone in its run).
+    count = need.sum(axis=1)
+    first = np.argsort(~need, axis=1, kind="stable")  # each row's needed positions first
+    width = 1
+    while width < depth and (count > width // 2).any():
+        rows = np.flatnonzero((count > width // 2) & (count <= width))
+        block = _block_rows(width, X.shape[1])
+        for s0 in range(0, rows.size, block):
+            r = rows[s0 : s0 + block]
+            p = first[r, :width]
+            score[r[:, None], p] = _pair_scores(X, norms, ids[todo[r]], np.take_along_axis(c[r], p, axis=1),
+                                                distance)
+        width *= 2
+    rows = np.flatnonzero(count > width // 2)
+    for s0 in range(0, rows.size, _block_rows(depth, X.shape[1])):
+        r = rows[s0 : s0 + _block_rows(depth, X.shape[1])]
+        score[r] = _pair_scores(X, norms, ids[todo[r]], c[r], distance)
     order = np.lexsort((c, -score, run), axis=-1)[:, :k]
     done = np.flatnonzero(easy)
     out[todo[done]] = np.take_along_axis(c[done], order[done], axis=1)
