@@ -245,14 +245,23 @@ class KnnResampler:
         holder = np.concatenate([rows.ravel(), rows[in_b]])
         order = np.argsort(held)
         held, holder = held[order], holder[order]
-        del order, in_b
+        del order
         starts = np.flatnonzero(np.r_[True, held[1:] != held[:-1]])
         items = held[starts]
+        in_b_count = in_b.sum(axis=1)
 
         def held_sums(v: np.ndarray) -> np.ndarray:  # S_i = v_i + Σ_{a holds i} v_a, one resample per row of v
             S = v.copy()
-            for row, s in zip(v, S):  # a 1-d reduceat per resample is several times faster than one along an axis
-                s[items] += np.add.reduceat(row[holder], starts)
+            for row, s in zip(v, S):
+                a = np.flatnonzero(row)
+                if 4 * a.size < n:
+                    # Few holders with v_a ≠ 0 (v = w·o, and most overlaps are 0 when the spaces share little):
+                    # add each one's v_a to the items of its lists, O(|a|·K) instead of O(n·K).
+                    into = np.concatenate([self.lists_a[a].ravel(), self.lists_b[a][in_b[a]]])
+                    s += np.bincount(into, weights=np.concatenate([np.repeat(row[a], K),
+                                                                   np.repeat(row[a], in_b_count[a])]), minlength=n)
+                else:  # a 1-d reduceat per resample is several times faster than one along an axis
+                    s[items] += np.add.reduceat(row[holder], starts)
             return S
 
         full = overlaps(self.lists_a[:, :k], self.lists_b[:, :k]).astype(np.float64)
