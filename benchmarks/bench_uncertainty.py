@@ -34,11 +34,13 @@ import time
 import numpy as np
 
 
-def make(path: str, n: int, d: int, seed: int = 0) -> tuple[str, str]:
+def make(path: str, n: int, d: int, seed: int = 0, unrelated: bool = False) -> tuple[str, str]:
+    """Rank-32 shared signal plus noise in each space; ``unrelated``: b draws its own latent (no signal)."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, 32)).astype(np.float32)
+    zb = rng.standard_normal((n, 32)).astype(np.float32) if unrelated else z
     a = z @ rng.standard_normal((32, d)).astype(np.float32) + rng.standard_normal((n, d)).astype(np.float32)
-    b = z @ rng.standard_normal((32, d)).astype(np.float32) + rng.standard_normal((n, d)).astype(np.float32)
+    b = zb @ rng.standard_normal((32, d)).astype(np.float32) + rng.standard_normal((n, d)).astype(np.float32)
     pa, pb = os.path.join(path, f"a{n}.npy"), os.path.join(path, f"b{n}.npy")
     np.save(pa, a)
     np.save(pb, b)
@@ -79,13 +81,13 @@ def _timed_cli(root: str, pa: str, pb: str, extra: list[str]) -> tuple[float, di
     return time.perf_counter() - t, json.loads(out.stdout)
 
 
-def floor_ratio(ns: list[int], d: int, repeat: int, before: str | None) -> None:
+def floor_ratio(ns: list[int], d: int, repeat: int, before: str | None, unrelated: bool = False) -> None:
     """mknn with the default intervals and p-value, against the two-GEMM floor measured in the same run."""
     print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load {os.getloadavg()[0]:.2f}; "
           f"each number the minimum of {repeat} fresh processes")
     with tempfile.TemporaryDirectory() as tmp:
         for n in ns:
-            pa, pb = make(tmp, n, d)
+            pa, pb = make(tmp, n, d, unrelated=unrelated)
             floor = min(float(subprocess.run([sys.executable, "-c", _FLOOR.format(here=HERE, x=pa, y=pb)],
                                              capture_output=True, text=True, check=True).stdout)
                         for _ in range(repeat))
@@ -153,6 +155,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--floor", action="store_true", help="mknn alone against the two-GEMM floor (issue 13)")
     ap.add_argument("--before", help="with --floor: also time the default command on this checkout")
+    ap.add_argument("--unrelated", action="store_true", help="with --floor: spaces without shared signal")
     ap.add_argument("--synthetic-lists", type=int, metavar="N", help="interval and null cost at n = N, no search")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -160,7 +163,7 @@ def main() -> None:
         worker(*args.worker)
         return
     if args.floor:
-        floor_ratio(args.n, args.d, args.repeat, args.before)
+        floor_ratio(args.n, args.d, args.repeat, args.before, args.unrelated)
         return
     if args.synthetic_lists:
         synthetic_lists(args.synthetic_lists)

@@ -143,6 +143,7 @@ def compare(a, b, *, metrics=None, k: int | None = None, distance: str = "cosine
     notes = (sa.notes + sb.notes + ra.notes + rb.notes + run.notes + ra.search.notes + rb.search.notes
              + (run.cache.notes() if run.cache else []))
     searched = _accuracy.summarise([ra, rb], [(0, 1, results)], options, run.uncertainty)
+    notes += _accuracy.unmeasured_notes(searched, [m.name for m in results])
     if not run.keep and not (len(sa.source) == 1 and len(sb.source) == 1):
         notes.append("the layers did not all fit in memory; each was read again for every pair it is in")
     return ComparisonResult(
@@ -222,6 +223,7 @@ def matrix(inputs, *, reference=None, metrics=None, k: int | None = None, distan
     for s, r in zip(run.sides, run.reps):
         notes += [x for x in s.notes + r.notes + r.search.notes if x not in notes]
     searched = _accuracy.summarise(run.reps, [(c.a, c.b, c.metrics) for c in cells], options, run.uncertainty)
+    notes += _accuracy.unmeasured_notes(searched, [m.name for c in cells for m in c.metrics])
     if not run.keep:
         notes.append("the inputs' layers did not all fit in memory; each was read again for every pair it is in")
     if run.cache is not None:

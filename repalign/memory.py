@@ -44,8 +44,9 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
     value of the array the metrics see (4 or 8). ``layers``: layers per side
     in a sweep; the dims are then those of one layer, which is all a sweep
     holds at once, plus every layer's neighbour lists. ``metric_bytes``: the largest working memory a selected
-    metric declares beyond the shared work (its spec's ``memory``). ``approx_index``: the search may build an
-    IVF-Flat index (``--search approx`` or ``auto``), which stores the rows once more in float32.
+    metric declares beyond the shared work (its spec's ``memory``). ``approx_index``: the search may be
+    approximate (``--search approx`` or ``auto``): its list-by-list scan holds one float32 copy of the rows,
+    as exact search does, and per row its list, probes and running best.
     """
     parts = {"base": BASE_BYTES, "inputs": sum(resident)}
     persistent = 0
@@ -58,8 +59,8 @@ def estimate(n: int, dims: tuple[int, int], *, resident: tuple[int, int], work_i
         fd = min(n, depth + 1 + max(8, depth // 2))
         persistent += sum(layers) * n * depth * 8  # the lists of every layer of both sides
         peaks.append(max(dims) * n * 4 + n * fd * 36 + 2**25)  # float32 copy, FAISS results and sort keys
-        if approx_index:  # an IVF-Flat index holds its own float32 copy next to the search's copy
-            peaks.append(2 * max(dims) * n * 4 + n * fd * 36 + 2**25)
+        if approx_index:  # the scan's float32 copy, each row's list and probes, the running best per row
+            peaks.append(max(dims) * n * 4 + n * 8 * 8 + n * (depth + 1) * 36 + 2**25)
         if resamples:
             peaks.append(64 * n * 12 + 8 * n * depth * 8)
     if cka:
@@ -104,7 +105,7 @@ def estimate_streamed(n: int, dims: tuple[int, int], *, resident: tuple[int, int
     Only blocks of the inputs are in memory: a storage unit per side (``unit_bytes``: an HDF5 chunk row, a
     parquet row group) and one pass block with its float64 temporaries. What stays is per row: the neighbour
     lists of every layer, each layer's row norms when normalising, the CKA sums' per-row terms. An approximate
-    search holds its IVF-Flat index (the rows once more in float32) — one at a time; an exact search holds
+    search holds the float32 copy its scan reads (the rows once more in float32) — one at a time; an exact search holds
     float32 blocks of :func:`search_budget`, which the caller adds to this plan.
     """
     parts = {"base": BASE_BYTES, "inputs": sum(resident)}

@@ -245,6 +245,8 @@ def _certify(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: np.nd
     out = cand[:, :k].copy()
     settled = _settled(s32, worst32, eps, k, ordered, X.shape[0]) & ~broken
     todo = np.flatnonzero(~settled)
+    if ordered and todo.size and cand.shape[1] > k:
+        todo = _rescore_ties(X, norms, distance, k, ids, todo, cand, s32, worst32, eps, broken, out)
     uncertain = _rescore(X, norms, distance, k, ids, todo, cand, worst32, eps, broken, out)
     if uncertain.size:
         out[uncertain] = exact_knn(X, k, distance, rows=ids[uncertain], norms=norms)
@@ -410,6 +412,70 @@ def _settled(s32: np.ndarray, worst32: np.ndarray, eps: np.ndarray, k: int, orde
         if depth < n:
             settled &= s32[:, k - 1] - worst32 > margin[:, 0]
     return settled
+
+
+# Rows per block in _rescore_ties (its temporaries are about 40 bytes per candidate).
+_TIE_ROWS = 1 << 15
+
+
+def _rescore_ties(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: np.ndarray, todo: np.ndarray,
+                  cand: np.ndarray, s32: np.ndarray, worst32: np.ndarray, eps: np.ndarray, broken: np.ndarray,
+                  out: np.ndarray) -> np.ndarray:
+    """Order the ``todo`` positions' top k by rescoring only their near-tied candidates in float64; returns
+    the positions this cannot settle (for :func:`_rescore`).
+
+    Two float32 neighbours whose scores differ by more than twice the error bound are in the exact order, so
+    a list splits into runs of near-ties separated by safe steps. Only the candidates in a run of two or more
+    that reaches into the top k need their float64 scores (about 6 of 62 per row at n = 10,000, d = 768,
+    depth 41), and sorting by (run, float64 score descending, index) then gives the order :func:`_rescore`
+    gives from every candidate's float64 score. A row whose last needed run reaches the deepest candidate
+    FAISS returned, or is not safely above the best score it left out, goes to :func:`_rescore`.
+    """
+    if todo.size > _TIE_ROWS:  # bounded temporaries (a few (rows, depth) arrays) whatever n is
+        return np.concatenate([_rescore_ties(X, norms, distance, k, ids, todo[s0 : s0 + _TIE_ROWS], cand, s32,
+                                             worst32, eps, broken, out) for s0 in range(0, todo.size, _TIE_ROWS)])
+    n, depth = X.shape[0], cand.shape[1]
+    margin = 2 * eps[todo]
+    s = s32[todo]
+    with np.errstate(invalid="ignore"):  # −inf − (−inf) is NaN: not a tie
+        tie = s[:, :-1] - s[:, 1:] <= margin[:, None]
+    run = np.concatenate([np.zeros((todo.size, 1), np.int64), np.cumsum(~tie, axis=1)], axis=1)
+    # Positions in the runs that reach the top k: up to the end of the run holding position k − 1.
+    last = (run <= run[:, k - 1 : k]).sum(axis=1) - 1
+    end_score = np.take_along_axis(s, last[:, None], axis=1)[:, 0]
+    easy = ~broken[todo] & (last < depth - 1)
+    if depth < n:
+        easy &= end_score - worst32[todo] > margin
+    pos = np.arange(depth)
+    tied = np.zeros(s.shape, dtype=bool)
+    tied[:, 1:] |= tie
+    tied[:, :-1] |= tie
+    need = tied & (pos[None, :] <= last[:, None]) & easy[:, None]
+    score = np.zeros(s.shape)
+    c = cand[todo]
+    # Rows grouped by how many positions they need (rounded up to a power of two), so that each row's query
+    # vector is read once and the candidates are scored as _rescore scores them; the padding positions get
+    # their true scores too, which cannot move them (each is alone in its run).
+    count = need.sum(axis=1)
+    first = np.argsort(~need, axis=1, kind="stable")  # each row's needed positions first
+    width = 1
+    while width < depth and (count > width // 2).any():
+        rows = np.flatnonzero((count > width // 2) & (count <= width))
+        block = _block_rows(width, X.shape[1])
+        for s0 in range(0, rows.size, block):
+            r = rows[s0 : s0 + block]
+            p = first[r, :width]
+            score[r[:, None], p] = _pair_scores(X, norms, ids[todo[r]], np.take_along_axis(c[r], p, axis=1),
+                                                distance)
+        width *= 2
+    rows = np.flatnonzero(count > width // 2)
+    for s0 in range(0, rows.size, _block_rows(depth, X.shape[1])):
+        r = rows[s0 : s0 + _block_rows(depth, X.shape[1])]
+        score[r] = _pair_scores(X, norms, ids[todo[r]], c[r], distance)
+    order = np.lexsort((c, -score, run), axis=-1)[:, :k]
+    done = np.flatnonzero(easy)
+    out[todo[done]] = np.take_along_axis(c[done], order[done], axis=1)
+    return todo[~easy]
 
 
 def _rescore(X: np.ndarray, norms: np.ndarray, distance: str, k: int, ids: np.ndarray, todo: np.ndarray,

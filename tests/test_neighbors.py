@@ -158,3 +158,25 @@ def test_lists_of_some_rows_fallback_is_exact(rng, monkeypatch):
     monkeypatch.setattr(neighbors, "_error_bound", lambda norms, d, distance, unit: np.full(norms.shape, 1e9))
     for distance in ("cosine", "ip", "l2"):
         assert np.array_equal(_rows_knn(X, rows, 5, distance), ref.dense_knn(X, 5, distance)[rows])
+
+
+@pytest.mark.parametrize("distance", ["cosine", "ip", "l2"])
+def test_near_ties_rescored_by_runs(rng, distance, monkeypatch):
+    """Rows with near-duplicates (scores within float32 rounding of each other, but distinct in float64): the
+    ordered lists rescored run by run must be the dense reference's, and the run-by-run path must have done
+    the work (not handed every row to the full rescoring)."""
+    base = rng.standard_normal((200, 16))
+    X = np.vstack([base, base * (1 + 1e-7 * rng.standard_normal((200, 1))) + 1e-7 * rng.standard_normal((200, 16))])
+    settled_by_runs = []
+    real = neighbors._rescore_ties
+
+    def spy(*args):
+        left = real(*args)
+        settled_by_runs.append(args[5].size - left.size)
+        return left
+
+    monkeypatch.setattr(neighbors, "_rescore_ties", spy)
+    monkeypatch.setattr(neighbors, "_TIE_ROWS", 64)  # several blocks
+    for k in (5, 20):
+        assert np.array_equal(neighbors.knn(X, k, distance), ref.dense_knn(X, k, distance))
+    assert sum(settled_by_runs) > 100

@@ -204,3 +204,15 @@ def test_tuning_clears_the_target_by_its_sampling_error():
     rows = np.where(np.arange(500) % 2 == 0, 0.855, 1.055)
     assert rows.mean() == pytest.approx(0.955) and rows.std(ddof=1) == pytest.approx(0.1, rel=1e-2)
     assert not _surely_reached(rows, 0.95) and _surely_reached(rows, 0.946)
+
+
+def test_metrics_without_a_measured_shift_say_so(data):
+    """cycle-knn has no per-row shift: the report must not pass it off as measured, and must say why."""
+    r = run("compare", data[2], data[3], "--resamples", "0", "--permutations", "0", "-m", "mknn,cycle-knn",
+            "--search", "approx", "--recall", TARGET, "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [s["metric"] for s in doc["search"]["shifts"]] == ["mknn"]
+    why = "cycle-knn: computed on approximate lists; its shift is not measured"
+    assert any(n.startswith(why) for n in doc["notes"])
+    assert not any(n.startswith("mknn: computed on approximate lists") for n in doc["notes"])

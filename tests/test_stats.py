@@ -211,6 +211,30 @@ def test_local_ij_variance_equals_the_textbook_estimate(rng):
     assert 0 < local < np.var(reps)  # the IJ is the linear part of the bootstrap variance
 
 
+@pytest.mark.parametrize("signal", [0.0, 3.0])
+def test_local_ij_variance_equals_its_dense_formula(rng, signal):
+    """bootstrap_ij's variance against its formula computed densely: S_i = v_i + Σ over the items a whose
+    stored lists (either) hold i of v_a, with v = w·o; without signal most v_a are 0 (the sparse path), with
+    strong signal most are not (the gather path)."""
+    n, k, K, B = 200, 5, 12, 40
+    X, Y = make_pair(rng, n=n, d1=6, d2=6, signal=signal)
+    rs = resampler(X, Y, k, K)
+    W = np.concatenate(list(stats.resample_weights(np.random.SeedSequence(5), n, B)))
+    hold = np.zeros((n, n))
+    for a in range(n):
+        hold[a, np.union1d(rs.lists_a[a], rs.lists_b[a])] = 1.0
+    full = np.array([len(set(rs.lists_a[i, :k]) & set(rs.lists_b[i, :k])) for i in range(n)], dtype=float)
+    centre = full + hold.T @ full
+    u = np.array([(w - 1.0) * (w * rs.overlaps(w) + hold.T @ (w * rs.overlaps(w)) - centre) for w in W])
+    coef = u.mean(axis=0)
+    noise = ((u * u).mean(axis=0) - coef**2) / (B - 1)
+    expected = (np.sum(coef**2 - noise) - n * coef.mean() ** 2) / (n * k) ** 2
+    sparse = np.mean([np.count_nonzero(w * rs.overlaps(w)) < n / 4 for w in W])
+    assert sparse == (1.0 if signal == 0 else 0.0)  # each case takes the path it is meant to test
+    _, got = rs.bootstrap_ij(iter([W]))
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
 def test_relabelled_resampler_is_the_permuted_datas(rng):
     n, k, K = 50, 4, 12
     X, Y = make_pair(rng, n=n, d1=4, d2=5)
@@ -265,10 +289,13 @@ def test_stats_package_imports_no_metric():
         assert not [n for n in names if n.startswith("repalign.metrics")], path.name
 
 
-def test_block_replicates_equal_materialised_resamples(rng):
-    """The vectorised path (a block of resamples at once), fallback rows included (K barely above k, and one
-    resample of three items, where every row runs out of stored slots), against the resample materialised."""
-    n, k, K = 48, 4, 6
+@pytest.mark.parametrize("k, K", [(4, 6), (3, 14)])
+def test_block_replicates_equal_materialised_resamples(rng, k, K):
+    """The vectorised path (a block of resamples at once), fallback rows included (one resample of three
+    items, where every row runs out of stored slots; with K = 6 barely above k = 4, others too), against the
+    resample materialised. K = 14 > 2k also takes the path that follows only the rows still open after 2k
+    positions."""
+    n = 48
     X, Y = make_pair(rng, n=n, d1=4, d2=5)
     rs = resampler(X, Y, k, K)
     W = np.concatenate(list(stats.resample_weights(np.random.SeedSequence(4), n, 12)))

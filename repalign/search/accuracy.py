@@ -31,6 +31,14 @@ PER_ROW_METRICS = ("mknn", "jaccard", "lcs-knn", "edit-knn")
 cycle-knn and cknna read other rows' lists too and are not measured."""
 
 
+def unmeasured_notes(searched, names) -> list[str]:
+    """Notes for the k-NN metrics that ran on approximate lists but whose shift is not measured."""
+    if searched is None:
+        return []
+    return [f"{name}: computed on approximate lists; its shift is not measured (it is not a mean of per-row terms), "
+            "only the search's recall" for name in dict.fromkeys(names) if name in ("cycle-knn", "cknna")]
+
+
 def mean_interval(values: np.ndarray, population: int, confidence: float) -> tuple[float, float, float]:
     """Mean of per-row values from a simple random sample without replacement, with a normal interval.
 
