@@ -111,6 +111,21 @@ def test_approximate_search_report_on_a_scheduler(inputs, scheduler):
     assert _bare(cluster) == _bare(local)
 
 
+def test_split_exact_lists_are_cached(inputs, scheduler, tmp_path):
+    """The layer task writes the joined lists to --cache as an unsplit search would; a second run reads them
+    and runs no shard."""
+    settings = {"metrics": "mknn", "resamples": 0, "permutations": 0, "seed": 2, "search": "exact",
+                "cache": str(tmp_path / "cache")}
+    first_stages: list[str] = []
+    second_stages: list[str] = []
+    first = repalign.compare(*inputs, scheduler=scheduler, progress=first_stages.append, **settings)
+    second = repalign.compare(*inputs, scheduler=scheduler, progress=second_stages.append, **settings)
+    local = repalign.compare(*inputs, **settings)
+    assert SPLIT in first_stages and not any("shard" in s for s in second_stages)
+    assert sum("read from the cache" in note for note in second.notes) == 2
+    assert _bare(second) == _bare(local) and second.metrics == first.metrics
+
+
 def test_below_the_threshold_nothing_is_split(inputs, scheduler, monkeypatch):
     monkeypatch.setenv(distributed.SHARD_ROWS_ENV, str(N + 1))
     stages: list[str] = []
