@@ -270,3 +270,23 @@ def test_approximate_lists_are_not_cached(files, tmp_path):
     second = repalign.compare(*files, cache=cache, search="approx", **FAST)
     assert not any("read from the cache" in n for n in second.notes) and second.search is not None
     assert _bare(first) == _bare(second)
+
+
+def test_full_cache_disk_still_computes_with_a_note_and_leaves_no_partial_entry(files, tmp_path, monkeypatch):
+    """A cache on a full disk: the write fails mid-entry (ENOSPC at fsync); the run's report is unchanged, the
+    note says why once, and no entry or temporary file is left behind to be read later."""
+    import errno
+
+    from repalign import safe_write
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    cache = tmp_path / "cache"
+    plain = repalign.compare(*files, **FAST)
+    monkeypatch.setattr(safe_write.os, "fsync", full)
+    res = repalign.compare(*files, cache=str(cache), **FAST)
+    notes = [n for n in res.notes if "could not be written" in n]
+    assert len(notes) == 1 and os.strerror(errno.ENOSPC) in notes[0]
+    assert _bare(plain) == _bare(res)
+    assert os.listdir(cache) == []
