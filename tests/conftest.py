@@ -99,3 +99,23 @@ class Writers:
 @pytest.fixture
 def write(tmp_path):
     return Writers(tmp_path)
+
+
+def report_json(result) -> dict:
+    """A CLI run's JSON report without its wall-clock timings (the run must have succeeded)."""
+    import json
+
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    report.pop("timing")
+    return report
+
+
+def bare_json(result) -> str:
+    """A library result as its JSON report without the timings, serialised (byte comparison)."""
+    import json
+
+    d = result.to_dict()
+    d.pop("timing")
+    return json.dumps(d, sort_keys=True)
+

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 pytest.importorskip("distributed")
 
+from conftest import bare_json, report_json
+
 import repalign  # noqa: E402
 from repalign.cli import app  # noqa: E402
 
@@ -66,26 +68,11 @@ def single(layered, tmp_path_factory):
     return paths
 
 
-def _report(result) -> dict:
-    """The CLI's JSON report without its wall-clock timings."""
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
-    report.pop("timing")
-    return report
-
-
-def _bare(result) -> str:
-    """A library result as its JSON report without the timings, serialised (byte comparison)."""
-    d = result.to_dict()
-    d.pop("timing")
-    return json.dumps(d, sort_keys=True)
-
-
-def test_matrix_with_two_workers_gives_the_single_process_report(layered):
+def test_matrix_with_two_workers_gives_the_single_processreport_json(layered):
     local = CliRunner().invoke(app, ["matrix", *layered, *SETTINGS])
     cluster = CliRunner().invoke(app, ["matrix", *layered, *SETTINGS, "--workers", "2"])
-    expected = _report(local)
-    assert json.dumps(_report(cluster)) == json.dumps(expected)
+    expected = report_json(local)
+    assert json.dumps(report_json(cluster)) == json.dumps(expected)
     # The run did score best layer pairs with intervals and p-values (not an empty report that trivially agrees).
     assert any("float16 values widened" in note for note in expected["notes"])
     cells = [m for cell in expected["cells"] for m in cell["metrics"]]
@@ -98,7 +85,7 @@ def test_compare_sweep_on_a_scheduler_gives_the_single_process_result(layered, s
     local = repalign.compare(layered[0], layered[2], **kwargs)
     cluster = repalign.compare(layered[0], layered[2], scheduler=scheduler, **kwargs)
     assert local.sweep is not None and local.n == 250
-    assert _bare(cluster) == _bare(local)
+    assert bare_json(cluster) == bare_json(local)
     assert set(cluster.timing) == set(local.timing)  # the same stages were timed
 
 
@@ -107,11 +94,11 @@ def test_single_arrays_on_a_scheduler(single, scheduler):
     local = repalign.compare(single[0], single[1], **LIBRARY)
     cluster = repalign.compare(single[0], single[1], scheduler=scheduler, **LIBRARY)
     assert local.sweep is None and any("float16" in note for note in local.notes)
-    assert _bare(cluster) == _bare(local)
+    assert bare_json(cluster) == bare_json(local)
     local = repalign.matrix(single, **LIBRARY)
     cluster = repalign.matrix(single, scheduler=scheduler, **LIBRARY)
     assert len(local.diagonal) == 3
-    assert _bare(cluster) == _bare(local)
+    assert bare_json(cluster) == bare_json(local)
 
 
 def test_matrix_against_a_reference_on_a_scheduler(layered, scheduler):
@@ -119,7 +106,7 @@ def test_matrix_against_a_reference_on_a_scheduler(layered, scheduler):
     local = repalign.matrix(layered[1:], reference=layered[0], **kwargs)
     cluster = repalign.matrix(layered[1:], reference=layered[0], scheduler=scheduler, **kwargs)
     assert local.inputs[0].layers == ("1", "0")
-    assert _bare(cluster) == _bare(local)
+    assert bare_json(cluster) == bare_json(local)
 
 
 def test_relative_paths_are_opened_where_the_driver_sees_them(layered, scheduler, monkeypatch):
@@ -133,7 +120,7 @@ def test_relative_paths_are_opened_where_the_driver_sees_them(layered, scheduler
     assert [i.path for i in cluster.inputs] == names
     assert not any("cache" in note for note in filled.notes)
     assert sum(note.endswith("read from the cache relative-cache") for note in cluster.notes) == 3
-    assert _bare(cluster) == _bare(local)
+    assert bare_json(cluster) == bare_json(local)
 
 
 def test_approximate_search_records_come_back_from_the_workers(layered, scheduler):
@@ -142,7 +129,7 @@ def test_approximate_search_records_come_back_from_the_workers(layered, schedule
     local = repalign.compare(layered[1], layered[2], **kwargs)
     cluster = repalign.compare(layered[1], layered[2], scheduler=scheduler, **kwargs)
     assert local.search is not None and len(local.search.indexes) == 4
-    assert _bare(cluster) == _bare(local)
+    assert bare_json(cluster) == bare_json(local)
 
 
 def test_the_cache_works_with_workers(layered, scheduler, tmp_path):
@@ -157,6 +144,6 @@ def test_the_cache_works_with_workers(layered, scheduler, tmp_path):
     second = repalign.matrix(layered, scheduler=scheduler, cache=cache, **kwargs)
     local_second = repalign.matrix(layered, cache=cache, **kwargs)
     assert sum("read from the cache" in note for note in second.notes) == 3
-    assert _bare(second) == _bare(local_second)
-    d_first, d_second = json.loads(_bare(first)), json.loads(_bare(second))
+    assert bare_json(second) == bare_json(local_second)
+    d_first, d_second = json.loads(bare_json(first)), json.loads(bare_json(second))
     assert d_first["cells"] == d_second["cells"]

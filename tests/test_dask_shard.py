@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 pytest.importorskip("distributed")
 
+from conftest import bare_json, report_json
+
 import repalign  # noqa: E402
 from repalign import engine  # noqa: E402
 from repalign.cli import app  # noqa: E402
@@ -55,28 +57,15 @@ def inputs(tmp_path_factory):
     return paths
 
 
-def _report(result) -> dict:
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
-    report.pop("timing")
-    return report
-
-
-def _bare(result) -> str:
-    d = result.to_dict()
-    d.pop("timing")
-    return json.dumps(d, sort_keys=True)
-
-
-def test_compare_with_two_workers_splits_each_search_and_gives_the_single_process_report(inputs):
+def test_compare_with_two_workers_splits_each_search_and_gives_the_single_processreport_json(inputs):
     """A plain compare (one pair, no sweep): each input's one layer task splits its exact search; mknn's
     interval reads ordered lists deeper than k, cka its statistics."""
     args = ["compare", *inputs, "-m", "mknn,cka", "--search", "exact", "-B", "200", "-P", "50", "--seed", "7",
             "-f", "json"]
     local = CliRunner().invoke(app, args)
     cluster = CliRunner().invoke(app, [*args, "--workers", "2"])
-    expected = _report(local)
-    assert json.dumps(_report(cluster)) == json.dumps(expected)
+    expected = report_json(local)
+    assert json.dumps(report_json(cluster)) == json.dumps(expected)
     assert {m["name"] for m in expected["metrics"]} == {"mknn", "cka"}
     assert all(m["ci_low"] is not None and m["p_value"] is not None for m in expected["metrics"])
 
@@ -108,7 +97,7 @@ def test_approximate_search_report_on_a_scheduler(inputs, scheduler):
     cluster = repalign.compare(*inputs, scheduler=scheduler, progress=stages.append, **settings)
     assert SPLIT in stages
     assert local.search is not None and len(local.search.indexes) == 2 and local.search.shifts
-    assert _bare(cluster) == _bare(local)
+    assert bare_json(cluster) == bare_json(local)
 
 
 def test_split_exact_lists_are_cached(inputs, scheduler, tmp_path):
@@ -123,7 +112,7 @@ def test_split_exact_lists_are_cached(inputs, scheduler, tmp_path):
     local = repalign.compare(*inputs, **settings)
     assert SPLIT in first_stages and not any("shard" in s for s in second_stages)
     assert sum("read from the cache" in note for note in second.notes) == 2
-    assert _bare(second) == _bare(local) and second.metrics == first.metrics
+    assert bare_json(second) == bare_json(local) and second.metrics == first.metrics
 
 
 def test_below_the_threshold_nothing_is_split(inputs, scheduler, monkeypatch):
@@ -167,4 +156,4 @@ def test_a_shard_that_kills_its_worker_once_changes_nothing(inputs, tmp_path, mo
     monkeypatch.setenv(distributed.SHARD_KILL_HOOK, str(tmp_path))
     cluster = CliRunner().invoke(app, [*args, "--workers", "2"])
     assert (tmp_path / "killed").exists()  # a shard did kill its worker
-    assert _report(cluster) == _report(local)
+    assert report_json(cluster) == report_json(local)
