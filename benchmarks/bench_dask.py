@@ -76,6 +76,17 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def report_speedup(times: dict[str, list[float]], reports: dict[str, dict], worker_count: int) -> None:
+    """Print the best single-process and --workers times and their ratio; exit 1 unless the two reports (timing
+    removed) are identical."""
+    same = json.dumps(reports["single"], sort_keys=True) == json.dumps(reports["workers"], sort_keys=True)
+    single, workers = min(times["single"]), min(times["workers"])
+    print(f"single process {single:.2f} s, --workers {worker_count} {workers:.2f} s: speed-up {single / workers:.2f}×")
+    print(f"identical JSON (timing excluded): {same}")
+    if not same:
+        sys.exit(1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20_000)
@@ -109,12 +120,7 @@ def main() -> None:
                 if name in reports and reports[name] != report:
                     sys.exit(f"{name}: two runs with the same seed gave different reports")
                 reports[name] = report
-    same = json.dumps(reports["single"], sort_keys=True) == json.dumps(reports["workers"], sort_keys=True)
-    single, workers = min(times["single"]), min(times["workers"])
-    print(f"single process {single:.2f} s, --workers {args.workers} {workers:.2f} s: speed-up {single / workers:.2f}×")
-    print(f"identical JSON (timing excluded): {same}")
-    if not same:
-        sys.exit(1)
+    report_speedup(times, reports, args.workers)
 
 
 if __name__ == "__main__":
