@@ -281,7 +281,7 @@ def ci_task(args):
     from repalign.metrics import clamp
     from repalign.metrics.cka_jackknife import jackknife
 
-    n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn, cka_datasets = args
+    n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn, cka_datasets, cka_boot = args
     A, B = population(d, signal, seed)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     out = []
@@ -310,6 +310,10 @@ def ci_task(args):
                                                          "jackknife-normal": list(plain)},
                          "ci_method": m.ci_method}
         t2 = time.perf_counter()
+        if not cka_boot:  # --no-cka-bootstrap: the default intervals only
+            rec["seconds"] = {"mknn": t1 - t0, "cka": t2 - t1}
+            out.append(rec)
+            continue
         boot = cka_bootstrap_intervals(X, Y, s, resamples, confidence, check=j < n_check)
         for name in CKA_METRICS:
             rec[name]["boot_mean_sd"] = boot[name].pop("_boot")
@@ -638,6 +642,21 @@ def _run_tasks(tasks, jobs: int, partial: str | None, done: set) -> list[dict]:
 Z975 = NormalDist().inv_cdf(0.975)
 
 
+def studentized_bound(ci: list[dict], name: str, est: np.ndarray, truth: float) -> float:
+    """The most any studentized bootstrap interval could cover here, whatever standard error it divides by.
+
+    A studentized interval is [θ̂ − t*₁₋α/₂·SE, θ̂ − t*α/₂·SE] with t* = (θ* − θ̂)/SE*, and SE* > 0, so t* has the
+    sign of θ* − θ̂. Where the α/2 quantile of the replicates lies above θ̂ (the percentile interval's lower
+    end), fewer than α/2 of the t* are ≤ 0, t*α/₂ > 0, and the whole interval lies below θ̂: it misses a truth
+    at or above θ̂. Symmetrically above. (Up to the interpolation between two neighbouring order statistics.)
+    """
+    lo = np.array([r[name]["intervals"]["bootstrap-percentile"][0] for r in ci])
+    hi = np.array([r[name]["intervals"]["bootstrap-percentile"][1] for r in ci])
+    below = (lo > est) & (truth >= est)
+    above = (hi < est) & (truth <= est)
+    return float(1.0 - np.mean(below | above))
+
+
 def summarise(records: list[dict], settings, confidence: float, seed: int = MASTER_SEED) -> dict:
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     out = {}
@@ -661,12 +680,15 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                  "true_sd": sd,
                  "mean_estimate": float(est.mean()), "sd_estimate": float(est.std(ddof=1)),
                  "centre_bias": float((est.mean() - truth) / sd) if sd > 0 else None, "methods": {}}
-            for meth in ci[0][name]["intervals"]:
-                lo = np.array([r[name]["intervals"][meth][0] for r in ci])
-                hi = np.array([r[name]["intervals"][meth][1] for r in ci])
+            methods = dict.fromkeys(meth for r in ci for meth in r[name].get("intervals", {}))
+            for meth in methods:  # over the datasets that have the method (--no-cka-bootstrap runs lack some)
+                have = [r for r in ci if meth in r[name].get("intervals", {})]
+                lo = np.array([r[name]["intervals"][meth][0] for r in have])
+                hi = np.array([r[name]["intervals"][meth][1] for r in have])
                 cov = (lo <= truth) & (truth <= hi)
                 width = hi - lo
                 m["methods"][meth] = {
+                    "datasets": len(have),
                     "coverage": float(cov.mean()),
                     "miss_low": float(np.mean(hi < truth)),  # interval entirely below the truth
                     "miss_high": float(np.mean(lo > truth)),
@@ -711,11 +733,15 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                     hi = np.array([r[name]["intervals"][meth][1] for r in ci])
                     m[label] = float(((hi - lo) / (2 * z)).mean() / sd) if sd > 0 else None
                 m["ci_methods"] = sorted({r[name]["ci_method"] for r in ci})
-                if "boot_mean_sd" in ci[0][name]:
-                    bm = np.array([r[name]["boot_mean_sd"][0] for r in ci])
-                    bsd = np.array([r[name]["boot_mean_sd"][1] for r in ci])
-                    m["boot_bias"] = float((bm - est).mean() / sd) if sd > 0 else None
+                booted = [r for r in ci if "boot_mean_sd" in r[name]]
+                if booted:
+                    est_b = np.array([r[name]["value"] for r in booted])
+                    bm = np.array([r[name]["boot_mean_sd"][0] for r in booted])
+                    bsd = np.array([r[name]["boot_mean_sd"][1] for r in booted])
+                    m["boot_datasets"] = len(booted)
+                    m["boot_bias"] = float((bm - est_b).mean() / sd) if sd > 0 else None
                     m["boot_sd_ratio"] = float(bsd.mean() / sd) if sd > 0 else None
+                    m["studentized_bound"] = studentized_bound(booted, name, est_b, truth)
                     checks = [c for r in ci for c in r.get("cka_checks", [])]
                     m["compare_checks"], m["compare_mismatches"] = len(checks), sum(not c for c in checks)
             m["sd_estimate_ratio"] = float(est.std(ddof=1) / sd) if sd > 0 else None
@@ -842,17 +868,20 @@ def _cka_bootstrap_table(rows, cell) -> list[str]:
     """Coverage (width ratio) of every CKA bootstrap flavour, and where the replicates sit."""
     lines = ["### CKA: bootstrap flavours (weighted replicates, --ci-method percentile|basic|bca|normal)\n",
              "Coverage (width ratio); boot bias = (mean of the replicates − estimate)/true SD; boot SD ratio = "
-             "SD of the replicates / true SD; compare() checks = intervals also computed through "
-             "repalign.compare (mismatches).\n"]
+             "SD of the replicates / true SD; studentized ≤ = the highest coverage any studentized (bootstrap-t) "
+             "interval could reach on these replicates, whatever its standard error (`studentized_bound`); "
+             "compare() checks = intervals also computed through repalign.compare (mismatches).\n"]
     head = " | ".join(f"{e} {m}" for e in ("cka", "cka-unb.") for m in CKA_BOOTSTRAP)
-    lines.append(f"| n | d | signal | {head} | cka boot bias / SD ratio | cka-unb. boot bias / SD ratio | checks |")
-    lines.append("|---|---|---|" + "---|" * (2 * len(CKA_BOOTSTRAP) + 3))
+    lines.append(f"| n | d | signal | {head} | cka boot bias / SD ratio | cka-unb. boot bias / SD ratio | "
+                 "studentized ≤ (cka, cka-unb.) | checks |")
+    lines.append("|---|---|---|" + "---|" * (2 * len(CKA_BOOTSTRAP) + 4))
     for s in rows:
         c, u = s["metrics"]["cka"], s["metrics"]["cka-unbiased"]
         cells = " | ".join(cell(x["methods"][f"bootstrap-{m}"]) for x in (c, u) for m in CKA_BOOTSTRAP)
         diag = " | ".join(f"{_f(x['boot_bias'], 2)} / {_f(x['boot_sd_ratio'], 2)}" for x in (c, u))
         checks = f"{c['compare_checks'] + u['compare_checks']} ({c['compare_mismatches'] + u['compare_mismatches']})"
-        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {cells} | {diag} | {checks} |")
+        bound = ", ".join(_f(x.get("studentized_bound")) for x in (c, u))
+        lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {cells} | {diag} | {bound} | {checks} |")
     lines.append("")
     return lines
 
@@ -897,6 +926,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cka-datasets", type=int, default=None, metavar="N",
                     help="CKA intervals (default and bootstrap flavours) on the first N interval datasets only "
                          "(default: all); 0 = mknn only")
+    ap.add_argument("--no-cka-bootstrap", action="store_true",
+                    help="CKA's default and jackknife intervals only, not the bootstrap flavours")
     ap.add_argument("--skip-mknn", action="store_true",
                     help="CKA intervals only (mknn point values are still drawn for the truth)")
     ap.add_argument("--metrics", default=None,
@@ -942,7 +973,7 @@ def main(argv=None) -> int:
             j1 = min(j0 + args.chunk, args.datasets)
             if any(("ci", kk, j) not in done for j in range(j0, j1)):
                 tasks.append(("ci", (n, d, s, j0, j1, args.seed, args.resamples, args.confidence, args.check_compare,
-                                     args.skip_mknn, args.cka_datasets)))
+                                     args.skip_mknn, args.cka_datasets, not args.no_cka_bootstrap)))
     # Largest problems first, so the two workers finish together.
     tasks.sort(key=lambda t: (t[0] != "truth", -t[1][0] * t[1][1]))
     if args.summary_only:
