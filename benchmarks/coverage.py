@@ -276,12 +276,8 @@ def cka_bootstrap_intervals(X, Y, seed: int, resamples: int, confidence: float, 
 
 def ci_task(args):
     """Intervals of interval datasets j0..j1−1."""
-    import repalign
-    from repalign import stats
-    from repalign.metrics import clamp
-    from repalign.metrics.cka_jackknife import jackknife
 
-    n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn, cka_datasets, cka_boot = args
+    n, d, signal, j0, j1, seed, resamples, confidence, n_check, skip_mknn, cka_datasets, cka_boot, boot_only = args
     A, B = population(d, signal, seed)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     out = []
@@ -297,19 +293,14 @@ def ci_task(args):
             rec["seconds"] = {"mknn": t1 - t0}
             out.append(rec)
             continue
-        # The default (second-order corrected jackknife) through the public API; the plain jackknife-normal
-        # interval (--ci-method jackknife) from the same leave-one-out values.
-        r = repalign.compare(X, Y, metrics=",".join(CKA_METRICS), k=K, resamples=resamples, seed=s,
-                             ci_method="auto", permutations=0, confidence=confidence)
-        loo = jackknife(X, Y)
-        for e, name in enumerate(CKA_METRICS):
-            m = r.metric(name)
-            se = stats.jackknife_se(loo[e])
-            plain = clamp(m.value - z * se, m.value + z * se, (0.0, 1.0) if name == "cka" else (-1.0, 1.0))
-            rec[name] = {"value": m.value, "intervals": {m.ci_method: [m.ci_low, m.ci_high],
-                                                         "jackknife-normal": list(plain)},
-                         "ci_method": m.ci_method}
-        t2 = time.perf_counter()
+        if boot_only:  # --cka-bootstrap-only: the bootstrap flavours alone (their defaults come from another run)
+            values = cka_pair(X, Y)
+            for e, name in enumerate(CKA_METRICS):
+                rec[name] = {"value": values[e], "intervals": {}}
+            t2 = t1
+        else:
+            _cka_defaults(rec, X, Y, s, resamples, confidence, z)
+            t2 = time.perf_counter()
         if not cka_boot:  # --no-cka-bootstrap: the default intervals only
             rec["seconds"] = {"mknn": t1 - t0, "cka": t2 - t1}
             out.append(rec)
@@ -322,6 +313,24 @@ def ci_task(args):
         rec["seconds"] = {"mknn": t1 - t0, "cka": t2 - t1, "cka_bootstrap": time.perf_counter() - t2}
         out.append(rec)
     return out
+
+
+def _cka_defaults(rec: dict, X, Y, s: int, resamples: int, confidence: float, z: float) -> None:
+    """CKA's default interval (through the public API) and the plain jackknife-normal one, into the record."""
+    import repalign
+    from repalign import stats
+    from repalign.metrics import clamp
+    from repalign.metrics.cka_jackknife import jackknife
+
+    r = repalign.compare(X, Y, metrics=",".join(CKA_METRICS), k=K, resamples=resamples, seed=s,
+                         ci_method="auto", permutations=0, confidence=confidence)
+    loo = jackknife(X, Y)  # the plain interval (--ci-method jackknife) from the same leave-one-out values
+    for e, name in enumerate(CKA_METRICS):
+        m = r.metric(name)
+        se = stats.jackknife_se(loo[e])
+        plain = clamp(m.value - z * se, m.value + z * se, (0.0, 1.0) if name == "cka" else (-1.0, 1.0))
+        rec[name] = {"value": m.value, "intervals": {m.ci_method: [m.ci_low, m.ci_high], "jackknife-normal": list(plain)},
+                     "ci_method": m.ci_method}
 
 
 def population_check(args):
@@ -926,6 +935,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cka-datasets", type=int, default=None, metavar="N",
                     help="CKA intervals (default and bootstrap flavours) on the first N interval datasets only "
                          "(default: all); 0 = mknn only")
+    ap.add_argument("--cka-bootstrap-only", action="store_true",
+                    help="CKA's bootstrap flavours only (merge with a --no-cka-bootstrap run's records)")
     ap.add_argument("--no-cka-bootstrap", action="store_true",
                     help="CKA's default and jackknife intervals only, not the bootstrap flavours")
     ap.add_argument("--skip-mknn", action="store_true",
@@ -973,7 +984,8 @@ def main(argv=None) -> int:
             j1 = min(j0 + args.chunk, args.datasets)
             if any(("ci", kk, j) not in done for j in range(j0, j1)):
                 tasks.append(("ci", (n, d, s, j0, j1, args.seed, args.resamples, args.confidence, args.check_compare,
-                                     args.skip_mknn, args.cka_datasets, not args.no_cka_bootstrap)))
+                                     args.skip_mknn, args.cka_datasets, not args.no_cka_bootstrap,
+                                     args.cka_bootstrap_only)))
     # Largest problems first, so the two workers finish together.
     tasks.sort(key=lambda t: (t[0] != "truth", -t[1][0] * t[1][1]))
     if args.summary_only:

@@ -44,9 +44,48 @@ def _dense_cka(X, Y, unbiased):
     return h(K, L) / np.sqrt(h(K, K) * h(L, L))
 
 
-def _materialised(X, Y, w):
-    """The resample itself: row i repeated w_i times; copies are distinct rows of the resample."""
-    return np.repeat(X, w, axis=0), np.repeat(Y, w, axis=0)
+def _tie_free_dense(X, Y, w):
+    """The tie-free replicate (docs/formulas.md §6.5) on the materialised resample, with m×m Grams.
+
+    Row i is repeated w_i times and centred by the full data's means. Biased: Σ K_rs L_rs over the pairs of rows
+    (r, s) of different items, and over r = s. Unbiased: Song's formula with the Gram entries of r = s and of two
+    copies of one item set to zero.
+    """
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    item = np.repeat(np.arange(len(w)), w)
+    K, L = Xc[item] @ Xc[item].T, Yc[item] @ Yc[item].T
+    other = item[:, None] != item[None, :]
+    keep = other | np.eye(item.size, dtype=bool)
+
+    def song(A, B):
+        m = A.shape[0]
+        At, Bt, one = A * other, B * other, np.ones(m)
+        return (np.trace(At @ Bt) + (one @ At @ one) * (one @ Bt @ one) / ((m - 1) * (m - 2))
+                - 2 * one @ At @ Bt @ one / (m - 2))
+
+    biased = np.sum(K * L * keep) / np.sqrt(np.sum(K * K * keep) * np.sum(L * L * keep))
+    return biased, song(K, L) / np.sqrt(song(K, K) * song(L, L))
+
+
+def _tie_free_real(Xc, Yc, w):
+    """The tie-free terms for real weights w (Σ w = n), item by item, as docs/formulas.md §6.5 defines them."""
+    n = len(w)
+    off = 1.0 - np.eye(n)
+    out = []
+    for unbiased in (False, True):
+        terms = []
+        for P, Q in ((Xc, Yc), (Xc, Xc), (Yc, Yc)):
+            K, L = P @ P.T, Q @ Q.T
+            ww = np.outer(w, w)
+            if not unbiased:
+                terms.append(np.sum(ww * off * K * L) + np.sum(w * np.diag(K) * np.diag(L)))
+                continue
+            Kw, Lw = (K * off) @ w, (L * off) @ w
+            tr, su, sv = np.sum(ww * off * K * L), np.sum(ww * off * K), np.sum(ww * off * L)
+            cross = np.sum(w * Kw * Lw)
+            terms.append(tr + su * sv / ((n - 1) * (n - 2)) - 2 * cross / (n - 2))
+        out.append(terms[0] / np.sqrt(terms[1] * terms[2]))
+    return out
 
 
 SHAPES = [(12, 3, 5), (40, 7, 2), (25, 60, 45), (30, 1, 80)]
@@ -58,37 +97,91 @@ SHAPES = [(12, 3, 5), (40, 7, 2), (25, 60, 45), (30, 1, 80)]
 def test_replicates_equal_the_materialised_resample(n, d1, d2, seed, gram, monkeypatch):
     rng = np.random.default_rng([seed, n, d1, d2])
     X, Y = make_pair(rng, n, d1, d2, signal=seed * 0.7)
-    X += 5.0  # an offset: the resample's own centring must be what counts
+    X += 5.0  # an offset: the full data's centring must be what counts
     # Small row blocks, so that several diagonal and off-diagonal Gram blocks are exercised.
     monkeypatch.setattr(cka_bootstrap, "_GRAM_ROWS", 7)
     monkeypatch.setattr(cka_bootstrap, "use_gram_route", lambda *a: gram)
     blocks = list(resample_weights(np.random.SeedSequence(seed), n, 9, block=4))
-    biased, unbiased = cka_bootstrap.bootstrap(X, Y, blocks, batch=5)
+    biased, unbiased = cka_bootstrap.bootstrap(X, Y, blocks, batch=5, correct=False)
     W = np.concatenate(blocks)
     assert biased.shape == unbiased.shape == (9,)
+    assert (W > 1).any()  # copies present, so the tie-free rule is exercised
     for b, w in enumerate(W):
-        Xm, Ym = _materialised(X, Y, w)
-        assert biased[b] == pytest.approx(_dense_cka(Xm, Ym, False), abs=TOL)
-        assert unbiased[b] == pytest.approx(_dense_cka(Xm, Ym, True), abs=TOL)
+        ref_biased, ref_unbiased = _tie_free_dense(X, Y, w)
+        assert biased[b] == pytest.approx(ref_biased, abs=TOL)
+        assert unbiased[b] == pytest.approx(ref_unbiased, abs=TOL)
 
 
 def test_unit_weights_give_the_estimate(rng):
     """w = 1 is the data itself: the replicate is the estimate (a check on the weighting, not only on resamples)."""
     X, Y = make_pair(rng, 50, 6, 9)
-    biased, unbiased = cka_bootstrap.bootstrap(X, Y, [np.ones((1, 50), dtype=np.int32)])
-    assert biased[0] == pytest.approx(_dense_cka(X, Y, False), abs=TOL)
-    assert unbiased[0] == pytest.approx(_dense_cka(X, Y, True), abs=TOL)
+    for correct in (False, True):
+        biased, unbiased = cka_bootstrap.bootstrap(X, Y, [np.ones((1, 50), dtype=np.int32)], correct=correct)
+        assert biased[0] == pytest.approx(_dense_cka(X, Y, False), abs=TOL)
+        assert unbiased[0] == pytest.approx(_dense_cka(X, Y, True), abs=TOL)
 
 
-def test_copies_inflate_unbiased_cka_on_unrelated_data():
-    """The consequence written in docs/formulas.md §6.5: copies are perfectly aligned pseudo-pairs, so on
-    independent sides the replicates of unbiased CKA sit above the estimate (about 0 there)."""
+@pytest.mark.parametrize("signal", [0.0, 1.0])
+def test_linear_part_is_the_gradient_of_the_dense_replicate(signal):
+    """The exact linear part against central differences of the item-by-item definition, along e_i − e_j
+    (which keeps Σ w = n, as every resample does)."""
+    rng = np.random.default_rng([7, int(signal)])
+    X, Y = make_pair(rng, 24, 5, 7, signal=signal)
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    parts = cka_bootstrap.linear_parts(Xc, Yc)
+    h = 1e-5
+    for i, j in ((0, 1), (5, 17), (23, 2)):
+        w_up, w_down = np.ones(24), np.ones(24)
+        w_up[i] += h
+        w_up[j] -= h
+        w_down[i] -= h
+        w_down[j] += h
+        numeric = (np.array(_tie_free_real(Xc, Yc, w_up)) - np.array(_tie_free_real(Xc, Yc, w_down))) / (2 * h)
+        for e, part in enumerate(parts):
+            assert part.grad[i] - part.grad[j] == pytest.approx(numeric[e], rel=1e-6, abs=1e-9)
+    for e, part in enumerate(parts):
+        assert part.value == pytest.approx(_tie_free_real(Xc, Yc, np.ones(24))[e], abs=TOL)
+
+
+def test_corrected_replicates_shrink_only_the_linear_part(rng):
+    """value + c·linear + rest, with the linear part from the dense gradient and c² = 1 − 2·Var(rest)/Var(linear)."""
+    n = 30
+    X, Y = make_pair(rng, n, 4, 6, signal=0.3)
+    blocks = list(resample_weights(np.random.SeedSequence(11), n, 300))
+    W = np.concatenate(blocks).astype(float)
+    raw = cka_bootstrap.bootstrap(X, Y, blocks, correct=False)
+    got = cka_bootstrap.bootstrap(X, Y, blocks)
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    value = _tie_free_real(Xc, Yc, np.ones(n))
+    h = 1e-5
+    grad = np.empty((2, n))
+    for i in range(n):  # the gradient along e_i − (1/n)·1, numerically; constants cancel in Σ (w_i − 1)
+        step = np.full(n, -h / n)
+        step[i] += h
+        grad[:, i] = (np.array(_tie_free_real(Xc, Yc, 1 + step)) - np.array(_tie_free_real(Xc, Yc, 1 - step))) / (2 * h)
+    for e in range(2):
+        linear = (W - 1.0) @ grad[e]
+        rest = raw[e] - value[e] - linear
+        c2 = max(0.0, 1 - 2 * rest.var() / linear.var())
+        assert got[e] == pytest.approx(value[e] + np.sqrt(c2) * linear + rest, abs=1e-8)
+
+
+def test_replicates_are_centred_and_the_correction_removes_the_degenerate_excess():
+    """docs/formulas.md §6.5 on independent sides: the tie-free replicates centre on the estimate (the plug-in's
+    copies put them ~15 null SDs above it here), spread about √3 times the sampling SD, and the corrected
+    replicates spread about the sampling SD, whose independent reference is the exact permutation null SD."""
+    from repalign.metrics import cka as _cka
+    from repalign.stats import unbiased_cka_null
+
     rng = np.random.default_rng(5)
     X, Y = rng.standard_normal((300, 20)), rng.standard_normal((300, 20))
-    _, unbiased = cka_bootstrap.bootstrap(X, Y, resample_weights(np.random.SeedSequence(3), 300, 200))
-    assert abs(_dense_cka(X, Y, True)) < 0.02
-    # About 0.06 here, against a null SD of the estimate of about 0.004 (stats.unbiased_cka_null).
-    assert np.mean(unbiased) > 0.03 and np.mean(unbiased > 0.02) > 0.95
+    null_sd = unbiased_cka_null(_cka.cross_stats(X, Y))[1]
+    est = _dense_cka(X, Y, True)
+    raw = cka_bootstrap.bootstrap(X, Y, resample_weights(np.random.SeedSequence(3), 300, 400), correct=False)[1]
+    fixed = cka_bootstrap.bootstrap(X, Y, resample_weights(np.random.SeedSequence(3), 300, 400))[1]
+    assert abs(raw.mean() - est) < 0.3 * null_sd
+    assert 1.4 < raw.std() / null_sd < 2.1
+    assert 0.8 < fixed.std() / null_sd < 1.25
 
 
 def test_a_constant_resample_side_is_nan():

@@ -1,4 +1,16 @@
-"""Bootstrap replicates of linear CKA (biased and unbiased) from resampling weights, with no n×n matrix."""
+"""Bootstrap replicates of linear CKA (biased and unbiased) from resampling weights, with no n×n matrix.
+
+Two departures from the textbook plug-in (the statistic of the resample with rows repeated), both measured
+in benchmarks/coverage_results.md and derived in docs/formulas.md §6.5:
+
+1. **Tie-free.** Two copies of one item are a perfectly aligned pseudo-pair; counting them put the plug-in
+   replicates 29–340 true SDs above the estimate. A replicate here counts item pairs (i, j), i ≠ j, with
+   weight w_i·w_j and an item with itself with weight w_i: the pairs of copies are dropped.
+2. **Degenerate-corrected.** Without shared signal CKA is a degenerate statistic, and a bootstrap of it
+   triples the variance (√3 in SD): the linear part of each replicate carries twice the degenerate variance
+   on top of its own (Arcones & Giné 1992). Each replicate is split exactly into its linear part in w − 1
+   and the rest, and the linear part is shrunk by the factor that removes twice the rest's variance.
+"""
 
 from __future__ import annotations
 
@@ -109,54 +121,118 @@ def weighted_forms(Xc: np.ndarray, Yc: np.ndarray, W: np.ndarray, gram: bool | N
 
 
 def biased_terms(f: WeightedForms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(S_XY, S_XX, S_YY) of biased CKA for every resample (arrays of length B); their ratio is the replicate.
+    """(S_XY, S_XX, S_YY) of tie-free biased CKA for every resample (arrays of length B); their ratio is the replicate.
 
     Notes
     -----
-    With p = w/n, HSIC(p) = pᵀ(K∘L)p − 2 Σ_i p_i (Kp)_i (Lp)_i + (pᵀKp)(pᵀLp) = ‖C_w‖²_F, the squared
-    Frobenius norm of the weighted centred cross-product C_w = Σ_i p_i (x_i − μ_x)(y_i − μ_y)ᵀ with
-    μ_x = Σ_i p_i x_i (docs/formulas.md §6): the biased HSIC of the resample with its rows repeated w_i
-    times, up to the factor n²/(n−1)², which cancels in the ratio (Efron & Tibshirani 1993, ch. 6: the
-    bootstrap replicate as the plug-in statistic of the resampled distribution).
+    S_XY = Σ_{i≠j} w_i w_j K_ij L_ij + Σ_i w_i K_ii L_ii = wᵀ(K∘L)w − Σ_i (w_i² − w_i) a_i b_i, with K and L
+    centred once by the full-data means (the sample's own centred kernel, as Arcones & Giné 1992 bootstrap
+    V-statistics). At w = 1 it is n²·HSIC₀ of the data, so the replicate at w = 1 is the estimate. Dropping
+    the pairs of copies of one item (weight w_i² − w_i) is what keeps the replicates centred on the estimate
+    (docs/formulas.md §6.5).
     """
-    n = float(f.W[:, 0].sum())
-    P = f.W / n
-    Kp, Lp = f.Kw / n, f.Lw / n
-    pKp, pLp = _wsum(P, Kp), _wsum(P, Lp)
-
-    def hsic(q: np.ndarray, U: np.ndarray, V: np.ndarray, pu: np.ndarray, pv: np.ndarray) -> np.ndarray:
-        return q / n**2 - 2.0 * np.einsum("ib,ib,ib->b", P, U, V) + pu * pv
-
-    return hsic(f.qxy, Kp, Lp, pKp, pLp), hsic(f.qxx, Kp, Kp, pKp, pKp), hsic(f.qyy, Lp, Lp, pLp, pLp)
+    extra = f.W * f.W - f.W
+    return (f.qxy - _wsum(extra, (f.a * f.b)[:, None]), f.qxx - _wsum(extra, (f.a * f.a)[:, None]),
+            f.qyy - _wsum(extra, (f.b * f.b)[:, None]))
 
 
 def unbiased_terms(f: WeightedForms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(S_XY, S_XX, S_YY) of unbiased CKA of each materialised resample (rows repeated by their counts).
+    """(S_XY, S_XX, S_YY) of tie-free unbiased CKA for every resample.
 
     Notes
     -----
-    Song et al. 2012, eq. 5, on the resample of m = Σ w_i rows in which item i appears w_i times. Its Gram
-    K̃ has a zero diagonal only where a copy meets itself: two copies of item i are distinct rows, and
-    their entry K_ii stays. In terms of the items, with a_i = K_ii,
+    Song et al. 2012, eq. 5, on the resample of m = Σ w_i rows in which item i appears w_i times, with the
+    Gram entries between two copies of one item set to zero like the diagonal (tie-free, as
+    :func:`biased_terms`). In terms of the items, with a_i = K_ii,
 
-    tr(K̃L̃) = wᵀ(K∘L)w − Σ_i w_i a_i b_i,   1ᵀK̃1 = wᵀKw − Σ_i w_i a_i,
-    1ᵀK̃L̃1 = Σ_i w_i ((Kw)_i − a_i)((Lw)_i − b_i),
+    tr(K̃L̃) = wᵀ(K∘L)w − Σ_i w_i² a_i b_i,   1ᵀK̃1 = wᵀKw − Σ_i w_i² a_i,
+    1ᵀK̃L̃1 = Σ_i w_i ((Kw)_i − w_i a_i)((Lw)_i − w_i b_i),
 
-    and S = tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((m−1)(m−2)) − 2·1ᵀK̃L̃1/(m−2) is m(m−3)·HSIC₁ of the resample.
-    The pairs of copies are perfectly aligned pseudo-pairs, so the replicates sit above the estimate
-    (docs/formulas.md §6.5): this plug-in is what the resample computes, not an unbiased estimate of
-    anything (Efron & Tibshirani 1993, ch. 10, on the bootstrap estimate of bias).
+    and S = tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((m−1)(m−2)) − 2·1ᵀK̃L̃1/(m−2). At w = 1 this is m(m−3)·HSIC₁ of the data.
     """
     m = float(f.W[:, 0].sum())
+    W2 = f.W * f.W
 
     def s(q: np.ndarray, U: np.ndarray, V: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        tr = q - _wsum(f.W, (u * v)[:, None])
-        su = _wsum(f.W, U) - _wsum(f.W, u[:, None])
-        sv = _wsum(f.W, V) - _wsum(f.W, v[:, None])
-        cross = np.einsum("ib,ib,ib->b", f.W, U - u[:, None], V - v[:, None])
+        tr = q - _wsum(W2, (u * v)[:, None])
+        su = _wsum(f.W, U) - _wsum(W2, u[:, None])
+        sv = _wsum(f.W, V) - _wsum(W2, v[:, None])
+        cross = np.einsum("ib,ib,ib->b", f.W, U - f.W * u[:, None], V - f.W * v[:, None])
         return tr + su * sv / ((m - 1) * (m - 2)) - 2.0 * cross / (m - 2)
 
     return (s(f.qxy, f.Kw, f.Lw, f.a, f.b), s(f.qxx, f.Kw, f.Kw, f.a, f.a), s(f.qyy, f.Lw, f.Lw, f.b, f.b))
+
+
+@dataclass(frozen=True)
+class LinearPart:
+    """The replicate of one estimator to first order in w − 1: value + Σ_i (w_i − 1)·grad_i (grad has length n)."""
+
+    value: float
+    grad: np.ndarray
+
+    def of(self, W: np.ndarray) -> np.ndarray:
+        """Σ_i (w_i − 1)·grad_i for every column of W (n×B)."""
+        return matmul(self.grad[None, :], W)[0] - float(self.grad.sum())
+
+
+def _row_forms(A: np.ndarray, C: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """a_iᵀ C b_i for every row, in row blocks (no n×d copy of the whole layer)."""
+    out = np.empty(A.shape[0])
+    for s in range(0, A.shape[0], _GRAM_ROWS * 16):
+        rows = slice(s, s + _GRAM_ROWS * 16)
+        out[rows] = np.einsum("ij,ij->i", matmul(A[rows], C), B[rows])
+    return out
+
+
+def _ratio_part(terms: list[tuple[float, np.ndarray]]) -> LinearPart:
+    """Value and gradient of S_XY/√(S_XX·S_YY) from the (value, gradient) of its three terms."""
+    (sxy, gxy), (sxx, gxx), (syy, gyy) = terms
+    if not (sxx > 0 and syy > 0):
+        return LinearPart(float("nan"), np.full(gxy.shape, np.nan))
+    r = sxy / np.sqrt(sxx * syy)
+    return LinearPart(float(r), gxy / np.sqrt(sxx * syy) - 0.5 * r * (gxx / sxx + gyy / syy))
+
+
+def linear_parts(Xc: np.ndarray, Yc: np.ndarray) -> tuple[LinearPart, LinearPart]:
+    """The exact gradients at w = 1 of the tie-free replicates of (biased, unbiased) CKA, in feature space.
+
+    Differentiating :func:`biased_terms` and :func:`unbiased_terms` at w = 1, with k_i = (K∘L 1)_i =
+    x_iᵀ(XcᵀYc)y_i, K1 = Xc(Xcᵀ1), a_i = K_ii (and likewise for the other pairs):
+    ∂S₀/∂w = 2k − a∘b;  ∂tr/∂w = 2k − 2a∘b;  ∂(1ᵀK̃1)/∂w = 2K1 − 2a;
+    ∂(1ᵀK̃L̃1)/∂w = u∘v + Kv − a∘v + Lu − u∘b with u = K1 − a, v = L1 − b.
+    """
+    m = float(Xc.shape[0])
+    a, b = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
+    K1, L1 = matmul(Xc, Xc.sum(axis=0)), matmul(Yc, Yc.sum(axis=0))
+    sides = {"x": (Xc, a, K1), "y": (Yc, b, L1)}
+    biased, unbiased = [], []
+    for p, q in (("x", "y"), ("x", "x"), ("y", "y")):
+        (P, u_, U1), (Q, v_, V1) = sides[p], sides[q]
+        k = _row_forms(P, matmul(P.T, Q), Q)
+        biased.append((float(k.sum()), 2.0 * k - u_ * v_))
+        u, v = U1 - u_, V1 - v_
+        tr, su, sv, cross = k.sum() - (u_ * v_).sum(), u.sum(), v.sum(), (u * v).sum()
+        g_tr, g_su, g_sv = 2.0 * k - 2.0 * u_ * v_, 2.0 * U1 - 2.0 * u_, 2.0 * V1 - 2.0 * v_
+        g_cross = u * v + matmul(P, matmul(P.T, v)) - u_ * v + matmul(Q, matmul(Q.T, u)) - u * v_
+        c1, c2 = 1.0 / ((m - 1) * (m - 2)), 2.0 / (m - 2)
+        unbiased.append((float(tr + su * sv * c1 - c2 * cross), g_tr + (g_su * sv + su * g_sv) * c1 - c2 * g_cross))
+    return _ratio_part(biased), _ratio_part(unbiased)
+
+
+def corrected(replicates: np.ndarray, linear: np.ndarray, value: float) -> tuple[np.ndarray, float]:
+    """Degenerate-corrected replicates value + c·linear + rest, rest = replicate − value − linear; and c².
+
+    The bootstrap's linear part carries the true linear variance plus twice the degenerate (second-order)
+    variance, which the rest estimates (docs/formulas.md §6.5), so c² = max(0, 1 − 2·Var(rest)/Var(linear)):
+    about 1 with shared signal (the rest is tiny), about 0 without (the linear part is all spurious).
+    Replicates with a NaN (a constant side) are returned unchanged; the interval refuses them.
+    """
+    if not np.isfinite(replicates).all() or not np.isfinite(value):
+        return replicates, float("nan")
+    rest = replicates - value - linear
+    var_lin = float(np.var(linear))
+    c2 = max(0.0, 1.0 - 2.0 * float(np.var(rest)) / var_lin) if var_lin > 0 else 1.0
+    return value + np.sqrt(c2) * linear + rest, c2
 
 
 def _wsum(W: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -188,7 +264,7 @@ def ratios(terms: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def bootstrap(X: np.ndarray, Y: np.ndarray, weight_blocks: Iterable[np.ndarray],
-              batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              batch: int | None = None, correct: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap replicates of (biased, unbiased) linear CKA, one per count vector.
 
     Parameters
@@ -198,18 +274,19 @@ def bootstrap(X: np.ndarray, Y: np.ndarray, weight_blocks: Iterable[np.ndarray],
         :func:`repalign.stats.resample_weights`.
     batch : resamples evaluated together (their weights are one n×batch float64 matrix); default
         :func:`default_batch`.
+    correct : return the degenerate-corrected replicates (:func:`corrected`); False gives the tie-free
+        replicates themselves.
 
     Returns
     -------
-    Two arrays of length B: the CKA of each resample with its rows repeated w_i times, biased and unbiased
-    (NaN where a side is constant in the resample).
+    Two arrays of length B, biased and unbiased CKA (NaN where a side is constant in the resample).
 
     Notes
     -----
-    Efron & Tibshirani 1993, ch. 6: a resample is a count vector w, and the replicate is the statistic of
-    the data with row i taken w_i times. No row is copied and no n×n matrix is formed: see
-    :func:`biased_terms`, :func:`unbiased_terms` and :func:`use_gram_route` (docs/formulas.md §6.5).
-    Translation invariance lets the data be centred once by the full-data means.
+    Efron & Tibshirani 1993, ch. 6: a resample is a count vector w. The replicate is the tie-free statistic
+    of the data with item i taken w_i times (:func:`biased_terms`, :func:`unbiased_terms`), corrected for
+    degeneracy (:func:`corrected`; docs/formulas.md §6.5). No row is copied and no n×n matrix is formed
+    (:func:`use_gram_route`). The data are centred once by the full-data means.
     """
     n, d1 = X.shape
     batch = default_batch(n) if batch is None else batch
@@ -217,17 +294,20 @@ def bootstrap(X: np.ndarray, Y: np.ndarray, weight_blocks: Iterable[np.ndarray],
     gram = use_gram_route(n, d1, Y.shape[1], batch)
     Xc = np.asarray(X, dtype=np.float64) - np.asarray(X, dtype=np.float64).mean(axis=0)
     Yc = np.asarray(Y, dtype=np.float64) - np.asarray(Y, dtype=np.float64).mean(axis=0)
-    biased: list[np.ndarray] = []
-    unbiased: list[np.ndarray] = []
+    # Unbiased HSIC needs 4 rows (its terms divide by m − 2 and m − 3).
+    estimators = (biased_terms, unbiased_terms) if n >= 4 else (biased_terms,)
+    parts = linear_parts(Xc, Yc) if correct else None
+    reps: list[list[np.ndarray]] = [[] for _ in estimators]
+    lins: list[list[np.ndarray]] = [[] for _ in estimators]
     pending: list[np.ndarray] = []
 
     def flush() -> None:
         f = weighted_forms(Xc, Yc, np.concatenate(pending).T, gram)
         constant = constant_side(f)
-        biased.append(np.where(constant, np.nan, ratios(biased_terms(f))))
-        # Unbiased HSIC needs 4 rows (its terms divide by m − 2 and m − 3).
-        unbiased.append(np.where(constant, np.nan, ratios(unbiased_terms(f))) if n >= 4
-                        else np.full(constant.shape, np.nan))
+        for e, terms in enumerate(estimators):
+            reps[e].append(np.where(constant, np.nan, ratios(terms(f))))
+            if parts is not None:
+                lins[e].append(parts[e].of(f.W))
         pending.clear()
 
     count = 0
@@ -239,6 +319,11 @@ def bootstrap(X: np.ndarray, Y: np.ndarray, weight_blocks: Iterable[np.ndarray],
             count = 0
     if pending:
         flush()
-    if not biased:
+    if not reps[0]:
         return np.empty(0), np.empty(0)
-    return np.concatenate(biased), np.concatenate(unbiased)
+    out = [np.concatenate(r) for r in reps]
+    if parts is not None:
+        out = [corrected(r, np.concatenate(lin), parts[e].value)[0] for e, (r, lin) in enumerate(zip(out, lins))]
+    if len(out) == 1:
+        out.append(np.full(out[0].shape, np.nan))
+    return out[0], out[1]
