@@ -103,6 +103,31 @@ def floor_ratio(ns: list[int], d: int, repeat: int, before: str | None, unrelate
                       f"load {os.getloadavg()[0]:.2f} |", flush=True)
 
 
+def cka_bootstrap(ns: list[int], d: int, repeat: int, unrelated: bool = False) -> None:
+    """Whole `compare -m cka,cka-unbiased --ci-method bootstrap` processes (B = 1000): wall time and peak RSS."""
+    import resource
+
+    print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load {os.getloadavg()[0]:.2f}; d = {d}, "
+          f"{'unrelated' if unrelated else 'shared signal'}; wall: the minimum of {repeat} fresh processes")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in ns:
+            pa, pb = make(tmp, n, d, unrelated=unrelated)
+            walls = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                out = subprocess.run([sys.executable, "-m", "repalign", "compare", pa, pb, "-m", "cka,cka-unbiased",
+                                      "--ci-method", "bootstrap", "--resamples", "1000", "--seed", "1", "-f", "json"],
+                                     capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                                     cwd=ROOT)
+                walls.append(time.perf_counter() - t)
+            # ru_maxrss of the children: the largest so far, so it is this n's (the sizes grow).
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            ms = json.loads(out.stdout)["metrics"]
+            cells = "; ".join(f"{m['name']} {m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}] {m['ci_method']}"
+                              for m in ms)
+            print(f"| {n} | {min(walls):.2f} s | {peak:.0f} MB | {cells} | load {os.getloadavg()[0]:.2f} |", flush=True)
+
+
 def synthetic_lists(n: int, K: int = 30, k: int = 10, shared: float = 0.5, seed: int = 0) -> None:
     """Seconds of the default interval (IJ and its calibration) and of the jackknife at n, from synthetic lists.
 
@@ -156,6 +181,8 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true", help="mknn alone against the two-GEMM floor (issue 13)")
     ap.add_argument("--before", help="with --floor: also time the default command on this checkout")
     ap.add_argument("--unrelated", action="store_true", help="with --floor: spaces without shared signal")
+    ap.add_argument("--cka-bootstrap", action="store_true",
+                    help="CKA's bootstrap interval (B = 1000) in whole processes, wall time and peak RSS")
     ap.add_argument("--synthetic-lists", type=int, metavar="N", help="interval and null cost at n = N, no search")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -164,6 +191,9 @@ def main() -> None:
         return
     if args.floor:
         floor_ratio(args.n, args.d, args.repeat, args.before, args.unrelated)
+        return
+    if args.cka_bootstrap:
+        cka_bootstrap(args.n, args.d, args.repeat, args.unrelated)
         return
     if args.synthetic_lists:
         synthetic_lists(args.synthetic_lists)

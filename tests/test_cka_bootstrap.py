@@ -112,11 +112,12 @@ def test_replicates_equal_the_materialised_resample(n, d1, d2, seed, gram, monke
         assert unbiased[b] == pytest.approx(ref_unbiased, abs=TOL)
 
 
-def test_unit_weights_give_the_estimate(rng):
+@pytest.mark.parametrize("n", [50, 2100])  # 2100: above linalg's 2048-row blocks
+def test_unit_weights_give_the_estimate(rng, n):
     """w = 1 is the data itself: the replicate is the estimate (a check on the weighting, not only on resamples)."""
-    X, Y = make_pair(rng, 50, 6, 9)
+    X, Y = make_pair(rng, n, 6, 9)
     for correct in (False, True):
-        biased, unbiased = cka_bootstrap.bootstrap(X, Y, [np.ones((1, 50), dtype=np.int32)], correct=correct)
+        biased, unbiased = cka_bootstrap.bootstrap(X, Y, [np.ones((1, n), dtype=np.int32)], correct=correct)
         assert biased[0] == pytest.approx(_dense_cka(X, Y, False), abs=TOL)
         assert unbiased[0] == pytest.approx(_dense_cka(X, Y, True), abs=TOL)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from repalign.linalg import matmul
+from repalign.linalg import matmul, matvec, vecmat
 
 # Entries of one n×batch float64 matrix (128 MB); about five of them are alive at a time.
 _BATCH_ENTRIES = 1 << 24
@@ -203,7 +203,7 @@ def linear_parts(Xc: np.ndarray, Yc: np.ndarray) -> tuple[LinearPart, LinearPart
     """
     m = float(Xc.shape[0])
     a, b = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
-    K1, L1 = matmul(Xc, Xc.sum(axis=0)), matmul(Yc, Yc.sum(axis=0))
+    K1, L1 = matvec(Xc, Xc.sum(axis=0)), matvec(Yc, Yc.sum(axis=0))
     sides = {"x": (Xc, a, K1), "y": (Yc, b, L1)}
     biased, unbiased = [], []
     for p, q in (("x", "y"), ("x", "x"), ("y", "y")):
@@ -213,7 +213,7 @@ def linear_parts(Xc: np.ndarray, Yc: np.ndarray) -> tuple[LinearPart, LinearPart
         u, v = U1 - u_, V1 - v_
         tr, su, sv, cross = k.sum() - (u_ * v_).sum(), u.sum(), v.sum(), (u * v).sum()
         g_tr, g_su, g_sv = 2.0 * k - 2.0 * u_ * v_, 2.0 * U1 - 2.0 * u_, 2.0 * V1 - 2.0 * v_
-        g_cross = u * v + matmul(P, matmul(P.T, v)) - u_ * v + matmul(Q, matmul(Q.T, u)) - u * v_
+        g_cross = u * v + matvec(P, vecmat(v, P)) - u_ * v + matvec(Q, vecmat(u, Q)) - u * v_
         c1, c2 = 1.0 / ((m - 1) * (m - 2)), 2.0 / (m - 2)
         unbiased.append((float(tr + su * sv * c1 - c2 * cross), g_tr + (g_su * sv + su * g_sv) * c1 - c2 * g_cross))
     return _ratio_part(biased), _ratio_part(unbiased)
