@@ -826,7 +826,8 @@ def markdown(summary: dict, confidence: float) -> str:
         def two(x):
             mm = x["methods"]
             cor = mm.get("jackknife-corrected-normal")
-            return f"{cell(cor) if cor else '–'} | {cell(mm['jackknife-normal'])}"
+            plain = mm.get("jackknife-normal")
+            return f"{cell(cor) if cor else '–'} | {cell(plain) if plain else '–'}"
 
         lines.append(f"| {s['n']} | {s['d']} | {s['signal']} | {c['truth']:.4f} | {c['true_sd']:.4f} | {two(c)} | "
                      f"{_f(c['centre_bias'], 2)} | {u['truth']:.4f} | {u['true_sd']:.4f} | {two(u)} | "
