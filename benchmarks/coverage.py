@@ -833,7 +833,7 @@ def markdown(summary: dict, confidence: float) -> str:
                      f"{_f(c['centre_bias'], 2)} | {u['truth']:.4f} | {u['true_sd']:.4f} | {two(u)} | "
                      f"{_f(u['centre_bias'], 2)} |")
     lines.append("")
-    if "bootstrap-percentile" in rows[0]["metrics"]["cka"]["methods"]:
+    if any("bootstrap-percentile" in r["metrics"]["cka"]["methods"] for r in rows):
         lines.extend(_cka_bootstrap_table(rows, cell))
     lines.extend(_sizes_table(rows_all))
     return "\n".join(lines) + "\n"
@@ -887,6 +887,8 @@ def _cka_bootstrap_table(rows, cell) -> list[str]:
     lines.append("|---|---|---|" + "---|" * (2 * len(CKA_BOOTSTRAP) + 4))
     for s in rows:
         c, u = s["metrics"]["cka"], s["metrics"]["cka-unbiased"]
+        if "bootstrap-percentile" not in c["methods"]:  # a setting with the defaults only
+            continue
         cells = " | ".join(cell(x["methods"][f"bootstrap-{m}"]) for x in (c, u) for m in CKA_BOOTSTRAP)
         diag = " | ".join(f"{_f(x['boot_bias'], 2)} / {_f(x['boot_sd_ratio'], 2)}" for x in (c, u))
         checks = f"{c['compare_checks'] + u['compare_checks']} ({c['compare_mismatches'] + u['compare_mismatches']})"
