@@ -195,14 +195,17 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
     # One set of replicates for every bootstrap method; the same call also gives the IJ variance.
     ijv = stats.knn_ij_variance(rs, p.boot_seed, resamples, p.null_seed, nulls.mknn_null(la[:, :K], lb[:, :K])[1])
     reps = ijv.replicates
+    # Above n = 2,560 the IJ uses fewer replicates (stats.ij_budgets) while compare's bootstrap flavours use all
+    # of them: draw those too, as compare does (before 2026-12-03 evening the flavours here used the IJ's).
+    boot = reps if reps.size >= resamples else rs.bootstrap(stats.resample_weights(p.boot_seed, p.n, resamples))
     jack = rs.jackknife()
-    res = {"value": value, "boot_mean": float(reps.mean()), "boot_sd": float(reps.std(ddof=1)),
+    res = {"value": value, "boot_mean": float(boot.mean()), "boot_sd": float(boot.std(ddof=1)),
            "ij_var": ijv.ij, "ij_null_excess": ijv.null_excess, "ij_cal_var": ijv.calibrated,
            "null_var": ijv.null_variance, "ij_used_var": ijv.variance,
            "ij_replicates": [int(reps.size),
                              stats.calibration_replicates(stats.ij_budgets(p.n, resamples)[1], ijv.ij, ijv.null_variance)],
            "jack_se": stats.jackknife_se(jack), "jack_mean": float(jack.mean()),
-           "boot_median": float(np.median(reps)), "depth": p.depth, "fallback_rows": len(fallbacks)}
+           "boot_median": float(np.median(boot)), "depth": p.depth, "fallback_rows": len(fallbacks)}
     A, B = la[:, :K], lb[:, :K]
     o = overlaps(A, B).astype(np.float64)
     both = np.concatenate([A, B], axis=1)
@@ -224,7 +227,7 @@ def mknn_intervals(X, Y, seed: int, resamples: int, confidence: float, check: bo
         elif m == "normal-jack":
             lo, hi = stats.interval(value, "normal", confidence, jack=jack)
         else:
-            lo, hi = stats.interval(value, m, confidence, replicates=reps, jack=jack)
+            lo, hi = stats.interval(value, m, confidence, replicates=boot, jack=jack)
         iv[m] = list(clamp(lo, hi, (0.0, 1.0)))
     res["intervals"] = iv
     if check:

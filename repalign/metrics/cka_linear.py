@@ -17,26 +17,19 @@ _MIN_CORRECTED = 8
 # intervals 1.34–1.50× too wide when the sides are unrelated; "corrected" subtracts the sum of squared
 # delete-2 interactions (cka_jackknife.second_order). "jackknife" asks for the plain, conservative one.
 # The bootstrap flavours (cka_bootstrap, docs/formulas.md §6.5) read one set of replicates shared by both
-# estimators; "bootstrap" is the flavour the coverage study validated (benchmarks/coverage_results.md).
+# estimators: tie-free (the pairs of copies of one item dropped) and degenerate-corrected (the linear part
+# shrunk by the bootstrap's own estimate of its spurious second-order variance). "bootstrap" is the flavour
+# the coverage study validated (benchmarks/coverage_results.md).
 _JACKKNIFE = ("corrected", "jackknife")
 _FLAVOURS = ("percentile", "basic", "bca", "normal")
 _METHODS = (*_JACKKNIFE, "bootstrap", *_FLAVOURS)
-# No flavour passed the coverage study (benchmarks/coverage_results.md, 2026-12-03): a resample repeats rows,
-# and repeated rows inflate both estimators in every replicate (docs/formulas.md §6.5). Without shared signal
-# the replicates sit 29–340 true SDs above the estimate and spread 2.4–8.6× wider than it does; percentile,
-# basic and BCa covered 0.000 in every setting without or with moderate signal. "bootstrap" gives the best
-# flavour, normal (centred on the estimate): 0.925–1.000 in 11 of 12 settings, but 0.80 for unbiased CKA at
-# n = 256, d = 768, moderate signal, and 2.4–8.6× too wide without signal. Every flavour carries a note.
+# The textbook plug-in replicates (rows repeated) failed the coverage study: without shared signal they sat
+# 29–340 true SDs above the estimate, and percentile, basic and BCa covered 0.000. The corrected replicates
+# centre on the estimate and spread as it does (2026-12-03 study); every flavour passed, and "bootstrap" gives
+# percentile, the plainest.
 _BOOTSTRAP = {"cka": "percentile", "cka-unbiased": "percentile"}
-_VALIDATED: dict[str, tuple[str, ...]] = {"cka": (), "cka-unbiased": ()}
-_UNDER = {"normal": "failed the coverage study: up to 8.6× too wide without shared signal, and for cka-unbiased "
-                    "0.80 coverage in one setting (resamples repeat rows, which inflates CKA); the default, the "
-                    "corrected jackknife, is the validated interval",
-          "percentile": "failed the coverage study: they missed the truth in every dataset without strong shared "
-                        "signal (resamples repeat rows, which inflates CKA); use the default, the corrected "
-                        "jackknife",
-          }
-_UNDER["basic"] = _UNDER["bca"] = _UNDER["percentile"]
+_VALIDATED: dict[str, tuple[str, ...]] = {"cka": _FLAVOURS, "cka-unbiased": _FLAVOURS}
+_UNDER: dict[str, str] = {}  # the note for a flavour outside _VALIDATED (none at present)
 _COVERS = {"cka": "the mean of biased CKA over fresh samples of n items, at this n",
            "cka-unbiased": "the population value of CKA"}
 
