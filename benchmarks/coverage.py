@@ -744,7 +744,7 @@ def summarise(records: list[dict], settings, confidence: float, seed: int = MAST
                     lo = np.array([r[name]["intervals"][meth][0] for r in ci])
                     hi = np.array([r[name]["intervals"][meth][1] for r in ci])
                     m[label] = float(((hi - lo) / (2 * z)).mean() / sd) if sd > 0 else None
-                m["ci_methods"] = sorted({r[name]["ci_method"] for r in ci})
+                m["ci_methods"] = sorted({r[name]["ci_method"] for r in ci if "ci_method" in r[name]})
                 booted = [r for r in ci if "boot_mean_sd" in r[name]]
                 if booted:
                     est_b = np.array([r[name]["value"] for r in booted])
