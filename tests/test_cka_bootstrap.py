@@ -285,3 +285,15 @@ def test_replicates_do_not_depend_on_thread_count(tmp_path, shape):
     argv = ["compare", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "-m", "cka,cka-unbiased",
             "--ci-method", "percentile", "--resamples", "100", "--permutations", "0", "-f", "json", "--seed", "3"]
     assert _report(argv, 1) == _report(argv, 2)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_cli_bootstrap_of_a_tiny_input_gives_a_reason_not_a_traceback(write, n):
+    """Below 4 rows unbiased CKA (and its gradient, which divides by n − 2) does not exist; biased CKA still
+    reports its value, and an interval or the reason there is none."""
+    rng = np.random.default_rng(n)
+    a, b = write.npy(rng.standard_normal((n, 3)), "a.npy"), write.npy(rng.standard_normal((n, 4)), "b.npy")
+    d = _doc(a, b, "-m", "cka", "--ci-method", "percentile", "--seed", "3", "--resamples", "200")
+    m = d["metrics"][0]
+    assert m["value"] is not None
+    assert (m["ci_low"] is not None) or m["ci_reason"]

@@ -193,8 +193,10 @@ def _ratio_part(terms: list[tuple[float, np.ndarray]]) -> LinearPart:
     return LinearPart(float(r), gxy / np.sqrt(sxx * syy) - 0.5 * r * (gxx / sxx + gyy / syy))
 
 
-def linear_parts(Xc: np.ndarray, Yc: np.ndarray) -> tuple[LinearPart, LinearPart]:
+def linear_parts(Xc: np.ndarray, Yc: np.ndarray) -> tuple[LinearPart, ...]:
     """The exact gradients at w = 1 of the tie-free replicates of (biased, unbiased) CKA, in feature space.
+
+    Unbiased CKA needs 4 rows, so below that only the biased part is returned.
 
     Differentiating :func:`biased_terms` and :func:`unbiased_terms` at w = 1, with k_i = (K∘L 1)_i =
     x_iᵀ(XcᵀYc)y_i, K1 = Xc(Xcᵀ1), a_i = K_ii (and likewise for the other pairs):
@@ -202,6 +204,8 @@ def linear_parts(Xc: np.ndarray, Yc: np.ndarray) -> tuple[LinearPart, LinearPart
     ∂(1ᵀK̃L̃1)/∂w = u∘v + Kv − a∘v + Lu − u∘b with u = K1 − a, v = L1 − b.
     """
     m = float(Xc.shape[0])
+    # The unbiased terms divide by m − 2; their values are dropped below 4 rows, so only avoid the division.
+    c1, c2 = (1.0 / ((m - 1) * (m - 2)), 2.0 / (m - 2)) if m >= 4 else (0.0, 0.0)
     a, b = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
     K1, L1 = matvec(Xc, Xc.sum(axis=0)), matvec(Yc, Yc.sum(axis=0))
     sides = {"x": (Xc, a, K1), "y": (Yc, b, L1)}
@@ -214,13 +218,12 @@ def linear_parts(Xc: np.ndarray, Yc: np.ndarray) -> tuple[LinearPart, LinearPart
         tr, su, sv, cross = k.sum() - (u_ * v_).sum(), u.sum(), v.sum(), (u * v).sum()
         g_tr, g_su, g_sv = 2.0 * k - 2.0 * u_ * v_, 2.0 * U1 - 2.0 * u_, 2.0 * V1 - 2.0 * v_
         g_cross = u * v + matvec(P, vecmat(v, P)) - u_ * v + matvec(Q, vecmat(u, Q)) - u * v_
-        c1, c2 = 1.0 / ((m - 1) * (m - 2)), 2.0 / (m - 2)
         unbiased.append((float(tr + su * sv * c1 - c2 * cross), g_tr + (g_su * sv + su * g_sv) * c1 - c2 * g_cross))
-    return _ratio_part(biased), _ratio_part(unbiased)
+    return (_ratio_part(biased), _ratio_part(unbiased)) if m >= 4 else (_ratio_part(biased),)
 
 
-def corrected(replicates: np.ndarray, linear: np.ndarray, value: float) -> tuple[np.ndarray, float]:
-    """Degenerate-corrected replicates value + c·linear + rest, rest = replicate − value − linear; and c².
+def corrected(replicates: np.ndarray, linear: np.ndarray, value: float) -> np.ndarray:
+    """Degenerate-corrected replicates value + c·linear + rest, rest = replicate − value − linear.
 
     The bootstrap's linear part carries the true linear variance plus twice the degenerate (second-order)
     variance, which the rest estimates (docs/formulas.md §6.5), so c² = max(0, 1 − 2·Var(rest)/Var(linear)):
@@ -228,11 +231,11 @@ def corrected(replicates: np.ndarray, linear: np.ndarray, value: float) -> tuple
     Replicates with a NaN (a constant side) are returned unchanged; the interval refuses them.
     """
     if not np.isfinite(replicates).all() or not np.isfinite(value):
-        return replicates, float("nan")
+        return replicates
     rest = replicates - value - linear
     var_lin = float(np.var(linear))
     c2 = max(0.0, 1.0 - 2.0 * float(np.var(rest)) / var_lin) if var_lin > 0 else 1.0
-    return value + np.sqrt(c2) * linear + rest, c2
+    return value + np.sqrt(c2) * linear + rest
 
 
 def _wsum(W: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -323,7 +326,7 @@ def bootstrap(X: np.ndarray, Y: np.ndarray, weight_blocks: Iterable[np.ndarray],
         return np.empty(0), np.empty(0)
     out = [np.concatenate(r) for r in reps]
     if parts is not None:
-        out = [corrected(r, np.concatenate(lin), parts[e].value)[0] for e, (r, lin) in enumerate(zip(out, lins))]
+        out = [corrected(r, np.concatenate(lin), part.value) for r, lin, part in zip(out, lins, parts)]
     if len(out) == 1:
         out.append(np.full(out[0].shape, np.nan))
     return out[0], out[1]
