@@ -904,6 +904,36 @@ def _cka_bootstrap_table(rows, cell) -> list[str]:
 # ---------------------------------------------------------------- driver
 
 
+def merge_records(base: list[dict], more: list[dict]) -> list[dict]:
+    """``base`` with ``more`` merged in by (kind, setting, dataset): a CKA record gains the other run's intervals.
+
+    A defaults-only run (--no-cka-bootstrap) and a bootstrap-only run (--cka-bootstrap-only) of the same
+    datasets become one record each. Where both runs have a method, ``more`` wins (the later code).
+    """
+    index = {(r["kind"], r["key"], r["j"]): r for r in base}
+    out = list(base)
+    for r in more:
+        k = (r["kind"], r["key"], r["j"])
+        have = index.get(k)
+        if have is None:
+            index[k] = r
+            out.append(r)
+            continue
+        if r["kind"] != "ci":
+            continue
+        for name in CKA_METRICS:
+            if name in r:
+                mine = have.setdefault(name, {"value": r[name]["value"], "intervals": {}})
+                mine["intervals"].update(r[name]["intervals"])
+                for field in ("boot_mean_sd", "ci_method"):
+                    if field in r[name]:
+                        mine[field] = r[name][field]
+        if r.get("cka_checks"):
+            have["cka_checks"] = r["cka_checks"]
+        have["seconds"] = {**have.get("seconds", {}), **{f: v for f, v in r.get("seconds", {}).items() if f != "mknn"}}
+    return out
+
+
 def _load_partial(path: str) -> list[dict]:
     if not path or not os.path.exists(path):
         return []
@@ -957,6 +987,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=10, help="datasets per task")
     ap.add_argument("--partial", default=None, help="directory for per-dataset records (resumable)")
     ap.add_argument("--out", default=None, help="JSON dump of the summary and settings")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="DIR",
+                    help="also read these --partial directories' records, merged by dataset (with --summary-only)")
     ap.add_argument("--summary-only", action="store_true", help="tabulate the --partial records, run nothing")
     args = ap.parse_args(argv)
     defaults = ({"n": [256], "d": [64], "datasets": 20, "truth_datasets": 100, "resamples": 500} if args.quick else
@@ -977,6 +1009,9 @@ def main(argv=None) -> int:
         tag = f"seed{args.seed}_B{args.resamples}_conf{args.confidence}" + ("_cka" if args.skip_mknn else "")
         partial = os.path.join(args.partial, f"records_{tag}.jsonl")
         records = [r for r in _load_partial(partial) if r.get("kind") in ("truth", "ci")]
+        for extra in args.merge:  # other runs' records of the same datasets (--summary-only)
+            more = _load_partial(os.path.join(extra, f"records_{tag}.jsonl"))
+            records = merge_records(records, [r for r in more if r.get("kind") in ("truth", "ci")])
     done = {(r["kind"], r["key"], r["j"]) for r in records}
 
     tasks = []
